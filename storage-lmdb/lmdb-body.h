@@ -1,0 +1,82 @@
+#ifndef LMDB_BODY_H
+#define LMDB_BODY_H
+
+/* Message bodies: stored once, in checksummed chunks, with a reference
+   count that links (lmdb-link.h) hold. A body is written as PENDING,
+   becomes LINKED when the first link commits and DEAD when the last link
+   goes; lmdb_body_gc() frees pending and dead bodies after a grace
+   period. No lib-storage types here. */
+
+#include "lmdb-records.h"
+#include "lmdb-env.h"
+
+/* Chunk data size: a chunk value (header + data) plus LMDB's overflow
+   page header fills exactly 16 pages of 4 KiB. */
+#define LMDB_BODY_CHUNK_SIZE (16 * 4096 - 16 - LMDB_CHUNK_HDR_SIZE)
+
+struct lmdb_body_writer;
+
+struct lmdb_body_info {
+	const char *guid;
+	int64_t received_date;
+	int64_t save_date;
+	guid_128_t orig_mailbox_guid;
+};
+
+struct lmdb_body_writer *lmdb_body_writer_init(struct lmdb_env *env);
+/* Buffered: full groups of chunks are written in short unsynced write
+   transactions, so a large body never holds the writer long. */
+int lmdb_body_writer_append(struct lmdb_body_writer *writer,
+			    const void *data, size_t size,
+			    const char **error_r);
+/* Write what is left and the PENDING body record. */
+int lmdb_body_writer_finish(struct lmdb_body_writer *writer,
+			    const struct lmdb_body_info *info,
+			    uint64_t *body_id_r, uint64_t *physical_size_r,
+			    uint64_t *virtual_size_r, const char **error_r);
+/* The LMDB/errno code of the writer's last failure (0 if none), so that
+   a full map can be told from an internal error. */
+int lmdb_body_writer_get_last_ret(struct lmdb_body_writer *writer);
+/* Drop a PENDING body that will never be linked (rolled back save). */
+int lmdb_body_discard(struct lmdb_env *env, uint64_t body_id,
+		      const char **error_r);
+/* Free the writer. Chunks already written stay until the pending GC,
+   unless the body was never finished (then they are deleted now). */
+void lmdb_body_writer_free(struct lmdb_body_writer **writer);
+
+/* Returns 1 and the record, 0 if there is no such body, -1 on error
+   (including a malformed record). txn may be read-only. */
+int lmdb_body_lookup(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
+		     pool_t pool, struct lmdb_body_record *rec_r,
+		     const char **error_r);
+/* Same in a transaction of its own. */
+int lmdb_body_get(struct lmdb_env *env, uint64_t body_id, pool_t pool,
+		  struct lmdb_body_record *rec_r, const char **error_r);
+
+/* Check that every chunk is present, has the right size and a matching
+   checksum; with full=TRUE also recompute the body's SHA-256. Returns 1
+   if the body is whole, 0 if it is damaged (*error_r says how), -1 on
+   an LMDB error. */
+int lmdb_body_verify(struct lmdb_env *env, uint64_t body_id,
+		     const struct lmdb_body_record *rec, bool full,
+		     const char **error_r);
+
+/* Copy chunk idx of the body into dest (appended). Verifies the chunk's
+   checksum. Returns 1, 0 if missing/damaged, -1 on LMDB error. */
+int lmdb_body_read_chunk(struct lmdb_env *env, uint64_t body_id,
+			 uint32_t idx, buffer_t *dest, const char **error_r);
+
+/* Inside a write transaction: add delta to the body's reference count,
+   moving it between PENDING/LINKED/DEAD. Returns 0, or an LMDB code
+   (MDB_NOTFOUND if the body is gone). */
+int lmdb_body_ref(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
+		  int delta, int64_t now, const char **error_r);
+
+/* Free PENDING bodies older than pending_grace seconds and DEAD ones
+   older than dead_grace, at most max_bodies of them. */
+int lmdb_body_gc(struct lmdb_env *env, int64_t now,
+		 unsigned int pending_grace, unsigned int dead_grace,
+		 unsigned int max_bodies, unsigned int *freed_r,
+		 const char **error_r);
+
+#endif

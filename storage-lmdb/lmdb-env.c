@@ -1,0 +1,474 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "buffer.h"
+#include "ioloop.h"
+#include "lmdb-records.h"
+#include "lmdb-env.h"
+
+#include <sys/stat.h>
+#include <sys/vfs.h>
+
+#define LMDB_ENV_MAX_DBS 8
+#define LMDB_ENV_WRITE_MAX_RETRIES 64
+
+/* filesystems LMDB's locking and mmap coherency don't work on */
+#define LMDB_FS_NFS 0x6969
+#define LMDB_FS_SMB 0x517B
+#define LMDB_FS_CIFS 0xFF534D42
+#define LMDB_FS_SMB2 0xFE534D42
+
+static ARRAY(struct lmdb_env *) lmdb_envs = ARRAY_INIT;
+
+const char *lmdb_env_strerror(int ret)
+{
+	return mdb_strerror(ret);
+}
+
+bool lmdb_env_error_is_space(int ret)
+{
+	return ret == MDB_MAP_FULL || ret == ENOSPC || ret == EDQUOT;
+}
+
+static int lmdb_env_check_fs(const char *path, const char **error_r)
+{
+	struct statfs fs;
+
+	if (statfs(path, &fs) < 0) {
+		*error_r = t_strdup_printf("statfs(%s) failed: %m", path);
+		return -1;
+	}
+	switch ((unsigned long)fs.f_type) {
+	case LMDB_FS_NFS:
+		*error_r = t_strdup_printf("%s is on NFS: LMDB environments "
+			"need a local filesystem", path);
+		return -1;
+	case LMDB_FS_SMB:
+	case LMDB_FS_CIFS:
+	case LMDB_FS_SMB2:
+		*error_r = t_strdup_printf("%s is on CIFS/SMB: LMDB "
+			"environments need a local filesystem", path);
+		return -1;
+	default:
+		return 0;
+	}
+}
+
+static int
+lmdb_env_init_schema(MDB_txn *txn, void *context, const char **error_r)
+{
+	struct lmdb_env *env = context;
+	struct lmdb_env_record rec;
+	MDB_val key, val;
+	buffer_t *buf;
+	int ret;
+
+	if ((ret = mdb_dbi_open(txn, "meta", MDB_CREATE, &env->dbi_meta)) != 0 ||
+	    (ret = mdb_dbi_open(txn, "bodies", MDB_CREATE, &env->dbi_bodies)) != 0 ||
+	    (ret = mdb_dbi_open(txn, "chunks", MDB_CREATE, &env->dbi_chunks)) != 0 ||
+	    (ret = mdb_dbi_open(txn, "links", MDB_CREATE, &env->dbi_links)) != 0 ||
+	    (ret = mdb_dbi_open(txn, "mailboxes", MDB_CREATE, &env->dbi_mailboxes)) != 0 ||
+	    (ret = mdb_dbi_open(txn, "gc", MDB_CREATE, &env->dbi_gc)) != 0) {
+		*error_r = t_strdup_printf("mdb_dbi_open() failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+
+	key.mv_data = (void *)"env";
+	key.mv_size = 3;
+	ret = mdb_get(txn, env->dbi_meta, &key, &val);
+	if (ret == 0) {
+		if (!lmdb_env_record_decode(val.mv_data, val.mv_size,
+					    &rec, error_r)) {
+			*error_r = t_strdup_printf("corrupted env record: %s",
+						   *error_r);
+			return MDB_CORRUPTED;
+		}
+		if (rec.schema_version > LMDB_SCHEMA_VERSION) {
+			*error_r = t_strdup_printf(
+				"environment has schema version %u, this "
+				"module only knows up to %u: upgrade the module",
+				rec.schema_version, LMDB_SCHEMA_VERSION);
+			return MDB_VERSION_MISMATCH;
+		}
+		if (rec.schema_version == LMDB_SCHEMA_VERSION)
+			return 0;
+		/* Upgrade-on-open: older schemas are converted here, in the
+		   same transaction, before anyone reads them. Version 1 is
+		   the first, so there is nothing to convert yet. */
+	} else if (ret != MDB_NOTFOUND) {
+		*error_r = t_strdup_printf("mdb_get(env) failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	} else {
+		i_zero(&rec);
+		rec.generation = 1;
+		rec.next_body_id = 1;
+		rec.created = ioloop_time;
+	}
+	rec.schema_version = LMDB_SCHEMA_VERSION;
+	buf = t_buffer_create(128);
+	lmdb_env_record_encode(buf, &rec);
+	val.mv_data = (void *)buf->data;
+	val.mv_size = buf->used;
+	if ((ret = mdb_put(txn, env->dbi_meta, &key, &val, 0)) != 0) {
+		*error_r = t_strdup_printf("mdb_put(env) failed: %s",
+					   mdb_strerror(ret));
+	}
+	return ret;
+}
+
+int lmdb_env_record_get(struct lmdb_env *env, MDB_txn *txn,
+			struct lmdb_env_record *rec_r, const char **error_r)
+{
+	MDB_val key, val;
+	int ret;
+
+	key.mv_data = (void *)"env";
+	key.mv_size = 3;
+	if ((ret = mdb_get(txn, env->dbi_meta, &key, &val)) != 0) {
+		*error_r = t_strdup_printf("mdb_get(env) failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	if (!lmdb_env_record_decode(val.mv_data, val.mv_size, rec_r, error_r)) {
+		*error_r = t_strdup_printf("corrupted env record: %s", *error_r);
+		return MDB_CORRUPTED;
+	}
+	return 0;
+}
+
+int lmdb_env_record_put(struct lmdb_env *env, MDB_txn *txn,
+			const struct lmdb_env_record *rec,
+			const char **error_r)
+{
+	MDB_val key, val;
+	buffer_t *buf = t_buffer_create(128);
+	int ret;
+
+	lmdb_env_record_encode(buf, rec);
+	key.mv_data = (void *)"env";
+	key.mv_size = 3;
+	val.mv_data = (void *)buf->data;
+	val.mv_size = buf->used;
+	if ((ret = mdb_put(txn, env->dbi_meta, &key, &val, 0)) != 0) {
+		*error_r = t_strdup_printf("mdb_put(env) failed: %s",
+					   mdb_strerror(ret));
+	}
+	return ret;
+}
+
+static int lmdb_env_grow(struct lmdb_env *env, const char **error_r)
+{
+	uint64_t new_size;
+	int ret;
+
+	if (env->map_size >= env->set.map_size_max) {
+		*error_r = t_strdup_printf(
+			"LMDB map is full at its ceiling of %"PRIu64" bytes "
+			"(plugin setting lmdb_map_size_max)",
+			env->set.map_size_max);
+		return MDB_MAP_FULL;
+	}
+	/* the map can only be resized with no transaction open in this
+	   process; all of ours are short, so this holds unless a caller
+	   broke the rule */
+	if (env->open_txns > 0) {
+		*error_r = "LMDB map is full and can't grow while a "
+			"transaction is open";
+		return MDB_MAP_FULL;
+	}
+	new_size = I_MIN(env->map_size * 2, env->set.map_size_max);
+	if ((ret = mdb_env_set_mapsize(env->env, new_size)) != 0) {
+		*error_r = t_strdup_printf("mdb_env_set_mapsize(%"PRIu64") "
+					   "failed: %s", new_size,
+					   mdb_strerror(ret));
+		return ret;
+	}
+	env->map_size = new_size;
+	return 0;
+}
+
+/* Another process grew the map: adopt its size. */
+static int lmdb_env_adopt_map_size(struct lmdb_env *env, const char **error_r)
+{
+	MDB_envinfo info;
+	int ret;
+
+	if ((ret = mdb_env_set_mapsize(env->env, 0)) != 0) {
+		*error_r = t_strdup_printf("mdb_env_set_mapsize(0) failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	(void)mdb_env_info(env->env, &info);
+	env->map_size = info.me_mapsize;
+	return 0;
+}
+
+static int lmdb_env_txn_begin(struct lmdb_env *env, unsigned int flags,
+			      MDB_txn **txn_r, const char **error_r)
+{
+	int ret;
+
+	ret = mdb_txn_begin(env->env, NULL, flags, txn_r);
+	if (ret == MDB_MAP_RESIZED) {
+		if ((ret = lmdb_env_adopt_map_size(env, error_r)) != 0)
+			return ret;
+		ret = mdb_txn_begin(env->env, NULL, flags, txn_r);
+	}
+	if (ret != 0) {
+		*error_r = t_strdup_printf("mdb_txn_begin(%s) failed: %s",
+					   env->path, mdb_strerror(ret));
+		return ret;
+	}
+	env->open_txns++;
+	return 0;
+}
+
+static void lmdb_env_txn_abort(struct lmdb_env *env, MDB_txn **txn)
+{
+	i_assert(env->open_txns > 0);
+	mdb_txn_abort(*txn);
+	*txn = NULL;
+	env->open_txns--;
+}
+
+int lmdb_env_write(struct lmdb_env *env, lmdb_write_func_t *func,
+		   void *context, bool sync, const char **error_r)
+{
+	MDB_txn *txn;
+	unsigned int i;
+	int ret;
+
+	for (i = 0;; i++) {
+		ret = lmdb_env_txn_begin(env, sync ? 0 : MDB_NOSYNC,
+					 &txn, error_r);
+		if (ret != 0)
+			return ret;
+		T_BEGIN {
+			ret = func(txn, context, error_r);
+		} T_END_PASS_STR_IF(ret != 0, error_r);
+		if (ret == 0) {
+			env->open_txns--;
+			ret = mdb_txn_commit(txn);
+			if (ret == 0)
+				return 0;
+			*error_r = t_strdup_printf("mdb_txn_commit(%s) failed: %s",
+						   env->path, mdb_strerror(ret));
+		} else {
+			lmdb_env_txn_abort(env, &txn);
+		}
+		if (ret != MDB_MAP_FULL || i >= LMDB_ENV_WRITE_MAX_RETRIES)
+			return ret;
+		if ((ret = lmdb_env_grow(env, error_r)) != 0)
+			return ret;
+	}
+}
+
+int lmdb_env_read_begin(struct lmdb_env *env, MDB_txn **txn_r,
+			const char **error_r)
+{
+	return lmdb_env_txn_begin(env, MDB_RDONLY, txn_r, error_r) == 0 ?
+		0 : -1;
+}
+
+void lmdb_env_read_end(struct lmdb_env *env, MDB_txn **txn)
+{
+	if (*txn != NULL)
+		lmdb_env_txn_abort(env, txn);
+}
+
+int lmdb_env_get_used_bytes(struct lmdb_env *env, uint64_t *used_r,
+			    uint64_t *free_pages_r, const char **error_r)
+{
+	MDB_envinfo info;
+	MDB_txn *txn;
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	uint64_t free_pages = 0;
+	int ret;
+
+	if (lmdb_env_read_begin(env, &txn, error_r) < 0)
+		return -1;
+	(void)mdb_env_info(env->env, &info);
+	/* the freelist lives in DBI 0; each value is a page-number list
+	   whose first word is its length */
+	ret = mdb_cursor_open(txn, 0, &cursor);
+	if (ret == 0) {
+		while ((ret = mdb_cursor_get(cursor, &key, &val,
+					     MDB_NEXT)) == 0) {
+			size_t n;
+
+			if (val.mv_size < sizeof(size_t))
+				continue;
+			memcpy(&n, val.mv_data, sizeof(n));
+			free_pages += n;
+		}
+		mdb_cursor_close(cursor);
+		if (ret == MDB_NOTFOUND)
+			ret = 0;
+	}
+	lmdb_env_read_end(env, &txn);
+	if (ret != 0) {
+		*error_r = t_strdup_printf("reading LMDB freelist failed: %s",
+					   mdb_strerror(ret));
+		return -1;
+	}
+	if (free_pages > info.me_last_pgno + 1)
+		free_pages = info.me_last_pgno + 1;
+	*used_r = (info.me_last_pgno + 1 - free_pages) * env->page_size;
+	*free_pages_r = free_pages;
+	return 0;
+}
+
+int lmdb_env_check_space(struct lmdb_env *env, uint64_t size,
+			 const char **error_r)
+{
+	MDB_envinfo info;
+	uint64_t high_water, used, free_pages, limit;
+
+	limit = env->set.map_size_max > env->set.map_reserve ?
+		env->set.map_size_max - env->set.map_reserve : 0;
+	(void)mdb_env_info(env->env, &info);
+	high_water = (info.me_last_pgno + 1) * (uint64_t)env->page_size;
+	/* cheap case: even without reusing free pages it fits */
+	if (high_water + size <= limit)
+		return 1;
+	if (lmdb_env_get_used_bytes(env, &used, &free_pages, error_r) < 0)
+		return -1;
+	if (used + size <= limit)
+		return 1;
+	*error_r = t_strdup_printf(
+		"LMDB environment %s is full: %"PRIu64" bytes used, "
+		"new mail of %"PRIu64" bytes would exceed lmdb_map_size_max "
+		"(%"PRIu64") minus lmdb_map_reserve (%"PRIu64")",
+		env->path, used, size, env->set.map_size_max,
+		env->set.map_reserve);
+	return 0;
+}
+
+static struct lmdb_env *lmdb_env_find(dev_t dev, ino_t ino)
+{
+	struct lmdb_env *env;
+
+	if (!array_is_created(&lmdb_envs))
+		return NULL;
+	array_foreach_elem(&lmdb_envs, env) {
+		if (env->dev == dev && env->ino == ino)
+			return env;
+	}
+	return NULL;
+}
+
+static void lmdb_env_free(struct lmdb_env *env)
+{
+	if (env->env != NULL)
+		mdb_env_close(env->env);
+	i_free(env->path);
+	i_free(env);
+}
+
+int lmdb_env_open(const char *path, const struct lmdb_env_settings *set,
+		  struct lmdb_env **env_r, const char **error_r)
+{
+	struct lmdb_env *env;
+	struct stat st;
+	MDB_envinfo info;
+	MDB_stat mst;
+	unsigned int flags;
+	int ret, dead;
+
+	if (stat(path, &st) < 0) {
+		*error_r = t_strdup_printf("stat(%s) failed: %m", path);
+		return -1;
+	}
+	env = lmdb_env_find(st.st_dev, st.st_ino);
+	if (env != NULL) {
+		env->refcount++;
+		*env_r = env;
+		return 0;
+	}
+	if (lmdb_env_check_fs(path, error_r) < 0)
+		return -1;
+
+	env = i_new(struct lmdb_env, 1);
+	env->refcount = 1;
+	env->path = i_strdup(path);
+	env->dev = st.st_dev;
+	env->ino = st.st_ino;
+	env->set = *set;
+	if (env->set.map_size_initial > env->set.map_size_max)
+		env->set.map_size_initial = env->set.map_size_max;
+
+	if ((ret = mdb_env_create(&env->env)) != 0) {
+		env->env = NULL;
+		*error_r = t_strdup_printf("mdb_env_create() failed: %s",
+					   mdb_strerror(ret));
+		lmdb_env_free(env);
+		return -1;
+	}
+	(void)mdb_env_set_maxdbs(env->env, LMDB_ENV_MAX_DBS);
+	(void)mdb_env_set_maxreaders(env->env, set->max_readers);
+	(void)mdb_env_set_mapsize(env->env, env->set.map_size_initial);
+
+	/* NOTLS: Dovecot overlaps read transactions in one thread (a mail
+	   stream open while another mail is looked up). NORDAHEAD: mail
+	   access is random, readahead only evicts useful pages. */
+	flags = MDB_NOTLS | MDB_NORDAHEAD;
+	if (set->no_sync)
+		flags |= MDB_NOSYNC;
+	ret = mdb_env_open(env->env, path, flags, set->mode);
+	if (ret != 0) {
+		*error_r = t_strdup_printf("mdb_env_open(%s) failed: %s",
+					   path, mdb_strerror(ret));
+		lmdb_env_free(env);
+		return -1;
+	}
+	/* reader slots of processes that died (kill -9) would pin old
+	   pages forever */
+	(void)mdb_reader_check(env->env, &dead);
+	(void)mdb_env_info(env->env, &info);
+	/* an existing environment may already be bigger than our start */
+	env->map_size = I_MAX(info.me_mapsize, env->set.map_size_initial);
+	if (env->map_size > info.me_mapsize)
+		(void)mdb_env_set_mapsize(env->env, env->map_size);
+	(void)mdb_env_stat(env->env, &mst);
+	env->page_size = mst.ms_psize;
+
+	if (lmdb_env_write(env, lmdb_env_init_schema, env, TRUE,
+			   error_r) != 0) {
+		*error_r = t_strdup_printf("%s: %s", path, *error_r);
+		lmdb_env_free(env);
+		return -1;
+	}
+	if (!array_is_created(&lmdb_envs))
+		i_array_init(&lmdb_envs, 4);
+	array_push_back(&lmdb_envs, &env);
+	*env_r = env;
+	return 0;
+}
+
+void lmdb_env_unref(struct lmdb_env **_env)
+{
+	struct lmdb_env *env = *_env;
+	struct lmdb_env *const *envs;
+	unsigned int i, count;
+
+	*_env = NULL;
+	i_assert(env->refcount > 0);
+	if (--env->refcount > 0)
+		return;
+
+	i_assert(env->open_txns == 0);
+	envs = array_get(&lmdb_envs, &count);
+	for (i = 0; i < count; i++) {
+		if (envs[i] == env) {
+			array_delete(&lmdb_envs, i, 1);
+			break;
+		}
+	}
+	if (array_count(&lmdb_envs) == 0)
+		array_free(&lmdb_envs);
+	lmdb_env_free(env);
+}

@@ -1,0 +1,86 @@
+#ifndef LMDB_ENV_H
+#define LMDB_ENV_H
+
+/* One LMDB environment per user storage root, shared by every storage of
+   the process that points at the same directory (LMDB forbids opening
+   one environment twice in a process). Transactions are short: a write
+   transaction runs inside lmdb_env_write(), which retries after growing
+   the map, and nobody keeps one across a call back into Dovecot. */
+
+#include <lmdb.h>
+
+struct lmdb_env_record;
+
+struct lmdb_env_settings {
+	/* first map size, grown by doubling up to map_size_max */
+	uint64_t map_size_initial;
+	uint64_t map_size_max;
+	/* space kept free below map_size_max for expunges and flag
+	   changes: new bodies are refused once they would eat into it */
+	uint64_t map_reserve;
+	unsigned int max_readers;
+	/* mail_fsync = never */
+	bool no_sync;
+	/* file mode for data.mdb / lock.mdb */
+	mode_t mode;
+};
+
+struct lmdb_env {
+	int refcount;
+	char *path;
+	dev_t dev;
+	ino_t ino;
+	MDB_env *env;
+	struct lmdb_env_settings set;
+	uint64_t map_size;
+	unsigned int page_size;
+	unsigned int open_txns;
+
+	MDB_dbi dbi_meta, dbi_bodies, dbi_chunks, dbi_links;
+	MDB_dbi dbi_mailboxes, dbi_gc;
+};
+
+/* A unit of work run inside a write transaction. It may run more than
+   once (after the map grew), so it must only touch the transaction and
+   state it resets itself. Returns 0, or an LMDB/errno code with *error_r. */
+typedef int lmdb_write_func_t(MDB_txn *txn, void *context,
+			      const char **error_r);
+
+/* Open (or share) the environment in directory path, creating it if
+   needed. Returns 0 or -1 with *error_r. *temp_error_r is TRUE when the
+   failure is worth retrying (compaction in progress, out of space). */
+int lmdb_env_open(const char *path, const struct lmdb_env_settings *set,
+		  struct lmdb_env **env_r, const char **error_r);
+void lmdb_env_unref(struct lmdb_env **env);
+
+/* Run func in a write transaction and commit it. sync=FALSE commits
+   without waiting for the disk: the next synced commit covers it. */
+int lmdb_env_write(struct lmdb_env *env, lmdb_write_func_t *func,
+		   void *context, bool sync, const char **error_r);
+
+int lmdb_env_read_begin(struct lmdb_env *env, MDB_txn **txn_r,
+			const char **error_r);
+void lmdb_env_read_end(struct lmdb_env *env, MDB_txn **txn);
+
+/* The "env" record of the meta DBI: counters and the body id sequence.
+   Both return 0 or an LMDB code with *error_r. */
+int lmdb_env_record_get(struct lmdb_env *env, MDB_txn *txn,
+			struct lmdb_env_record *rec_r, const char **error_r);
+int lmdb_env_record_put(struct lmdb_env *env, MDB_txn *txn,
+			const struct lmdb_env_record *rec,
+			const char **error_r);
+
+/* Bytes in use (pages below the high-water mark that are not free). */
+int lmdb_env_get_used_bytes(struct lmdb_env *env, uint64_t *used_r,
+			    uint64_t *free_pages_r, const char **error_r);
+/* Would storing size more bytes of new mail eat into the reserve? */
+int lmdb_env_check_space(struct lmdb_env *env, uint64_t size,
+			 const char **error_r);
+
+/* Returns TRUE if an LMDB/errno code means "no space": map full at the
+   ceiling, or the filesystem is full. Such failures are temporary. */
+bool lmdb_env_error_is_space(int ret);
+
+const char *lmdb_env_strerror(int ret);
+
+#endif

@@ -1,0 +1,147 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "buffer.h"
+#include "istream-private.h"
+#include "lmdb-body.h"
+#include "lmdb-istream.h"
+
+struct lmdb_istream {
+	struct istream_private istream;
+	struct lmdb_env *env;
+	uint64_t body_id;
+	uint64_t size;
+	uint32_t chunk_size, chunk_count;
+	buffer_t *buf;
+};
+
+static void lmdb_istream_destroy(struct iostream_private *stream)
+{
+	struct lmdb_istream *lstream =
+		container_of(stream, struct lmdb_istream, istream.iostream);
+
+	buffer_free(&lstream->buf);
+}
+
+static ssize_t lmdb_istream_read(struct istream_private *stream)
+{
+	struct lmdb_istream *lstream =
+		container_of(stream, struct lmdb_istream, istream);
+	uoff_t next_offset;
+	uint32_t idx, skip_in_chunk;
+	size_t old_pos;
+	buffer_t *chunk;
+	const char *error;
+	int ret;
+
+	next_offset = stream->istream.v_offset + (stream->pos - stream->skip);
+	if (next_offset >= lstream->size) {
+		stream->istream.eof = TRUE;
+		return -1;
+	}
+	/* drop what the reader consumed, keep what it hasn't */
+	if (stream->skip > 0) {
+		buffer_delete(lstream->buf, 0, stream->skip);
+		stream->pos -= stream->skip;
+		stream->skip = 0;
+	}
+	if (stream->pos >= stream->max_buffer_size &&
+	    stream->max_buffer_size >= lstream->chunk_size)
+		return -2;
+
+	idx = next_offset / lstream->chunk_size;
+	skip_in_chunk = next_offset % lstream->chunk_size;
+	if (idx >= lstream->chunk_count) {
+		io_stream_set_error(&stream->iostream,
+			"lmdb body %"PRIu64" is shorter than its record says",
+			lstream->body_id);
+		stream->istream.stream_errno = EIO;
+		return -1;
+	}
+	chunk = t_buffer_create(lstream->chunk_size);
+	ret = lmdb_body_read_chunk(lstream->env, lstream->body_id, idx,
+				   chunk, &error);
+	if (ret <= 0) {
+		io_stream_set_error(&stream->iostream, "%s", error);
+		stream->istream.stream_errno = EIO;
+		return -1;
+	}
+	if (chunk->used <= skip_in_chunk) {
+		io_stream_set_error(&stream->iostream,
+			"lmdb body %"PRIu64" chunk %u is short",
+			lstream->body_id, idx);
+		stream->istream.stream_errno = EIO;
+		return -1;
+	}
+	old_pos = stream->pos;
+	buffer_append(lstream->buf,
+		      CONST_PTR_OFFSET(chunk->data, skip_in_chunk),
+		      chunk->used - skip_in_chunk);
+	stream->buffer = lstream->buf->data;
+	stream->pos = lstream->buf->used;
+	return stream->pos - old_pos;
+}
+
+static void lmdb_istream_seek(struct istream_private *stream,
+			      uoff_t v_offset, bool mark ATTR_UNUSED)
+{
+	struct lmdb_istream *lstream =
+		container_of(stream, struct lmdb_istream, istream);
+
+	stream->istream.v_offset = v_offset;
+	stream->skip = stream->pos = 0;
+	buffer_set_used_size(lstream->buf, 0);
+	stream->buffer = lstream->buf->data;
+}
+
+static int lmdb_istream_stat(struct istream_private *stream,
+			     bool exact ATTR_UNUSED)
+{
+	struct lmdb_istream *lstream =
+		container_of(stream, struct lmdb_istream, istream);
+
+	stream->statbuf.st_size = lstream->size;
+	return 0;
+}
+
+static int lmdb_istream_get_size(struct istream_private *stream,
+				 bool exact ATTR_UNUSED, uoff_t *size_r)
+{
+	struct lmdb_istream *lstream =
+		container_of(stream, struct lmdb_istream, istream);
+
+	*size_r = lstream->size;
+	return 1;
+}
+
+struct istream *
+lmdb_istream_create(struct lmdb_env *env, uint64_t body_id,
+		    const struct lmdb_body_record *rec)
+{
+	struct lmdb_istream *lstream;
+	struct istream *input;
+
+	lstream = i_new(struct lmdb_istream, 1);
+	lstream->env = env;
+	lstream->body_id = body_id;
+	lstream->size = rec->physical_size;
+	lstream->chunk_size = rec->chunk_size == 0 ? 1 : rec->chunk_size;
+	lstream->chunk_count = rec->chunk_count;
+	lstream->buf = buffer_create_dynamic(default_pool,
+		I_MIN(lstream->chunk_size, 1024*1024));
+
+	lstream->istream.iostream.destroy = lmdb_istream_destroy;
+	lstream->istream.read = lmdb_istream_read;
+	lstream->istream.seek = lmdb_istream_seek;
+	lstream->istream.stat = lmdb_istream_stat;
+	lstream->istream.get_size = lmdb_istream_get_size;
+	lstream->istream.istream.readable_fd = FALSE;
+	lstream->istream.istream.blocking = TRUE;
+	lstream->istream.istream.seekable = TRUE;
+	lstream->istream.buffer = lstream->buf->data;
+
+	input = i_stream_create(&lstream->istream, NULL, -1, 0);
+	i_stream_set_name(input, t_strdup_printf("(lmdb body %"PRIu64")",
+						 body_id));
+	return input;
+}

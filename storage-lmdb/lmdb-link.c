@@ -1,0 +1,272 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "buffer.h"
+#include "lmdb-link.h"
+
+struct lmdb_link_iter {
+	struct lmdb_env *env;
+	MDB_cursor *cursor;
+	guid_128_t mailbox_guid;
+	uint32_t first_uid;
+	bool started, finished;
+	int ret;
+	char *error;
+};
+
+int lmdb_link_get(struct lmdb_env *env, MDB_txn *txn,
+		  const guid_128_t mailbox_guid, uint32_t uid, pool_t pool,
+		  struct lmdb_link_record *rec_r, const char **error_r)
+{
+	unsigned char key_data[LMDB_LINK_KEY_SIZE];
+	MDB_val key, val;
+	int ret;
+
+	lmdb_link_key_encode(mailbox_guid, uid, key_data);
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
+	ret = mdb_get(txn, env->dbi_links, &key, &val);
+	if (ret == MDB_NOTFOUND)
+		return 0;
+	if (ret != 0) {
+		*error_r = t_strdup_printf("mdb_get(link uid=%u) failed: %s",
+					   uid, mdb_strerror(ret));
+		return -1;
+	}
+	if (!lmdb_link_record_decode(val.mv_data, val.mv_size, pool,
+				     rec_r, error_r)) {
+		*error_r = t_strdup_printf("link uid=%u is corrupted: %s",
+					   uid, *error_r);
+		return -1;
+	}
+	return 1;
+}
+
+int lmdb_link_put(struct lmdb_env *env, MDB_txn *txn,
+		  const guid_128_t mailbox_guid, uint32_t uid,
+		  const struct lmdb_link_record *rec, const char **error_r)
+{
+	unsigned char key_data[LMDB_LINK_KEY_SIZE];
+	buffer_t *buf = t_buffer_create(128);
+	MDB_val key, val;
+	int ret;
+
+	lmdb_link_record_encode(buf, rec);
+	lmdb_link_key_encode(mailbox_guid, uid, key_data);
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
+	val.mv_data = (void *)buf->data;
+	val.mv_size = buf->used;
+	if ((ret = mdb_put(txn, env->dbi_links, &key, &val, 0)) != 0) {
+		*error_r = t_strdup_printf("mdb_put(link uid=%u) failed: %s",
+					   uid, mdb_strerror(ret));
+	}
+	return ret;
+}
+
+int lmdb_link_delete(struct lmdb_env *env, MDB_txn *txn,
+		     const guid_128_t mailbox_guid, uint32_t uid,
+		     const char **error_r)
+{
+	unsigned char key_data[LMDB_LINK_KEY_SIZE];
+	MDB_val key;
+	int ret;
+
+	lmdb_link_key_encode(mailbox_guid, uid, key_data);
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
+	ret = mdb_del(txn, env->dbi_links, &key, NULL);
+	if (ret != 0 && ret != MDB_NOTFOUND) {
+		*error_r = t_strdup_printf("mdb_del(link uid=%u) failed: %s",
+					   uid, mdb_strerror(ret));
+	}
+	return ret;
+}
+
+int lmdb_link_get_highest_uid(struct lmdb_env *env, MDB_txn *txn,
+			      const guid_128_t mailbox_guid,
+			      uint32_t *uid_r, const char **error_r)
+{
+	unsigned char key_data[LMDB_LINK_KEY_SIZE];
+	guid_128_t guid;
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	uint32_t uid;
+	int ret;
+
+	*uid_r = 0;
+	if ((ret = mdb_cursor_open(txn, env->dbi_links, &cursor)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open(links) failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	lmdb_link_key_encode(mailbox_guid, (uint32_t)-1, key_data);
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
+	/* position after this mailbox's last possible key, step back */
+	ret = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
+	if (ret == 0 && key.mv_size == sizeof(key_data) &&
+	    memcmp(key.mv_data, key_data, sizeof(key_data)) == 0)
+		;
+	else if (ret == 0 || ret == MDB_NOTFOUND)
+		ret = mdb_cursor_get(cursor, &key, &val,
+				     ret == 0 ? MDB_PREV : MDB_LAST);
+	if (ret == 0 && lmdb_link_key_decode(key.mv_data, key.mv_size,
+					     guid, &uid) &&
+	    guid_128_equals(guid, mailbox_guid))
+		*uid_r = uid;
+	mdb_cursor_close(cursor);
+	if (ret != 0 && ret != MDB_NOTFOUND) {
+		*error_r = t_strdup_printf("looking up highest uid failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	return 0;
+}
+
+struct lmdb_link_iter *
+lmdb_link_iter_init(struct lmdb_env *env, MDB_txn *txn,
+		    const guid_128_t mailbox_guid, uint32_t first_uid)
+{
+	struct lmdb_link_iter *iter;
+
+	iter = i_new(struct lmdb_link_iter, 1);
+	iter->env = env;
+	memcpy(iter->mailbox_guid, mailbox_guid, sizeof(iter->mailbox_guid));
+	iter->first_uid = first_uid;
+	iter->ret = mdb_cursor_open(txn, env->dbi_links, &iter->cursor);
+	if (iter->ret != 0) {
+		iter->error = i_strdup_printf("mdb_cursor_open(links) failed: %s",
+					      mdb_strerror(iter->ret));
+		iter->cursor = NULL;
+		iter->finished = TRUE;
+	}
+	return iter;
+}
+
+int lmdb_link_iter_next(struct lmdb_link_iter *iter, pool_t pool,
+			uint32_t *uid_r, struct lmdb_link_record *rec_r)
+{
+	unsigned char key_data[LMDB_LINK_KEY_SIZE];
+	guid_128_t guid;
+	MDB_val key, val;
+	const char *error;
+	int ret;
+
+	if (iter->finished)
+		return iter->ret == 0 ? 0 : -1;
+	if (!iter->started) {
+		iter->started = TRUE;
+		lmdb_link_key_encode(iter->mailbox_guid, iter->first_uid,
+				     key_data);
+		key.mv_data = key_data;
+		key.mv_size = sizeof(key_data);
+		ret = mdb_cursor_get(iter->cursor, &key, &val, MDB_SET_RANGE);
+	} else {
+		ret = mdb_cursor_get(iter->cursor, &key, &val, MDB_NEXT);
+	}
+	if (ret == MDB_NOTFOUND ||
+	    (ret == 0 && (!lmdb_link_key_decode(key.mv_data, key.mv_size,
+						guid, uid_r) ||
+			  !guid_128_equals(guid, iter->mailbox_guid)))) {
+		iter->finished = TRUE;
+		return 0;
+	}
+	if (ret != 0) {
+		iter->ret = ret;
+		iter->error = i_strdup_printf("mdb_cursor_get(links) failed: %s",
+					      mdb_strerror(ret));
+		iter->finished = TRUE;
+		return -1;
+	}
+	if (!lmdb_link_record_decode(val.mv_data, val.mv_size, pool,
+				     rec_r, &error)) {
+		i_free(iter->error);
+		iter->error = i_strdup_printf("link uid=%u is corrupted: %s",
+					      *uid_r, error);
+		iter->ret = MDB_CORRUPTED;
+		return -1;
+	}
+	return 1;
+}
+
+int lmdb_link_iter_deinit(struct lmdb_link_iter **_iter, const char **error_r)
+{
+	struct lmdb_link_iter *iter = *_iter;
+	int ret = iter->ret == 0 ? 0 : -1;
+
+	*_iter = NULL;
+	if (ret < 0)
+		*error_r = t_strdup(iter->error);
+	if (iter->cursor != NULL)
+		mdb_cursor_close(iter->cursor);
+	i_free(iter->error);
+	i_free(iter);
+	return ret;
+}
+
+int lmdb_mailbox_get(struct lmdb_env *env, MDB_txn *txn,
+		     const guid_128_t mailbox_guid, pool_t pool,
+		     struct lmdb_mailbox_record *rec_r, const char **error_r)
+{
+	MDB_val key, val;
+	int ret;
+
+	key.mv_data = (void *)mailbox_guid;
+	key.mv_size = GUID_128_SIZE;
+	ret = mdb_get(txn, env->dbi_mailboxes, &key, &val);
+	if (ret == MDB_NOTFOUND)
+		return 0;
+	if (ret != 0) {
+		*error_r = t_strdup_printf("mdb_get(mailbox %s) failed: %s",
+					   guid_128_to_string(mailbox_guid),
+					   mdb_strerror(ret));
+		return -1;
+	}
+	if (!lmdb_mailbox_record_decode(val.mv_data, val.mv_size, pool,
+					rec_r, error_r)) {
+		*error_r = t_strdup_printf("mailbox %s record is corrupted: %s",
+					   guid_128_to_string(mailbox_guid),
+					   *error_r);
+		return -1;
+	}
+	return 1;
+}
+
+int lmdb_mailbox_put(struct lmdb_env *env, MDB_txn *txn,
+		     const guid_128_t mailbox_guid,
+		     const struct lmdb_mailbox_record *rec,
+		     const char **error_r)
+{
+	buffer_t *buf = t_buffer_create(128);
+	MDB_val key, val;
+	int ret;
+
+	lmdb_mailbox_record_encode(buf, rec);
+	key.mv_data = (void *)mailbox_guid;
+	key.mv_size = GUID_128_SIZE;
+	val.mv_data = (void *)buf->data;
+	val.mv_size = buf->used;
+	if ((ret = mdb_put(txn, env->dbi_mailboxes, &key, &val, 0)) != 0) {
+		*error_r = t_strdup_printf("mdb_put(mailbox %s) failed: %s",
+					   guid_128_to_string(mailbox_guid),
+					   mdb_strerror(ret));
+	}
+	return ret;
+}
+
+int lmdb_link_count(struct lmdb_env *env, MDB_txn *txn, int links,
+		    int64_t vsize_bytes, const char **error_r)
+{
+	struct lmdb_env_record rec;
+	int ret;
+
+	if ((ret = lmdb_env_record_get(env, txn, &rec, error_r)) != 0)
+		return ret;
+	rec.links = links < 0 && rec.links < (uint64_t)-links ? 0 :
+		rec.links + links;
+	rec.link_vsize_bytes =
+		vsize_bytes < 0 && rec.link_vsize_bytes < (uint64_t)-vsize_bytes ?
+		0 : rec.link_vsize_bytes + vsize_bytes;
+	return lmdb_env_record_put(env, txn, &rec, error_r);
+}

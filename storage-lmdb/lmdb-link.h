@@ -1,0 +1,52 @@
+#ifndef LMDB_LINK_H
+#define LMDB_LINK_H
+
+/* Link records (mailbox GUID + UID -> body, flags mirror, POP3 data) and
+   mailbox records (mailbox GUID -> name, UIDVALIDITY, highest UID). Every
+   function works inside a transaction the caller owns. No lib-storage
+   types here. */
+
+#include "lmdb-records.h"
+#include "lmdb-env.h"
+
+/* Returns 1 and the record, 0 if missing, -1 if it is malformed or LMDB
+   failed (*error_r). */
+int lmdb_link_get(struct lmdb_env *env, MDB_txn *txn,
+		  const guid_128_t mailbox_guid, uint32_t uid, pool_t pool,
+		  struct lmdb_link_record *rec_r, const char **error_r);
+/* Return 0 or an LMDB code. */
+int lmdb_link_put(struct lmdb_env *env, MDB_txn *txn,
+		  const guid_128_t mailbox_guid, uint32_t uid,
+		  const struct lmdb_link_record *rec, const char **error_r);
+int lmdb_link_delete(struct lmdb_env *env, MDB_txn *txn,
+		     const guid_128_t mailbox_guid, uint32_t uid,
+		     const char **error_r);
+/* Highest UID with a link in the mailbox, 0 if none. Returns 0 or an
+   LMDB code. */
+int lmdb_link_get_highest_uid(struct lmdb_env *env, MDB_txn *txn,
+			      const guid_128_t mailbox_guid,
+			      uint32_t *uid_r, const char **error_r);
+
+/* Iterate the links of one mailbox in UID order, starting at first_uid. */
+struct lmdb_link_iter *
+lmdb_link_iter_init(struct lmdb_env *env, MDB_txn *txn,
+		    const guid_128_t mailbox_guid, uint32_t first_uid);
+/* Returns 1 with the next link, 0 at the end, -1 on error. A malformed
+   record is an error: the caller decides whether to skip it. */
+int lmdb_link_iter_next(struct lmdb_link_iter *iter, pool_t pool,
+			uint32_t *uid_r, struct lmdb_link_record *rec_r);
+int lmdb_link_iter_deinit(struct lmdb_link_iter **iter, const char **error_r);
+
+int lmdb_mailbox_get(struct lmdb_env *env, MDB_txn *txn,
+		     const guid_128_t mailbox_guid, pool_t pool,
+		     struct lmdb_mailbox_record *rec_r, const char **error_r);
+int lmdb_mailbox_put(struct lmdb_env *env, MDB_txn *txn,
+		     const guid_128_t mailbox_guid,
+		     const struct lmdb_mailbox_record *rec,
+		     const char **error_r);
+
+/* Adjust the env record's link counters. */
+int lmdb_link_count(struct lmdb_env *env, MDB_txn *txn, int links,
+		    int64_t vsize_bytes, const char **error_r);
+
+#endif

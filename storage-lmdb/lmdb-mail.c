@@ -1,0 +1,328 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "istream.h"
+#include "str.h"
+#include "index-mail.h"
+#include "index-pop3-uidl.h"
+#include "lmdb-body.h"
+#include "lmdb-link.h"
+#include "lmdb-istream.h"
+#include "lmdb-mail.h"
+#include "lmdb-storage.h"
+
+struct mail *
+lmdb_mail_alloc(struct mailbox_transaction_context *t,
+		enum mail_fetch_field wanted_fields,
+		struct mailbox_header_lookup_ctx *wanted_headers)
+{
+	struct lmdb_mail *mail;
+	pool_t pool;
+
+	pool = pool_alloconly_create("mail", 2048);
+	mail = p_new(pool, struct lmdb_mail, 1);
+	mail->records_pool = pool_alloconly_create("lmdb mail records", 512);
+	index_mail_init(&mail->imail, t, wanted_fields, wanted_headers,
+			pool, NULL);
+	return &mail->imail.mail.mail;
+}
+
+static void lmdb_mail_forget(struct lmdb_mail *mail)
+{
+	mail->records_seq = 0;
+	mail->have_link = FALSE;
+	/* NULL while the mail is being freed */
+	if (mail->records_pool != NULL)
+		p_clear(mail->records_pool);
+}
+
+static void lmdb_mail_close(struct mail *_mail)
+{
+	struct lmdb_mail *mail = LMDB_MAIL(_mail);
+
+	index_mail_close(_mail);
+	lmdb_mail_forget(mail);
+}
+
+static void lmdb_mail_free(struct mail *_mail)
+{
+	struct lmdb_mail *mail = LMDB_MAIL(_mail);
+
+	pool_unref(&mail->records_pool);
+	index_mail_free(_mail);
+}
+
+int lmdb_mail_get_records(struct lmdb_mail *mail)
+{
+	struct mail *_mail = &mail->imail.mail.mail;
+	struct lmdb_mailbox *mbox = LMDB_MAILBOX(_mail->box);
+	struct lmdb_env *env = mbox->storage->env;
+	const struct lmdb_save_mail *smail;
+	uint64_t body_id;
+	MDB_txn *txn;
+	const char *error;
+	int ret;
+
+	if (mail->records_seq == _mail->seq && mail->records_uid == _mail->uid)
+		return 0;
+	/* metadata only: allowed where reading the body is not, e.g.
+	   POP3 with pop3_fast_size_lookups */
+	if (!mail_metadata_access_start(_mail))
+		return -1;
+	lmdb_mail_forget(mail);
+
+	if (_mail->saving) {
+		/* not committed yet: the save context knows the body */
+		smail = lmdb_save_get_mail(_mail->transaction, _mail->seq);
+		if (smail == NULL || smail->body_id == 0) {
+			mail_set_critical(_mail,
+				"lmdb: Mail being saved has no body yet");
+			return -1;
+		}
+		i_zero(&mail->link);
+		mail->link.body_id = smail->body_id;
+		mail->link.save_date = smail->save_date;
+		mail->link.pop3_uidl = smail->pop3_uidl == NULL ? "" :
+			p_strdup(mail->records_pool, smail->pop3_uidl);
+		mail->link.pop3_order = smail->pop3_order;
+		mail->have_link = FALSE;
+	}
+
+	_mail->transaction->stats.open_lookup_count++;
+	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
+		mail_set_critical(_mail, "lmdb: %s", error);
+		return -1;
+	}
+	if (!_mail->saving) {
+		ret = lmdb_link_get(env, txn, mbox->mailbox_guid, _mail->uid,
+				    mail->records_pool, &mail->link, &error);
+		if (ret <= 0) {
+			lmdb_env_read_end(env, &txn);
+			if (ret < 0) {
+				mail_set_critical(_mail, "lmdb: %s", error);
+				return -1;
+			}
+			mail_set_expunged(_mail);
+			return -1;
+		}
+		mail->have_link = TRUE;
+	}
+	body_id = mail->link.body_id;
+	ret = lmdb_body_lookup(env, txn, body_id, mail->records_pool,
+			       &mail->body, &error);
+	lmdb_env_read_end(env, &txn);
+	if (ret <= 0) {
+		if (ret == 0) {
+			error = t_strdup_printf("body %"PRIu64" is missing",
+						body_id);
+		}
+		mail_set_critical(_mail, "lmdb: uid=%u: %s", _mail->uid, error);
+		return -1;
+	}
+	mail->records_seq = _mail->seq;
+	mail->records_uid = _mail->uid;
+	return 0;
+}
+
+static int lmdb_mail_get_physical_size(struct mail *_mail, uoff_t *size_r)
+{
+	struct lmdb_mail *mail = LMDB_MAIL(_mail);
+	struct index_mail_data *data = &mail->imail.data;
+
+	if (index_mail_get_physical_size(_mail, size_r) == 0)
+		return 0;
+	if (lmdb_mail_get_records(mail) < 0)
+		return -1;
+	data->physical_size = mail->body.physical_size;
+	*size_r = data->physical_size;
+	return 0;
+}
+
+static int lmdb_mail_get_virtual_size(struct mail *_mail, uoff_t *size_r)
+{
+	struct lmdb_mail *mail = LMDB_MAIL(_mail);
+	struct index_mail_data *data = &mail->imail.data;
+
+	if (index_mail_get_cached_virtual_size(&mail->imail, size_r))
+		return 0;
+	if (lmdb_mail_get_records(mail) < 0)
+		return -1;
+	data->virtual_size = mail->body.virtual_size;
+	*size_r = data->virtual_size;
+	return 0;
+}
+
+static int lmdb_mail_get_received_date(struct mail *_mail, time_t *date_r)
+{
+	struct lmdb_mail *mail = LMDB_MAIL(_mail);
+	struct index_mail_data *data = &mail->imail.data;
+
+	if (index_mail_get_received_date(_mail, date_r) == 0)
+		return 0;
+	if (lmdb_mail_get_records(mail) < 0)
+		return -1;
+	data->received_date = (time_t)mail->body.received_date;
+	*date_r = data->received_date;
+	return 0;
+}
+
+static int lmdb_mail_get_save_date(struct mail *_mail, time_t *date_r)
+{
+	struct lmdb_mail *mail = LMDB_MAIL(_mail);
+	struct index_mail_data *data = &mail->imail.data;
+
+	if (index_mail_get_save_date(_mail, date_r) > 0)
+		return 1;
+	if (lmdb_mail_get_records(mail) < 0)
+		return -1;
+	data->save_date = (time_t)mail->link.save_date;
+	*date_r = data->save_date;
+	return 1;
+}
+
+static int
+lmdb_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
+		      const char **value_r)
+{
+	struct lmdb_mail *mail = LMDB_MAIL(_mail);
+
+	switch (field) {
+	case MAIL_FETCH_UIDL_BACKEND:
+		if (!index_pop3_uidl_can_exist(_mail)) {
+			*value_r = "";
+			return 0;
+		}
+		if (lmdb_mail_get_records(mail) < 0)
+			return -1;
+		*value_r = p_strdup(mail->imail.mail.data_pool,
+				    mail->link.pop3_uidl);
+		index_pop3_uidl_update_exists(_mail, (*value_r)[0] != '\0');
+		return 0;
+	case MAIL_FETCH_POP3_ORDER:
+		if (!index_pop3_uidl_can_exist(_mail)) {
+			*value_r = "";
+			return 0;
+		}
+		if (lmdb_mail_get_records(mail) < 0)
+			return -1;
+		*value_r = mail->link.pop3_order == 0 ? "" :
+			p_strdup_printf(mail->imail.mail.data_pool, "%u",
+					mail->link.pop3_order);
+		return 0;
+	case MAIL_FETCH_GUID:
+		if (lmdb_mail_get_records(mail) < 0)
+			return -1;
+		*value_r = p_strdup(mail->imail.mail.data_pool,
+				    mail->body.guid);
+		return 0;
+	case MAIL_FETCH_REFCOUNT:
+		if (lmdb_mail_get_records(mail) < 0)
+			return -1;
+		*value_r = p_strdup_printf(mail->imail.mail.data_pool, "%u",
+					   mail->body.refcount);
+		return 0;
+	case MAIL_FETCH_REFCOUNT_ID:
+	case MAIL_FETCH_STORAGE_ID:
+		if (lmdb_mail_get_records(mail) < 0)
+			return -1;
+		*value_r = p_strdup_printf(mail->imail.mail.data_pool,
+					   "%"PRIx64, mail->link.body_id);
+		return 0;
+	default:
+		break;
+	}
+	return index_mail_get_special(_mail, field, value_r);
+}
+
+static int lmdb_mail_open_stream(struct lmdb_mail *mail,
+				 struct istream **stream_r)
+{
+	struct mail *_mail = &mail->imail.mail.mail;
+	struct mail_private *pmail = &mail->imail.mail;
+	struct lmdb_mailbox *mbox = LMDB_MAILBOX(_mail->box);
+	const char *error;
+	int ret;
+
+	if (!mail_stream_access_start(_mail))
+		return -1;
+	if (lmdb_mail_get_records(mail) < 0)
+		return -1;
+	/* verify every chunk before the first byte goes out: a POP3 RETR
+	   ends with "." even when the stream breaks mid-way, and a client
+	   in delete mode would then DELE mail it never got whole */
+	ret = lmdb_body_verify(mbox->storage->env, mail->link.body_id,
+			       &mail->body, FALSE, &error);
+	if (ret <= 0) {
+		mail_set_critical(_mail, "lmdb: uid=%u body %"PRIu64
+				  " (GUID %s) is damaged: %s", _mail->uid,
+				  mail->link.body_id, mail->body.guid, error);
+		return -1;
+	}
+	*stream_r = lmdb_istream_create(mbox->storage->env, mail->link.body_id,
+					&mail->body);
+	if (pmail->v.istream_opened != NULL) {
+		if (pmail->v.istream_opened(_mail, stream_r) < 0) {
+			i_stream_unref(stream_r);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+lmdb_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
+		     struct message_size *hdr_size,
+		     struct message_size *body_size,
+		     struct istream **stream_r)
+{
+	struct lmdb_mail *mail = LMDB_MAIL(_mail);
+	struct index_mail_data *data = &mail->imail.data;
+	struct istream *input;
+
+	if (data->stream == NULL) {
+		if (lmdb_mail_open_stream(mail, &input) < 0)
+			return -1;
+		data->stream = input;
+		index_mail_set_read_buffer_size(_mail, input);
+	}
+	return index_mail_init_stream(&mail->imail, hdr_size, body_size,
+				      stream_r);
+}
+
+struct mail_vfuncs lmdb_mail_vfuncs = {
+	.close = lmdb_mail_close,
+	.free = lmdb_mail_free,
+	.set_seq = index_mail_set_seq,
+	.set_uid = index_mail_set_uid,
+	.set_uid_cache_updates = index_mail_set_uid_cache_updates,
+	.prefetch = index_mail_prefetch,
+	.precache = index_mail_precache,
+	.add_temp_wanted_fields = index_mail_add_temp_wanted_fields,
+
+	.get_flags = index_mail_get_flags,
+	.get_keywords = index_mail_get_keywords,
+	.get_keyword_indexes = index_mail_get_keyword_indexes,
+	.get_modseq = index_mail_get_modseq,
+	.get_pvt_modseq = index_mail_get_pvt_modseq,
+	.get_parts = index_mail_get_parts,
+	.get_date = index_mail_get_date,
+	.get_received_date = lmdb_mail_get_received_date,
+	.get_save_date = lmdb_mail_get_save_date,
+	.get_virtual_size = lmdb_mail_get_virtual_size,
+	.get_physical_size = lmdb_mail_get_physical_size,
+	.get_first_header = index_mail_get_first_header,
+	.get_headers = index_mail_get_headers,
+	.get_header_stream = index_mail_get_header_stream,
+	.get_stream = lmdb_mail_get_stream,
+	.get_binary_stream = index_mail_get_binary_stream,
+	.get_special = lmdb_mail_get_special,
+	.get_backend_mail = index_mail_get_backend_mail,
+	.update_flags = index_mail_update_flags,
+	.update_keywords = index_mail_update_keywords,
+	.update_modseq = index_mail_update_modseq,
+	.update_pvt_modseq = index_mail_update_pvt_modseq,
+	.update_pop3_uidl = NULL,
+	.expunge = index_mail_expunge,
+	.set_cache_corrupted = index_mail_set_cache_corrupted,
+	.istream_opened = index_mail_opened,
+};

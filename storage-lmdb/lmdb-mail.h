@@ -1,0 +1,25 @@
+#ifndef LMDB_MAIL_H
+#define LMDB_MAIL_H
+
+#include "index-mail.h"
+#include "lmdb-records.h"
+
+struct lmdb_mail {
+	struct index_mail imail;
+
+	/* the link and body records of the current message, looked up
+	   once per message and kept until it changes */
+	pool_t records_pool;
+	uint32_t records_seq, records_uid;
+	struct lmdb_link_record link;
+	struct lmdb_body_record body;
+	/* FALSE for a message still being saved: only the body exists */
+	bool have_link;
+};
+
+#define LMDB_MAIL(s) (container_of(s, struct lmdb_mail, imail.mail.mail))
+
+/* Look up the current message's link and body records (cached). */
+int lmdb_mail_get_records(struct lmdb_mail *mail);
+
+#endif

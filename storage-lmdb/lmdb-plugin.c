@@ -1,0 +1,18 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "mail-storage-private.h"
+#include "lmdb-storage.h"
+#include "lmdb-plugin.h"
+
+const char *storage_lmdb_plugin_version = DOVECOT_ABI_VERSION;
+
+void storage_lmdb_plugin_init(struct module *module ATTR_UNUSED)
+{
+	mail_storage_class_register(&lmdb_storage);
+}
+
+void storage_lmdb_plugin_deinit(void)
+{
+	mail_storage_class_unregister(&lmdb_storage);
+}

@@ -1,0 +1,578 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "ioloop.h"
+#include "istream.h"
+#include "istream-crlf.h"
+#include "ostream.h"
+#include "str.h"
+#include "index-mail.h"
+#include "index-pop3-uidl.h"
+#include "lmdb-body.h"
+#include "lmdb-link.h"
+#include "lmdb-ostream.h"
+#include "lmdb-sync.h"
+#include "lmdb-uidl.h"
+#include "lmdb-storage.h"
+
+/* Save flow: each message's body goes into LMDB at save_finish as a
+   PENDING body, without the index lock. At commit, under the mailbox's
+   index sync lock, UIDs are assigned and all links are written in one
+   short LMDB transaction, before the index commit. */
+
+struct lmdb_save_context {
+	struct mail_save_context ctx;
+	struct lmdb_mailbox *mbox;
+	struct mail_index_transaction *trans;
+	pool_t pool;
+
+	/* the message being saved now */
+	uint32_t seq;
+	struct istream *input;
+	struct ostream *body_output;
+	struct lmdb_body_writer *writer;
+
+	ARRAY_TYPE(lmdb_save_mail) mails;
+	struct lmdb_sync_context *sync_ctx;
+	/* links written at commit_pre, undone if the index commit fails */
+	bool links_written;
+
+	bool failed:1;
+	bool finished:1;
+};
+
+#define LMDB_SAVECTX(s) (container_of(s, struct lmdb_save_context, ctx))
+
+struct mail_save_context *
+lmdb_save_alloc(struct mailbox_transaction_context *t)
+{
+	struct lmdb_mailbox *mbox = LMDB_MAILBOX(t->box);
+	struct lmdb_save_context *ctx;
+	pool_t pool;
+
+	i_assert((t->flags & MAILBOX_TRANSACTION_FLAG_EXTERNAL) != 0);
+
+	if (t->save_ctx != NULL) {
+		ctx = LMDB_SAVECTX(t->save_ctx);
+		ctx->failed = FALSE;
+		ctx->finished = FALSE;
+		return &ctx->ctx;
+	}
+	pool = pool_alloconly_create("lmdb save", 4096);
+	ctx = p_new(pool, struct lmdb_save_context, 1);
+	ctx->pool = pool;
+	ctx->ctx.transaction = t;
+	ctx->trans = t->itrans;
+	ctx->mbox = mbox;
+	p_array_init(&ctx->mails, pool, 32);
+	t->save_ctx = &ctx->ctx;
+	return t->save_ctx;
+}
+
+pool_t lmdb_save_get_pool(struct mail_save_context *_ctx)
+{
+	return LMDB_SAVECTX(_ctx)->pool;
+}
+
+const struct lmdb_save_mail *
+lmdb_save_get_mail(struct mailbox_transaction_context *t, uint32_t seq)
+{
+	struct lmdb_save_context *ctx;
+	const struct lmdb_save_mail *smail;
+
+	if (t->save_ctx == NULL)
+		return NULL;
+	ctx = LMDB_SAVECTX(t->save_ctx);
+	array_foreach(&ctx->mails, smail) {
+		if (smail->seq == seq)
+			return smail;
+	}
+	return NULL;
+}
+
+static void lmdb_save_keywords(struct lmdb_save_context *ctx,
+			       struct lmdb_save_mail *smail)
+{
+	const ARRAY_TYPE(keywords) *names;
+	struct mail_keywords *kw = ctx->ctx.data.keywords;
+	const char **keywords;
+	unsigned int i, n = 0;
+
+	if (kw == NULL || kw->count == 0)
+		return;
+	names = mail_index_get_keywords(ctx->mbox->box.index);
+	keywords = p_new(ctx->pool, const char *, kw->count + 1);
+	for (i = 0; i < kw->count && n < LMDB_KEYWORDS_MAX; i++) {
+		const char *const *name;
+
+		if (kw->idx[i] >= array_count(names))
+			continue;
+		name = array_idx(names, kw->idx[i]);
+		if (**name == '\0' || strlen(*name) > LMDB_KEYWORD_MAX_LEN)
+			continue;
+		keywords[n++] = p_strdup(ctx->pool, *name);
+	}
+	smail->keywords = keywords;
+	smail->keywords_count = n;
+}
+
+/* Append the message to the index transaction and remember what its link
+   will need at commit. Shared by save and single-instance copy. */
+struct lmdb_save_mail *
+lmdb_save_add_to_index(struct mail_save_context *_ctx)
+{
+	struct lmdb_save_context *ctx = LMDB_SAVECTX(_ctx);
+	struct mail_save_data *mdata = &_ctx->data;
+	struct lmdb_save_mail *smail;
+
+	mail_index_append(ctx->trans, mdata->uid, &ctx->seq);
+	mail_index_update_flags(ctx->trans, ctx->seq, MODIFY_REPLACE,
+				mdata->flags & ENUM_NEGATE(MAIL_RECENT));
+	if (mdata->keywords != NULL) {
+		mail_index_update_keywords(ctx->trans, ctx->seq,
+					   MODIFY_REPLACE, mdata->keywords);
+	}
+	if (mdata->min_modseq != 0)
+		mail_index_update_modseq(ctx->trans, ctx->seq, mdata->min_modseq);
+
+	smail = array_append_space(&ctx->mails);
+	smail->seq = ctx->seq;
+	smail->flags = mdata->flags & MAIL_FLAGS_NONRECENT;
+	smail->save_date = mdata->save_date != (time_t)-1 ?
+		mdata->save_date : ioloop_time;
+	if (mdata->pop3_uidl != NULL)
+		smail->pop3_uidl = p_strdup(ctx->pool, mdata->pop3_uidl);
+	smail->pop3_order = mdata->pop3_order;
+	lmdb_save_keywords(ctx, smail);
+	return smail;
+}
+
+int lmdb_save_begin(struct mail_save_context *_ctx, struct istream *input)
+{
+	struct lmdb_save_context *ctx = LMDB_SAVECTX(_ctx);
+	struct lmdb_storage *storage = ctx->mbox->storage;
+	struct istream *crlf_input;
+	const char *error;
+	int ret;
+
+	/* refuse early when the map is at its ceiling minus the reserve */
+	ret = lmdb_env_check_space(storage->env, 0, &error);
+	if (ret <= 0) {
+		lmdb_storage_set_lmdb_error(&storage->storage,
+					    ret < 0 ? EIO : MDB_MAP_FULL, error);
+		ctx->failed = TRUE;
+		return -1;
+	}
+
+	(void)lmdb_save_add_to_index(_ctx);
+	mail_set_seq_saving(_ctx->dest_mail, ctx->seq);
+
+	/* same line-ending policy as maildir, so the bytes a client gets
+	   back are the same on both */
+	if (storage->storage.set->mail_save_crlf)
+		crlf_input = i_stream_create_crlf(input);
+	else
+		crlf_input = i_stream_create_lf(input);
+	ctx->input = index_mail_cache_parse_init(_ctx->dest_mail, crlf_input);
+	i_stream_unref(&crlf_input);
+
+	ctx->writer = lmdb_body_writer_init(storage->env);
+	ctx->body_output = lmdb_ostream_create(ctx->writer);
+	o_stream_cork(ctx->body_output);
+	_ctx->data.output = ctx->body_output;
+
+	if (_ctx->data.received_date == (time_t)-1)
+		_ctx->data.received_date = ioloop_time;
+	return 0;
+}
+
+int lmdb_save_continue(struct mail_save_context *_ctx)
+{
+	struct lmdb_save_context *ctx = LMDB_SAVECTX(_ctx);
+
+	if (ctx->failed)
+		return -1;
+	if (index_storage_save_continue(_ctx, ctx->input,
+					_ctx->dest_mail) < 0) {
+		ctx->failed = TRUE;
+		return -1;
+	}
+	return 0;
+}
+
+static void lmdb_save_write_error(struct lmdb_save_context *ctx,
+				  struct ostream *output)
+{
+	struct mail_storage *storage = &ctx->mbox->storage->storage;
+	int ret = lmdb_body_writer_get_last_ret(ctx->writer);
+
+	if (ret != 0) {
+		lmdb_storage_set_lmdb_error(storage, ret, t_strdup_printf(
+			"Saving mail to %s failed: %s", ctx->mbox->box.vname,
+			o_stream_get_error(output)));
+	} else {
+		mail_set_critical(ctx->ctx.dest_mail, "write(%s) failed: %s",
+				  o_stream_get_name(output),
+				  o_stream_get_error(output));
+	}
+}
+
+static void lmdb_save_end_output(struct lmdb_save_context *ctx)
+{
+	struct mail_save_data *mdata = &ctx->ctx.data;
+	int ret;
+
+	if (mdata->output != ctx->body_output) {
+		/* a plugin (zlib, mail_crypt) wrapped our stream: finish it
+		   so its trailer reaches the body */
+		ret = o_stream_finish(mdata->output);
+	} else {
+		ret = o_stream_flush(mdata->output);
+	}
+	if (ret < 0 && !ctx->failed) {
+		lmdb_save_write_error(ctx, mdata->output);
+		ctx->failed = TRUE;
+	}
+	if (mdata->output != ctx->body_output)
+		o_stream_destroy(&mdata->output);
+	mdata->output = NULL;
+	o_stream_destroy(&ctx->body_output);
+}
+
+static int lmdb_save_finish_write(struct mail_save_context *_ctx)
+{
+	struct lmdb_save_context *ctx = LMDB_SAVECTX(_ctx);
+	struct mail_save_data *mdata = &_ctx->data;
+	struct lmdb_save_mail *smail;
+	struct lmdb_body_info info;
+	uint64_t physical_size, virtual_size;
+	guid_128_t guid_128;
+	const char *error;
+
+	ctx->finished = TRUE;
+	if (ctx->writer == NULL)
+		return -1;
+	smail = array_back_modifiable(&ctx->mails);
+	i_assert(smail->seq == ctx->seq);
+
+	lmdb_save_end_output(ctx);
+	index_mail_cache_parse_deinit(_ctx->dest_mail, mdata->received_date,
+				      !ctx->failed);
+
+	if (!ctx->failed) {
+		i_zero(&info);
+		if (mdata->guid != NULL)
+			info.guid = mdata->guid;
+		else {
+			guid_128_generate(guid_128);
+			info.guid = guid_128_to_string(guid_128);
+		}
+		info.received_date = mdata->received_date;
+		info.save_date = smail->save_date;
+		memcpy(info.orig_mailbox_guid, ctx->mbox->mailbox_guid,
+		       sizeof(info.orig_mailbox_guid));
+		if (lmdb_body_writer_finish(ctx->writer, &info, &smail->body_id,
+					    &physical_size, &virtual_size,
+					    &error) < 0) {
+			lmdb_storage_set_lmdb_error(&ctx->mbox->storage->storage,
+				lmdb_body_writer_get_last_ret(ctx->writer),
+				t_strdup_printf("Saving mail to %s failed: %s",
+						ctx->mbox->box.vname, error));
+			ctx->failed = TRUE;
+		} else {
+			smail->virtual_size = virtual_size;
+			smail->guid = p_strdup(ctx->pool, info.guid);
+		}
+	}
+	if (!ctx->failed) {
+		index_mail_cache_pop3_data(_ctx->dest_mail, mdata->pop3_uidl,
+					   mdata->pop3_order);
+	}
+	lmdb_body_writer_free(&ctx->writer);
+
+	if (ctx->failed) {
+		index_storage_save_abort_last(_ctx, ctx->seq);
+		array_pop_back(&ctx->mails);
+	}
+	i_stream_unref(&ctx->input);
+	return ctx->failed ? -1 : 0;
+}
+
+int lmdb_save_finish(struct mail_save_context *_ctx)
+{
+	int ret;
+
+	ret = lmdb_save_finish_write(_ctx);
+	index_save_context_free(_ctx);
+	return ret;
+}
+
+void lmdb_save_cancel(struct mail_save_context *_ctx)
+{
+	struct lmdb_save_context *ctx = LMDB_SAVECTX(_ctx);
+
+	ctx->failed = TRUE;
+	(void)lmdb_save_finish(_ctx);
+}
+
+struct lmdb_save_link_ctx {
+	struct lmdb_save_context *save;
+	const guid_128_t *mailbox_guid;
+	/* FALSE: write the links; TRUE: undo them */
+	bool undo;
+};
+
+static int
+lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
+{
+	struct lmdb_save_link_ctx *lctx = context;
+	struct lmdb_save_context *ctx = lctx->save;
+	struct lmdb_env *env = ctx->mbox->storage->env;
+	const struct lmdb_save_mail *smail;
+	struct lmdb_link_record link, old;
+	struct lmdb_mailbox_record mrec;
+	pool_t pool = pool_datastack_create();
+	uint32_t highest_uid = 0;
+	int ret;
+
+	array_foreach(&ctx->mails, smail) {
+		if (lctx->undo) {
+			ret = lmdb_link_get(env, txn, *lctx->mailbox_guid,
+					    smail->uid, pool, &old, error_r);
+			if (ret <= 0 || old.body_id != smail->body_id)
+				continue;
+			if ((ret = lmdb_link_delete(env, txn,
+					*lctx->mailbox_guid, smail->uid,
+					error_r)) != 0 ||
+			    (ret = lmdb_body_ref(env, txn, smail->body_id, -1,
+						 ioloop_time, error_r)) != 0 ||
+			    (ret = lmdb_link_count(env, txn, -1,
+					-(int64_t)smail->virtual_size,
+					error_r)) != 0)
+				return ret;
+			continue;
+		}
+		ret = lmdb_link_get(env, txn, *lctx->mailbox_guid, smail->uid,
+				    pool, &old, error_r);
+		if (ret != 0) {
+			/* sync adopted every link at or above next_uid, so
+			   this can only be damage */
+			if (ret > 0) {
+				*error_r = t_strdup_printf(
+					"link for uid=%u already exists "
+					"(body %"PRIu64")", smail->uid,
+					old.body_id);
+			}
+			return MDB_KEYEXIST;
+		}
+		i_zero(&link);
+		link.body_id = smail->body_id;
+		link.save_date = smail->save_date;
+		link.flags = smail->flags;
+		link.pop3_uidl = smail->pop3_uidl;
+		link.pop3_order = smail->pop3_order;
+		link.keywords = smail->keywords;
+		link.keywords_count = smail->keywords_count;
+		if ((ret = lmdb_link_put(env, txn, *lctx->mailbox_guid,
+					 smail->uid, &link, error_r)) != 0 ||
+		    (ret = lmdb_body_ref(env, txn, smail->body_id, 1,
+					 ioloop_time, error_r)) != 0 ||
+		    (ret = lmdb_link_count(env, txn, 1,
+					   (int64_t)smail->virtual_size,
+					   error_r)) != 0)
+			return ret;
+		highest_uid = I_MAX(highest_uid, smail->uid);
+	}
+	if (lctx->undo)
+		return 0;
+
+	ret = lmdb_mailbox_get(env, txn, *lctx->mailbox_guid, pool, &mrec,
+			       error_r);
+	if (ret < 0)
+		return MDB_CORRUPTED;
+	if (ret > 0 && mrec.highest_uid < highest_uid) {
+		mrec.highest_uid = highest_uid;
+		return lmdb_mailbox_put(env, txn, *lctx->mailbox_guid, &mrec,
+					error_r);
+	}
+	return 0;
+}
+
+static int lmdb_save_write_links(struct lmdb_save_context *ctx, bool undo)
+{
+	struct lmdb_save_link_ctx lctx;
+	const char *error;
+	int ret;
+
+	i_zero(&lctx);
+	lctx.save = ctx;
+	lctx.mailbox_guid = &ctx->mbox->mailbox_guid;
+	lctx.undo = undo;
+	ret = lmdb_env_write(ctx->mbox->storage->env, lmdb_save_link_txn,
+			     &lctx, TRUE, &error);
+	if (ret != 0) {
+		if (ret == MDB_KEYEXIST) {
+			mailbox_set_critical(&ctx->mbox->box,
+				"lmdb: %s (index and LMDB disagree; "
+				"run doveadm force-resync)", error);
+		} else {
+			lmdb_storage_set_lmdb_error(&ctx->mbox->storage->storage,
+				ret, t_strdup_printf("%s: %s links failed: %s",
+					ctx->mbox->box.vname,
+					undo ? "Undoing" : "Writing", error));
+		}
+		return -1;
+	}
+	return 0;
+}
+
+static void lmdb_save_assign_uids(struct lmdb_save_context *ctx,
+				  const ARRAY_TYPE(seq_range) *uids)
+{
+	struct lmdb_save_mail *smail;
+	struct seq_range_iter iter;
+	unsigned int n = 0;
+	uint32_t uid, highest_uidl_uid = 0;
+	bool have_uidl = FALSE, have_order = FALSE, ret;
+
+	seq_range_array_iter_init(&iter, uids);
+	array_foreach_modifiable(&ctx->mails, smail) {
+		ret = seq_range_array_iter_nth(&iter, n++, &uid);
+		i_assert(ret);
+		smail->uid = uid;
+		if (smail->pop3_uidl != NULL && smail->pop3_uidl[0] != '\0') {
+			have_uidl = TRUE;
+			highest_uidl_uid = uid;
+		}
+		if (smail->pop3_order != 0)
+			have_order = TRUE;
+	}
+	i_assert(!seq_range_array_iter_nth(&iter, n, &uid));
+
+	if (highest_uidl_uid != 0) {
+		index_pop3_uidl_set_max_uid(&ctx->mbox->box, ctx->trans,
+					    highest_uidl_uid);
+	}
+	if (have_uidl || have_order) {
+		struct lmdb_index_header hdr;
+
+		if (lmdb_read_header(ctx->mbox, &hdr, TRUE) == 0) {
+			if (have_uidl)
+				hdr.flags |= LMDB_INDEX_HEADER_FLAG_HAVE_POP3_UIDLS;
+			if (have_order)
+				hdr.flags |= LMDB_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS;
+			lmdb_update_header(ctx->mbox, ctx->trans, &hdr);
+		}
+	}
+}
+
+int lmdb_transaction_save_commit_pre(struct mail_save_context *_ctx)
+{
+	struct lmdb_save_context *ctx = LMDB_SAVECTX(_ctx);
+	struct mailbox_transaction_context *_t = _ctx->transaction;
+	const struct mail_index_header *hdr;
+	unsigned int i;
+
+	i_assert(ctx->finished);
+
+	if (array_count(&ctx->mails) == 0)
+		return 0;
+
+	for (i = 0;; i++) {
+		if (lmdb_sync_begin(ctx->mbox, LMDB_SYNC_FLAG_FORCE |
+				    LMDB_SYNC_FLAG_FSYNC, &ctx->sync_ctx) < 0) {
+			lmdb_transaction_save_rollback(_ctx);
+			return -1;
+		}
+		i_assert(ctx->sync_ctx != NULL);
+		if (ctx->sync_ctx->adopted_count == 0 || i > 0)
+			break;
+		/* links left by a crash were appended in the sync
+		   transaction: commit them first, so our UIDs come after */
+		if (lmdb_sync_finish(&ctx->sync_ctx, TRUE) < 0) {
+			lmdb_transaction_save_rollback(_ctx);
+			return -1;
+		}
+	}
+
+	hdr = mail_index_get_header(ctx->sync_ctx->sync_view);
+	mail_index_append_finish_uids(ctx->trans, hdr->next_uid,
+				      &_t->changes->saved_uids);
+	lmdb_save_assign_uids(ctx, &_t->changes->saved_uids);
+	lmdb_uidl_assign(ctx->mbox, hdr->uid_validity, ctx->pool, &ctx->mails);
+
+	if (lmdb_save_write_links(ctx, FALSE) < 0) {
+		lmdb_transaction_save_rollback(_ctx);
+		return -1;
+	}
+	ctx->links_written = TRUE;
+	_t->changes->uid_validity = hdr->uid_validity;
+	return 0;
+}
+
+static void lmdb_save_discard_pending(struct lmdb_save_context *ctx)
+{
+	const struct lmdb_save_mail *smail;
+	const char *error;
+
+	array_foreach(&ctx->mails, smail) {
+		if (smail->copied || smail->body_id == 0)
+			continue;
+		if (lmdb_body_discard(ctx->mbox->storage->env, smail->body_id,
+				      &error) < 0) {
+			e_error(ctx->mbox->box.event,
+				"lmdb: Failed to discard unsaved body "
+				"%"PRIu64" (left for purge): %s",
+				smail->body_id, error);
+		}
+	}
+}
+
+static void lmdb_save_free(struct lmdb_save_context *ctx)
+{
+	if (ctx->writer != NULL)
+		lmdb_body_writer_free(&ctx->writer);
+	pool_unref(&ctx->pool);
+}
+
+void lmdb_transaction_save_commit_post(struct mail_save_context *_ctx,
+	struct mail_index_transaction_commit_result *result)
+{
+	struct lmdb_save_context *ctx = LMDB_SAVECTX(_ctx);
+	bool index_failed;
+
+	_ctx->transaction = NULL; /* already freed */
+
+	if (array_count(&ctx->mails) == 0) {
+		lmdb_transaction_save_rollback(_ctx);
+		return;
+	}
+	/* the result is zeroed when the index commit failed */
+	index_failed = result->log_file_seq == 0;
+	if (index_failed) {
+		/* the links must not outlive the index records they were
+		   written for: the bodies return to the GC */
+		(void)lmdb_save_write_links(ctx, TRUE);
+		(void)lmdb_sync_finish(&ctx->sync_ctx, FALSE);
+	} else {
+		mail_index_sync_set_commit_result(
+			ctx->sync_ctx->index_sync_ctx, result);
+		(void)lmdb_sync_finish(&ctx->sync_ctx, TRUE);
+	}
+	lmdb_save_free(ctx);
+}
+
+void lmdb_transaction_save_rollback(struct mail_save_context *_ctx)
+{
+	struct lmdb_save_context *ctx = LMDB_SAVECTX(_ctx);
+
+	if (!ctx->finished)
+		lmdb_save_cancel(_ctx);
+	if (ctx->links_written)
+		(void)lmdb_save_write_links(ctx, TRUE);
+	if (ctx->sync_ctx != NULL)
+		(void)lmdb_sync_finish(&ctx->sync_ctx, FALSE);
+	lmdb_save_discard_pending(ctx);
+	lmdb_save_free(ctx);
+}

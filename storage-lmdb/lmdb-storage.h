@@ -1,0 +1,128 @@
+#ifndef LMDB_STORAGE_H
+#define LMDB_STORAGE_H
+
+#include "index-storage.h"
+#include "index-mail.h"
+#include "lmdb-env.h"
+
+#define LMDB_STORAGE_NAME "lmdb"
+#define LMDB_SUBSCRIPTION_FILE_NAME "subscriptions"
+#define LMDB_UIDVALIDITY_FILE_NAME "dovecot-uidvalidity"
+/* per-mailbox directory holding its index files (as dbox-Mails) */
+#define LMDB_MAILDIR_NAME "lmdb-Mails"
+#define LMDB_MAILBOX_DIR_NAME "mailboxes"
+
+/* header extension "lmdb-hdr" in every mailbox index */
+enum lmdb_index_header_flags {
+	LMDB_INDEX_HEADER_FLAG_HAVE_POP3_UIDLS = 0x01,
+	LMDB_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS = 0x02,
+};
+
+struct lmdb_index_header {
+	guid_128_t mailbox_guid;
+	uint32_t flags; /* enum lmdb_index_header_flags */
+	uint32_t unused;
+};
+
+struct lmdb_settings {
+	struct lmdb_env_settings env;
+	/* seconds before unlinked saves and dead bodies are freed */
+	unsigned int pending_grace_secs;
+	unsigned int dead_grace_secs;
+	/* purge runs by itself at most this often per user (0 = never) */
+	unsigned int autopurge_interval_secs;
+};
+
+struct lmdb_storage {
+	struct mail_storage storage;
+
+	struct lmdb_settings set;
+	const char *env_path;
+	struct lmdb_env *env;
+};
+
+struct lmdb_mailbox {
+	struct mailbox box;
+	struct lmdb_storage *storage;
+
+	uint32_t hdr_ext_id;
+	guid_128_t mailbox_guid;
+	/* the mailbox needs a full backend sync (links above next_uid) */
+	bool need_adopt:1;
+};
+
+/* one message of a save/copy transaction, in append order */
+struct lmdb_save_mail {
+	uint32_t seq;
+	/* assigned at commit */
+	uint32_t uid;
+	uint64_t body_id;
+	uint64_t virtual_size;
+	time_t save_date;
+	uint8_t flags;
+	unsigned int keywords_count;
+	const char *const *keywords;
+	/* message GUID, for the UIDL format's %g */
+	const char *guid;
+	const char *pop3_uidl;
+	uint32_t pop3_order;
+	/* single-instance copy: the body already had a reference */
+	bool copied;
+};
+
+ARRAY_DEFINE_TYPE(lmdb_save_mail, struct lmdb_save_mail);
+
+extern struct mail_storage lmdb_storage;
+extern struct mail_vfuncs lmdb_mail_vfuncs;
+
+#define LMDB_STORAGE(s) (container_of(s, struct lmdb_storage, storage))
+#define LMDB_MAILBOX(s) (container_of(s, struct lmdb_mailbox, box))
+
+/* lmdb-settings.c */
+int lmdb_settings_read(struct mail_user *user, struct lmdb_settings *set_r,
+		       const char **error_r);
+
+/* lmdb-storage.c */
+int lmdb_read_header(struct lmdb_mailbox *mbox,
+		     struct lmdb_index_header *hdr_r, bool log_error);
+void lmdb_update_header(struct lmdb_mailbox *mbox,
+			struct mail_index_transaction *trans,
+			const struct lmdb_index_header *hdr);
+void lmdb_set_critical_env(struct lmdb_storage *storage, const char *error);
+/* Map an LMDB/errno failure to the storage error the user sees. */
+void lmdb_storage_set_lmdb_error(struct mail_storage *storage, int ret,
+				 const char *error);
+
+/* lmdb-mail.c */
+struct mail *
+lmdb_mail_alloc(struct mailbox_transaction_context *t,
+		enum mail_fetch_field wanted_fields,
+		struct mailbox_header_lookup_ctx *wanted_headers);
+
+/* lmdb-save.c */
+struct mail_save_context *
+lmdb_save_alloc(struct mailbox_transaction_context *t);
+int lmdb_save_begin(struct mail_save_context *ctx, struct istream *input);
+int lmdb_save_continue(struct mail_save_context *ctx);
+int lmdb_save_finish(struct mail_save_context *ctx);
+void lmdb_save_cancel(struct mail_save_context *ctx);
+/* Append the message being saved or copied to the index transaction and
+   to the save context's list. */
+struct lmdb_save_mail *lmdb_save_add_to_index(struct mail_save_context *ctx);
+pool_t lmdb_save_get_pool(struct mail_save_context *ctx);
+int lmdb_transaction_save_commit_pre(struct mail_save_context *ctx);
+void lmdb_transaction_save_commit_post(struct mail_save_context *ctx,
+	struct mail_index_transaction_commit_result *result);
+void lmdb_transaction_save_rollback(struct mail_save_context *ctx);
+/* The save context's record of a message being saved at seq, or NULL. */
+const struct lmdb_save_mail *
+lmdb_save_get_mail(struct mailbox_transaction_context *t, uint32_t seq);
+
+/* lmdb-copy.c */
+int lmdb_copy(struct mail_save_context *ctx, struct mail *mail);
+
+/* lmdb-sync.c */
+struct mailbox_sync_context *
+lmdb_storage_sync_init(struct mailbox *box, enum mailbox_sync_flags flags);
+
+#endif

@@ -1,0 +1,470 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "ioloop.h"
+#include "mail-index-modseq.h"
+#include "mailbox-recent-flags.h"
+#include "lmdb-body.h"
+#include "lmdb-link.h"
+#include "lmdb-sync.h"
+#include "lmdb-storage.h"
+
+/* a link's state as read from the index before the LMDB transaction:
+   the transaction itself never calls back into Dovecot */
+struct lmdb_sync_flag_update {
+	uint32_t uid;
+	uint8_t flags;
+	uint64_t modseq;
+	unsigned int keywords_count;
+	const char *const *keywords;
+};
+
+struct lmdb_sync_write_ctx {
+	struct lmdb_mailbox *mbox;
+	const ARRAY_TYPE(seq_range) *expunged_uids;
+	ARRAY(struct lmdb_sync_flag_update) updates;
+	uint64_t highest_modseq;
+};
+
+struct lmdb_adopt_link {
+	uint32_t uid;
+	struct lmdb_link_record rec;
+};
+
+static int
+lmdb_sync_expunge_link(struct lmdb_sync_write_ctx *ctx, MDB_txn *txn,
+		       uint32_t uid, const char **error_r)
+{
+	struct lmdb_env *env = ctx->mbox->storage->env;
+	struct lmdb_link_record link;
+	struct lmdb_body_record body;
+	pool_t pool = pool_datastack_create();
+	int ret;
+
+	ret = lmdb_link_get(env, txn, ctx->mbox->mailbox_guid, uid, pool,
+			    &link, error_r);
+	if (ret == 0) {
+		/* already gone: a sync that crashed after LMDB committed */
+		return 0;
+	}
+	if (ret < 0) {
+		/* a broken link record must not block the expunge */
+		e_error(ctx->mbox->box.event, "lmdb: %s: dropping it", *error_r);
+		return lmdb_link_delete(env, txn, ctx->mbox->mailbox_guid, uid,
+					error_r);
+	}
+	ret = lmdb_body_lookup(env, txn, link.body_id, pool, &body, error_r);
+	if (ret < 0)
+		return MDB_CORRUPTED;
+	if ((ret = lmdb_link_delete(env, txn, ctx->mbox->mailbox_guid, uid,
+				    error_r)) != 0)
+		return ret;
+	if ((ret = lmdb_link_count(env, txn, -1,
+				   -(int64_t)body.virtual_size, error_r)) != 0)
+		return ret;
+	ret = lmdb_body_ref(env, txn, link.body_id, -1, ioloop_time, error_r);
+	if (ret == MDB_NOTFOUND) {
+		/* the link pointed at a body that's gone: nothing to drop */
+		return 0;
+	}
+	return ret;
+}
+
+static int
+lmdb_sync_write_txn(MDB_txn *txn, void *context, const char **error_r)
+{
+	struct lmdb_sync_write_ctx *ctx = context;
+	struct lmdb_env *env = ctx->mbox->storage->env;
+	const guid_128_t *guid = &ctx->mbox->mailbox_guid;
+	const struct lmdb_sync_flag_update *upd;
+	struct lmdb_link_record link;
+	struct lmdb_mailbox_record mrec;
+	struct seq_range_iter iter;
+	pool_t pool = pool_datastack_create();
+	unsigned int n = 0;
+	uint32_t uid;
+	int ret;
+
+	if (ctx->expunged_uids != NULL) {
+		seq_range_array_iter_init(&iter, ctx->expunged_uids);
+		while (seq_range_array_iter_nth(&iter, n++, &uid)) {
+			if ((ret = lmdb_sync_expunge_link(ctx, txn, uid,
+							  error_r)) != 0)
+				return ret;
+		}
+	}
+	array_foreach(&ctx->updates, upd) {
+		ret = lmdb_link_get(env, txn, *guid, upd->uid, pool, &link,
+				    error_r);
+		if (ret < 0)
+			return MDB_CORRUPTED;
+		if (ret == 0)
+			continue;
+		link.flags = upd->flags;
+		link.modseq = upd->modseq;
+		link.keywords_count = upd->keywords_count;
+		link.keywords = upd->keywords;
+		if ((ret = lmdb_link_put(env, txn, *guid, upd->uid, &link,
+					 error_r)) != 0)
+			return ret;
+	}
+	if (ctx->highest_modseq != 0) {
+		ret = lmdb_mailbox_get(env, txn, *guid, pool, &mrec, error_r);
+		if (ret < 0)
+			return MDB_CORRUPTED;
+		if (ret > 0 && mrec.highest_modseq < ctx->highest_modseq) {
+			mrec.highest_modseq = ctx->highest_modseq;
+			if ((ret = lmdb_mailbox_put(env, txn, *guid, &mrec,
+						    error_r)) != 0)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+static void
+lmdb_sync_get_flag_update(struct mail_index_view *view, uint32_t seq,
+			  struct lmdb_sync_flag_update *upd_r)
+{
+	const struct mail_index_record *rec;
+	const ARRAY_TYPE(keywords) *names;
+	ARRAY_TYPE(keyword_indexes) idx;
+	const char **keywords;
+	unsigned int i, count, names_count;
+	const unsigned int *idxs;
+	const char *const *namep;
+
+	rec = mail_index_lookup(view, seq);
+	upd_r->flags = rec->flags & MAIL_FLAGS_NONRECENT;
+	upd_r->modseq = mail_index_modseq_lookup(view, seq);
+
+	t_array_init(&idx, 8);
+	mail_index_lookup_keywords(view, seq, &idx);
+	names = mail_index_get_keywords(view->index);
+	names_count = array_count(names);
+	idxs = array_get(&idx, &count);
+	keywords = t_new(const char *, count + 1);
+	upd_r->keywords_count = 0;
+	for (i = 0; i < count && upd_r->keywords_count < LMDB_KEYWORDS_MAX; i++) {
+		if (idxs[i] >= names_count)
+			continue;
+		namep = array_idx(names, idxs[i]);
+		if (**namep == '\0' || strlen(*namep) > LMDB_KEYWORD_MAX_LEN)
+			continue;
+		keywords[upd_r->keywords_count++] = *namep;
+	}
+	upd_r->keywords = keywords;
+}
+
+int lmdb_sync_mirror_flags(struct lmdb_mailbox *mbox,
+			   struct mail_index_view *view,
+			   const ARRAY_TYPE(seq_range) *uids,
+			   const ARRAY_TYPE(seq_range) *expunged_uids,
+			   const char **error_r, int *lmdb_ret_r)
+{
+	struct lmdb_sync_write_ctx ctx;
+	struct lmdb_sync_flag_update *upd;
+	struct seq_range_iter iter;
+	unsigned int n = 0;
+	uint32_t uid, seq;
+	int ret;
+
+	i_zero(&ctx);
+	ctx.mbox = mbox;
+	ctx.expunged_uids = expunged_uids;
+	t_array_init(&ctx.updates, 32);
+	if (uids != NULL) {
+		seq_range_array_iter_init(&iter, uids);
+		while (seq_range_array_iter_nth(&iter, n++, &uid)) {
+			if (expunged_uids != NULL &&
+			    seq_range_exists(expunged_uids, uid))
+				continue;
+			if (!mail_index_lookup_seq(view, uid, &seq))
+				continue;
+			upd = array_append_space(&ctx.updates);
+			upd->uid = uid;
+			lmdb_sync_get_flag_update(view, seq, upd);
+		}
+	}
+	ctx.highest_modseq = mail_index_modseq_get_highest(view);
+	if (array_count(&ctx.updates) == 0 &&
+	    (expunged_uids == NULL || array_count(expunged_uids) == 0)) {
+		/* only the modseq mirror: not worth a synced commit */
+		*lmdb_ret_r = 0;
+		return 0;
+	}
+	ret = lmdb_env_write(mbox->storage->env, lmdb_sync_write_txn, &ctx,
+			     TRUE, error_r);
+	*lmdb_ret_r = ret;
+	return ret == 0 ? 0 : -1;
+}
+
+static void lmdb_sync_add(struct lmdb_sync_context *ctx,
+			  const struct mail_index_sync_rec *sync_rec)
+{
+	uint32_t seq, seq1, seq2, uid;
+
+	if (!mail_index_lookup_seq_range(ctx->sync_view, sync_rec->uid1,
+					 sync_rec->uid2, &seq1, &seq2))
+		return;
+
+	switch (sync_rec->type) {
+	case MAIL_INDEX_SYNC_TYPE_EXPUNGE:
+		for (seq = seq1; seq <= seq2; seq++) {
+			mail_index_lookup_uid(ctx->sync_view, seq, &uid);
+			if (!mail_index_transaction_is_expunged(ctx->trans, seq)) {
+				mail_index_expunge(ctx->trans, seq);
+				seq_range_array_add(&ctx->expunged_uids, uid);
+			}
+		}
+		break;
+	case MAIL_INDEX_SYNC_TYPE_FLAGS:
+	case MAIL_INDEX_SYNC_TYPE_KEYWORD_ADD:
+	case MAIL_INDEX_SYNC_TYPE_KEYWORD_REMOVE:
+		/* the sync view already has the final state: remember
+		   which UIDs to mirror */
+		seq_range_array_add_range(&ctx->flag_uids, sync_rec->uid1,
+					  sync_rec->uid2);
+		break;
+	}
+}
+
+/* Links at or above the index's next_uid exist when a save committed to
+   LMDB but its index commit never happened (crash), or when the index
+   was lost. Append them with their mirrored flags and keywords. */
+static int lmdb_sync_adopt_links(struct lmdb_sync_context *ctx)
+{
+	struct lmdb_mailbox *mbox = ctx->mbox;
+	struct lmdb_env *env = mbox->storage->env;
+	const struct mail_index_header *hdr =
+		mail_index_get_header(ctx->sync_view);
+	struct lmdb_link_iter *iter;
+	struct lmdb_link_record rec;
+	ARRAY(struct lmdb_adopt_link) links;
+	const struct lmdb_adopt_link *link, *first, *last;
+	struct lmdb_adopt_link *new_link;
+	struct mail_keywords *kw;
+	MDB_txn *txn;
+	pool_t pool;
+	const char *error;
+	uint32_t uid, seq;
+	int ret;
+
+	pool = pool_alloconly_create("lmdb adopt", 4096);
+	p_array_init(&links, pool, 16);
+	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
+		mailbox_set_critical(&mbox->box, "lmdb: %s", error);
+		pool_unref(&pool);
+		return -1;
+	}
+	iter = lmdb_link_iter_init(env, txn, mbox->mailbox_guid, hdr->next_uid);
+	while ((ret = lmdb_link_iter_next(iter, pool, &uid, &rec)) != 0) {
+		if (ret < 0)
+			break;
+		new_link = array_append_space(&links);
+		new_link->uid = uid;
+		new_link->rec = rec;
+	}
+	ret = lmdb_link_iter_deinit(&iter, &error);
+	lmdb_env_read_end(env, &txn);
+	if (ret < 0) {
+		mailbox_set_critical(&mbox->box, "lmdb: %s", error);
+		pool_unref(&pool);
+		return -1;
+	}
+
+	array_foreach(&links, link) {
+		mail_index_append(ctx->trans, link->uid, &seq);
+		mail_index_update_flags(ctx->trans, seq, MODIFY_REPLACE,
+					link->rec.flags & MAIL_FLAGS_NONRECENT);
+		if (link->rec.keywords_count > 0) {
+			kw = mail_index_keywords_create(mbox->box.index,
+							link->rec.keywords);
+			mail_index_update_keywords(ctx->trans, seq,
+						   MODIFY_REPLACE, kw);
+			mail_index_keywords_unref(&kw);
+		}
+		if (link->rec.modseq != 0)
+			mail_index_update_modseq(ctx->trans, seq,
+						 link->rec.modseq);
+	}
+	ctx->adopted_count = array_count(&links);
+	if (ctx->adopted_count > 0) {
+		first = array_front(&links);
+		last = array_back(&links);
+		e_warning(mbox->box.event, "lmdb: Added %u messages that "
+			  "were in LMDB but missing from the index "
+			  "(UIDs %u..%u)", ctx->adopted_count,
+			  first->uid, last->uid);
+	}
+	pool_unref(&pool);
+	mbox->need_adopt = FALSE;
+	return 0;
+}
+
+static int lmdb_sync_need_adopt(struct lmdb_sync_context *ctx, bool *need_r)
+{
+	struct lmdb_mailbox *mbox = ctx->mbox;
+	struct lmdb_env *env = mbox->storage->env;
+	const struct mail_index_header *hdr =
+		mail_index_get_header(ctx->sync_view);
+	MDB_txn *txn;
+	const char *error;
+	uint32_t highest_uid;
+	int ret;
+
+	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
+		mailbox_set_critical(&mbox->box, "lmdb: %s", error);
+		return -1;
+	}
+	ret = lmdb_link_get_highest_uid(env, txn, mbox->mailbox_guid,
+					&highest_uid, &error);
+	lmdb_env_read_end(env, &txn);
+	if (ret != 0) {
+		mailbox_set_critical(&mbox->box, "lmdb: %s", error);
+		return -1;
+	}
+	*need_r = highest_uid >= hdr->next_uid;
+	return 0;
+}
+
+int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
+		    struct lmdb_sync_context **ctx_r)
+{
+	struct mailbox *box = &mbox->box;
+	struct lmdb_sync_context *ctx;
+	const struct mail_index_header *hdr;
+	struct mail_index_sync_rec sync_rec;
+	enum mail_index_sync_flags sync_flags;
+	const char *error;
+	uint32_t seq1, seq2;
+	bool need_adopt;
+	int ret, lmdb_ret;
+
+	*ctx_r = NULL;
+	sync_flags = index_storage_get_sync_flags(box) |
+		MAIL_INDEX_SYNC_FLAG_AVOID_FLAG_UPDATES;
+	if ((flags & LMDB_SYNC_FLAG_FORCE) == 0 && !mbox->need_adopt)
+		sync_flags |= MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES;
+	if ((flags & LMDB_SYNC_FLAG_FSYNC) != 0)
+		sync_flags |= MAIL_INDEX_SYNC_FLAG_FSYNC;
+
+	ctx = i_new(struct lmdb_sync_context, 1);
+	ctx->mbox = mbox;
+	i_array_init(&ctx->expunged_uids, 32);
+	i_array_init(&ctx->flag_uids, 32);
+	ret = index_storage_expunged_sync_begin(box, &ctx->index_sync_ctx,
+						&ctx->sync_view, &ctx->trans,
+						sync_flags);
+	if (ret <= 0) {
+		array_free(&ctx->expunged_uids);
+		array_free(&ctx->flag_uids);
+		i_free(ctx);
+		return ret;
+	}
+
+	hdr = mail_index_get_header(ctx->sync_view);
+	if (hdr->uid_validity == 0 && hdr->next_uid == 1) {
+		/* opened between mkdir and index creation: nothing to
+		   sync yet */
+		*ctx_r = ctx;
+		return 1;
+	}
+	if (mail_index_lookup_seq_range(ctx->sync_view, hdr->first_recent_uid,
+					hdr->next_uid, &seq1, &seq2))
+		mailbox_recent_flags_set_seqs(box, ctx->sync_view, seq1, seq2);
+
+	while (mail_index_sync_next(ctx->index_sync_ctx, &sync_rec))
+		lmdb_sync_add(ctx, &sync_rec);
+
+	ret = 0;
+	T_BEGIN {
+		if (lmdb_sync_mirror_flags(mbox, ctx->sync_view,
+					   &ctx->flag_uids,
+					   &ctx->expunged_uids, &error,
+					   &lmdb_ret) < 0) {
+			lmdb_storage_set_lmdb_error(box->storage, lmdb_ret,
+				t_strdup_printf("%s: sync failed: %s",
+						box->vname, error));
+			ret = -1;
+		}
+	} T_END;
+	if (ret == 0 && lmdb_sync_need_adopt(ctx, &need_adopt) < 0)
+		ret = -1;
+	if (ret == 0 && need_adopt)
+		ret = lmdb_sync_adopt_links(ctx);
+	if (ret < 0) {
+		mail_index_sync_rollback(&ctx->index_sync_ctx);
+		index_storage_expunging_deinit(box);
+		array_free(&ctx->expunged_uids);
+		array_free(&ctx->flag_uids);
+		i_free(ctx);
+		return -1;
+	}
+	*ctx_r = ctx;
+	return 1;
+}
+
+int lmdb_sync_finish(struct lmdb_sync_context **_ctx, bool success)
+{
+	struct lmdb_sync_context *ctx = *_ctx;
+	struct mailbox *box = &ctx->mbox->box;
+	struct seq_range_iter iter;
+	unsigned int n = 0;
+	uint32_t uid;
+	int ret = success ? 0 : -1;
+
+	*_ctx = NULL;
+	if (success) {
+		mail_index_view_ref(ctx->sync_view);
+		if (mail_index_sync_commit(&ctx->index_sync_ctx) < 0) {
+			mailbox_set_index_error(box);
+			ret = -1;
+		} else {
+			/* quota and other plugins learn of expunges only
+			   from these notifications */
+			box->tmp_sync_view = ctx->sync_view;
+			seq_range_array_iter_init(&iter, &ctx->expunged_uids);
+			while (seq_range_array_iter_nth(&iter, n++, &uid))
+				mailbox_sync_notify(box, uid,
+						    MAILBOX_SYNC_TYPE_EXPUNGE);
+			mailbox_sync_notify(box, 0, 0);
+			box->tmp_sync_view = NULL;
+		}
+		mail_index_view_close(&ctx->sync_view);
+	} else {
+		mail_index_sync_rollback(&ctx->index_sync_ctx);
+	}
+	index_storage_expunging_deinit(box);
+	array_free(&ctx->expunged_uids);
+	array_free(&ctx->flag_uids);
+	i_free(ctx);
+	return ret;
+}
+
+int lmdb_sync(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags)
+{
+	struct lmdb_sync_context *ctx;
+
+	if (lmdb_sync_begin(mbox, flags, &ctx) < 0)
+		return -1;
+	if (ctx == NULL)
+		return 0;
+	return lmdb_sync_finish(&ctx, TRUE);
+}
+
+struct mailbox_sync_context *
+lmdb_storage_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
+{
+	struct lmdb_mailbox *mbox = LMDB_MAILBOX(box);
+	enum lmdb_sync_flags lmdb_flags = 0;
+	int ret = 0;
+
+	if ((flags & MAILBOX_SYNC_FLAG_FORCE_RESYNC) != 0)
+		lmdb_flags |= LMDB_SYNC_FLAG_FORCE;
+	if (index_mailbox_want_full_sync(box, flags) || mbox->need_adopt ||
+	    lmdb_flags != 0)
+		ret = lmdb_sync(mbox, lmdb_flags);
+	return index_mailbox_sync_init(box, flags, ret < 0);
+}

@@ -1,0 +1,16 @@
+#ifndef LMDB_UIDL_H
+#define LMDB_UIDL_H
+
+#include "lmdb-storage.h"
+
+/* pop3_uidl_format variables that cannot be computed when a message is
+   saved: %m needs the header MD5 only mbox keeps, %f a file name. */
+int lmdb_uidl_check_format(const char *format, const char **error_r);
+
+/* Give every saved message without a UIDL of its own the one
+   pop3_uidl_format makes of it now, so the UIDL is fixed in the link
+   record from the start (UIDs must be assigned already). */
+void lmdb_uidl_assign(struct lmdb_mailbox *mbox, uint32_t uid_validity, pool_t pool,
+		      ARRAY_TYPE(lmdb_save_mail) *mails);
+
+#endif

@@ -1,0 +1,1177 @@
+"""Integration-test harness for dovecot-lmdb.
+
+Starts private Dovecot 2.3 instances (own base_dir, own ports, own log
+files, everything under a temp dir in /tmp) and offers client helpers for
+IMAP, POP3, LMTP and doveadm.  Standard library only.
+
+Typical use::
+
+    import harness
+
+    @harness.drivers('lmdb', 'maildir')
+    def test_something(driver):
+        with harness.Dovecot(driver) as dc:
+            res = dc.lmtp_deliver(['testuser'], b'Subject: x\\r\\n\\r\\nhi\\r\\n')
+            assert res.all_ok(), res
+            imap = dc.imap()
+            ...
+
+Environment variables:
+    DLMDB_BUILD_DIR   build tree holding storage-lmdb/.libs and plugin/.libs
+                      (default: the repository root)
+    DLMDB_TEST_UID    uid mail processes run as (default: nobody)
+    DLMDB_TEST_GID    gid mail processes run as (default: nogroup)
+    DLMDB_KEEP_TMP    if set to 1, temp dirs are not removed
+    DLMDB_MAIL_DEBUG  if set to 1, every instance gets mail_debug = yes
+    DOVECOT_BINARY    default /usr/sbin/dovecot
+    DOVEADM_BINARY    default /usr/bin/doveadm
+    DOVECONF_BINARY   default /usr/bin/doveconf
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import imaplib
+import os
+import poplib
+import pwd
+import grp
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+
+__all__ = [
+    'Skip', 'HarnessError', 'ModuleMissing', 'StartError', 'drivers',
+    'Dovecot', 'LmtpResult', 'DRIVERS', 'live_instances', 'stop_all',
+    'cleanup_all', 'imap_fetch', 'imap_parse', 'pop3_multiline',
+    'crlf', 'lf', 'free_port', 'STOCK_MODULE_DIR', 'build_dir',
+]
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
+
+DOVECOT = os.environ.get('DOVECOT_BINARY', '/usr/sbin/dovecot')
+DOVEADM = os.environ.get('DOVEADM_BINARY', '/usr/bin/doveadm')
+DOVECONF = os.environ.get('DOVECONF_BINARY', '/usr/bin/doveconf')
+STOCK_MODULE_DIR = '/usr/lib/dovecot/modules'
+
+CLIENT_TIMEOUT = 120  # seconds for client sockets; the runner also has a per-test alarm
+
+# driver name -> (mail_location, mail plugins the driver needs)
+DRIVERS = {
+    'lmdb': ('lmdb:~/lmdb', ['storage_lmdb']),
+    'maildir': ('maildir:~/Maildir', []),
+    'sdbox': ('sdbox:~/sdbox', []),
+    'mdbox': ('mdbox:~/mdbox', []),
+}
+
+# Modules from the build tree, relative to the build dir.  The first one is
+# mandatory for driver 'lmdb'.
+LMDB_MODULE = 'storage-lmdb/.libs/lib10_storage_lmdb_plugin.so'
+BUILD_MODULE_GLOBS = [
+    'storage-lmdb/.libs/lib*_plugin.so',
+    'plugin/.libs/lib*_plugin.so',
+]
+
+
+class Skip(Exception):
+    """Raise to skip a test (the runner reports SKIP with the message)."""
+
+
+class HarnessError(Exception):
+    """Something about the test environment is wrong."""
+
+
+class ModuleMissing(HarnessError):
+    """A plugin module needed by the requested configuration is not built."""
+
+
+class StartError(HarnessError):
+    """Dovecot did not come up."""
+
+
+def build_dir() -> str:
+    return os.path.abspath(os.environ.get('DLMDB_BUILD_DIR') or REPO_ROOT)
+
+
+def drivers(*names):
+    """Decorator: run the test once per driver; the test gets the name as
+    its only argument and is reported as ``test_x[driver]``."""
+    for n in names:
+        if n not in DRIVERS:
+            raise ValueError('unknown driver %r (known: %s)' % (n, ', '.join(DRIVERS)))
+
+    def deco(func):
+        func.dlmdb_drivers = tuple(names)
+        return func
+    return deco
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1 (bind to port 0)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def crlf(data: bytes) -> bytes:
+    """Normalise every line ending (CRLF or bare LF) to CRLF."""
+    return data.replace(b'\r\n', b'\n').replace(b'\n', b'\r\n')
+
+
+def lf(data: bytes) -> bytes:
+    """Normalise CRLF line endings to LF."""
+    return data.replace(b'\r\n', b'\n')
+
+
+# ---------------------------------------------------------------------------
+# registry of live instances
+
+_INSTANCES: list['Dovecot'] = []
+
+
+def live_instances() -> list['Dovecot']:
+    """All instances created and not yet cleaned up (started or not)."""
+    return list(_INSTANCES)
+
+
+def stop_all() -> None:
+    for inst in list(_INSTANCES):
+        try:
+            inst.stop()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+
+def cleanup_all(keep: bool | None = None) -> None:
+    """Stop every instance and remove its temp dir (unless keep, or
+    DLMDB_KEEP_TMP=1)."""
+    for inst in list(_INSTANCES):
+        inst.cleanup(keep=keep)
+
+
+atexit.register(cleanup_all)
+
+
+# ---------------------------------------------------------------------------
+# LMTP
+
+
+class LmtpResult:
+    """Result of one LMTP transaction.
+
+    ``rcpt``: dict recipient -> (code, text) of the RCPT TO reply.
+    ``data``: dict recipient -> (code, text) of the per-recipient reply after
+    DATA (only for recipients accepted at RCPT time).
+    ``status``: dict recipient -> final code (DATA reply if the RCPT was
+    accepted, else the RCPT reply)."""
+
+    def __init__(self):
+        self.mail_from: tuple[int, str] | None = None
+        self.rcpt: dict[str, tuple[int, str]] = {}
+        self.data: dict[str, tuple[int, str]] = {}
+        self.data_cmd: tuple[int, str] | None = None
+
+    @property
+    def status(self) -> dict[str, int]:
+        out = {}
+        for r, (code, _t) in self.rcpt.items():
+            out[r] = self.data[r][0] if r in self.data else code
+        return out
+
+    def all_ok(self) -> bool:
+        return bool(self.rcpt) and all(c == 250 for c in self.status.values())
+
+    def __repr__(self):
+        return 'LmtpResult(mail_from=%r, rcpt=%r, data_cmd=%r, data=%r)' % (
+            self.mail_from, self.rcpt, self.data_cmd, self.data)
+
+
+class LmtpClient:
+    """Minimal LMTP client over a plain socket.  The message bytes are sent
+    as given (only dot-stuffed), so bare LF stays bare LF on the wire."""
+
+    def __init__(self, host: str, port: int, timeout: float = CLIENT_TIMEOUT):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.file = self.sock.makefile('rb')
+        self.transcript: list[bytes] = []
+        code, text = self.reply()
+        if code != 220:
+            raise HarnessError('LMTP greeting: %d %s' % (code, text))
+
+    def close(self):
+        try:
+            self.file.close()
+        finally:
+            self.sock.close()
+
+    def send(self, data: bytes):
+        self.sock.sendall(data)
+
+    def cmd(self, line: str) -> tuple[int, str]:
+        self.transcript.append(b'C: ' + line.encode())
+        self.send(line.encode() + b'\r\n')
+        return self.reply()
+
+    def reply(self) -> tuple[int, str]:
+        """Read one (possibly multi-line) reply."""
+        lines = []
+        while True:
+            line = self.file.readline(65536)
+            if not line:
+                raise HarnessError('LMTP: connection closed by server; transcript: %r'
+                                   % self.transcript)
+            self.transcript.append(b'S: ' + line.rstrip(b'\r\n'))
+            if len(line) < 4 or not line[:3].isdigit():
+                raise HarnessError('LMTP: bad reply line %r' % line)
+            lines.append(line[4:].rstrip(b'\r\n').decode('utf-8', 'replace'))
+            if line[3:4] != b'-':
+                return int(line[:3]), '\n'.join(lines)
+
+    @staticmethod
+    def dot_stuff(data: bytes) -> bytes:
+        """Dot-stuff a message and append the terminator.  A line is
+        anything after LF (bare or CRLF), so lines starting with '.' after
+        bare LF are stuffed too.  If the message does not end with a line
+        ending, CRLF is added before the final '.'."""
+        if data.startswith(b'.'):
+            data = b'.' + data
+        data = data.replace(b'\n.', b'\n..')
+        if not data.endswith(b'\n'):
+            data += b'\r\n'
+        return data + b'.\r\n'
+
+    def deliver(self, mail_from: str, rcpts: list[str], data: bytes,
+                lhlo: str = 'client.example.com') -> LmtpResult:
+        res = LmtpResult()
+        code, text = self.cmd('LHLO ' + lhlo)
+        if code != 250:
+            raise HarnessError('LHLO failed: %d %s' % (code, text))
+        res.mail_from = self.cmd('MAIL FROM:<%s>' % mail_from)
+        if res.mail_from[0] != 250:
+            return res
+        accepted = []
+        for r in rcpts:
+            res.rcpt[r] = self.cmd('RCPT TO:<%s>' % r)
+            if res.rcpt[r][0] == 250:
+                accepted.append(r)
+        if not accepted:
+            self.cmd('RSET')
+            return res
+        res.data_cmd = self.cmd('DATA')
+        if res.data_cmd[0] != 354:
+            return res
+        self.transcript.append(b'C: <%d bytes of message data>' % len(data))
+        self.send(self.dot_stuff(data))
+        # LMTP: one reply per accepted recipient, in RCPT order.
+        for r in accepted:
+            res.data[r] = self.reply()
+        return res
+
+    def quit(self):
+        try:
+            self.cmd('QUIT')
+        except Exception:
+            pass
+        self.close()
+
+
+# ---------------------------------------------------------------------------
+# IMAP response parsing
+
+_ATOM_RE = re.compile(rb'[^\s()\[\]{}"]+')
+
+
+def _tokenise_chunks(chunks):
+    """Yield tokens from a sequence of (text, literal|None) chunks."""
+    for text, literal in chunks:
+        i = 0
+        n = len(text)
+        while i < n:
+            c = text[i:i + 1]
+            if c in (b' ', b'\t', b'\r', b'\n'):
+                i += 1
+            elif c in (b'(', b')'):
+                yield c.decode()
+                i += 1
+            elif c == b'"':
+                j = i + 1
+                buf = bytearray()
+                while j < n and text[j:j + 1] != b'"':
+                    if text[j:j + 1] == b'\\':
+                        j += 1
+                    buf += text[j:j + 1]
+                    j += 1
+                yield bytes(buf)
+                i = j + 1
+            elif c == b'{':
+                j = text.index(b'}', i)
+                if literal is None or j != len(text.rstrip()) - 1:
+                    raise ValueError('literal marker without literal in %r' % text)
+                yield literal
+                i = n
+            else:
+                # atom, possibly with [section]<partial> e.g. BODY[HEADER.FIELDS (A B)]
+                j = i
+                depth = 0
+                while j < n:
+                    ch = text[j:j + 1]
+                    if ch == b'[':
+                        depth += 1
+                    elif ch == b']':
+                        depth -= 1
+                    elif depth == 0 and ch in (b' ', b'(', b')', b'"', b'{', b'\r', b'\n'):
+                        break
+                    j += 1
+                atom = text[i:j].decode('utf-8', 'replace')
+                yield _Atom(atom)
+                i = j
+
+
+class _Atom(str):
+    """An IMAP atom (as opposed to a quoted string / literal, which are bytes)."""
+
+
+def _parse_tokens(tokens):
+    stack = [[]]
+    for t in tokens:
+        if t == '(' and not isinstance(t, _Atom):
+            stack.append([])
+        elif t == ')' and not isinstance(t, _Atom):
+            lst = stack.pop()
+            stack[-1].append(lst)
+        elif isinstance(t, _Atom) and t.upper() == 'NIL':
+            stack[-1].append(None)
+        elif isinstance(t, _Atom):
+            stack[-1].append(str(t))
+        else:
+            stack[-1].append(t)
+    if len(stack) != 1:
+        raise ValueError('unbalanced parentheses')
+    return stack[0]
+
+
+def imap_parse(text: bytes, literals=()) -> list:
+    """Parse IMAP data into nested lists.  Quoted strings and literals are
+    bytes, atoms are str, NIL is None.  ``literals`` are used in order for
+    ``{n}`` markers, which must end a text chunk."""
+    chunks = []
+    parts = re.split(rb'(\{\d+\}\r?\n?)', text)
+    lits = list(literals)
+    for k in range(0, len(parts), 2):
+        seg = parts[k] + (parts[k + 1].rstrip(b'\r\n') if k + 1 < len(parts) else b'')
+        chunks.append((seg, lits.pop(0) if k + 1 < len(parts) else None))
+    return _parse_tokens(_tokenise_chunks(chunks))
+
+
+def _fetch_responses(data):
+    """Group imaplib's FETCH data list into per-response chunk lists."""
+    resp = []
+    for item in data:
+        if isinstance(item, tuple):
+            resp.append((item[0], item[1]))
+        elif item is None:
+            continue
+        else:
+            resp.append((item, None))
+            yield resp
+            resp = []
+    if resp:
+        yield resp
+
+
+def imap_fetch(conn: imaplib.IMAP4, msgset: str, items: str, uid: bool = True) -> dict:
+    """Run (UID) FETCH and return {uid (or seq): {ITEM: value}}.
+
+    Item names are upper-cased as the server returns them (e.g. 'BODY[]',
+    'BODY[HEADER]', 'RFC822.SIZE', 'FLAGS', 'ENVELOPE', 'BODYSTRUCTURE').
+    Literals / quoted strings are bytes; numbers stay str (convert
+    yourself) except RFC822.SIZE and UID which become int."""
+    if uid:
+        typ, data = conn.uid('FETCH', msgset, items)
+    else:
+        typ, data = conn.fetch(msgset, items)
+    if typ != 'OK':
+        raise HarnessError('FETCH %s %s failed: %r' % (msgset, items, data))
+    out = {}
+    for chunks in _fetch_responses(data):
+        toks = list(_tokenise_chunks(chunks))
+        parsed = _parse_tokens(toks)
+        # imaplib strips '* ' and 'FETCH': parsed is ['<seq>', [k, v, k, v...]]
+        if len(parsed) < 2 or not str(parsed[0]).isdigit() or not isinstance(parsed[1], list):
+            continue
+        seq = int(parsed[0])
+        kv = parsed[1]
+        d = {}
+        for i in range(0, len(kv) - 1, 2):
+            k = str(kv[i]).upper()
+            v = kv[i + 1]
+            if k in ('RFC822.SIZE', 'UID'):
+                v = int(v)
+            d[k] = v
+        key = d.get('UID', seq) if uid else seq
+        if uid and 'UID' not in d:
+            continue  # unsolicited FETCH (e.g. flag update) without UID
+        d.setdefault('SEQ', seq)
+        if key in out:
+            out[key].update(d)
+        else:
+            out[key] = d
+    return out
+
+
+# ---------------------------------------------------------------------------
+# POP3 raw multi-line responses
+
+def pop3_multiline(conn: poplib.POP3, command: str) -> tuple[bytes, bytes]:
+    """Send a POP3 command with a multi-line answer and return
+    (status_line, body) where body is exactly what the server sent, with
+    CRLFs kept and dot-stuffing removed.  poplib's own retr() drops line
+    endings and refuses lines longer than 2048 bytes, hence this."""
+    conn._putcmd(command)
+    status = conn.file.readline(65536)
+    if not status.startswith(b'+OK'):
+        raise poplib.error_proto(status.rstrip(b'\r\n'))
+    out = bytearray()
+    while True:
+        line = conn.file.readline()
+        if not line:
+            raise HarnessError('POP3: connection closed in multi-line response')
+        if line == b'.\r\n':
+            break
+        if line.startswith(b'.'):
+            line = line[1:]
+        out += line
+    return status.rstrip(b'\r\n'), bytes(out)
+
+
+# ---------------------------------------------------------------------------
+# the instance
+
+class User:
+    def __init__(self, name, password, uid, gid, home, extra=''):
+        self.name = name
+        self.password = password
+        self.uid = uid
+        self.gid = gid
+        self.home = home
+        self.extra = extra  # passwd-file extra fields, e.g. 'userdb_quota_rule=*:storage=1M'
+
+    def passwd_line(self) -> str:
+        # user:password:uid:gid:gecos:home:shell:extra_fields
+        return '%s:{PLAIN}%s:%d:%d::%s::%s' % (self.name, self.password, self.uid,
+                                                self.gid, self.home, self.extra)
+
+
+def _default_ids():
+    uid = os.environ.get('DLMDB_TEST_UID')
+    gid = os.environ.get('DLMDB_TEST_GID')
+    if uid is None:
+        uid = pwd.getpwnam('nobody').pw_uid if os.geteuid() == 0 else os.geteuid()
+    if gid is None:
+        if os.geteuid() == 0:
+            try:
+                gid = grp.getgrnam('nogroup').gr_gid
+            except KeyError:
+                gid = pwd.getpwnam('nobody').pw_gid
+        else:
+            gid = os.getegid()
+    return int(uid), int(gid)
+
+
+class Dovecot:
+    """A private Dovecot instance.
+
+    Dovecot(driver='maildir', *, mail_plugins=(), extra='', tls=False,
+            mail_debug=None, users=None, name=None, mail_location=None,
+            build=None)
+
+    driver: 'lmdb' | 'maildir' | 'sdbox' | 'mdbox' (or None with an explicit
+    mail_location).  mail_plugins: extra global mail plugins.  extra:
+    config text appended verbatim.  tls: enable ssl with a self-signed cert
+    and imaps/pop3s listeners.  users: iterable of names or (name, password)
+    added besides 'testuser'/'testpass'.
+    """
+
+    def __init__(self, driver: str | None = 'maildir', *, mail_plugins=(), extra: str = '',
+                 tls: bool = False, mail_debug: bool | None = None, users=(),
+                 name: str | None = None, mail_location: str | None = None,
+                 build: str | None = None, auth_debug: bool = False):
+        if driver is not None and driver not in DRIVERS:
+            raise ValueError('unknown driver %r' % driver)
+        self.driver = driver
+        self.name = name or (driver or 'custom')
+        if mail_location is None:
+            if driver is None:
+                raise ValueError('need driver or mail_location')
+            mail_location = DRIVERS[driver][0]
+        self.mail_location = mail_location
+        plugins = list(DRIVERS[driver][1]) if driver else []
+        for p in mail_plugins:
+            if p not in plugins:
+                plugins.append(p)
+        self.mail_plugins = plugins
+        self.extra = extra
+        self.tls = tls
+        if mail_debug is None:
+            mail_debug = os.environ.get('DLMDB_MAIL_DEBUG') == '1'
+        self.mail_debug = mail_debug
+        self.auth_debug = auth_debug
+        self.build = os.path.abspath(build) if build else build_dir()
+        self.uid, self.gid = _default_ids()
+        self.proc: subprocess.Popen | None = None
+        self.pid: int | None = None
+        self.pgid: int | None = None
+        self._log_fh = None
+        self.users: dict[str, User] = {}
+        self.ports: dict[str, int] = {}
+        self.clients = []  # open client connections, closed on stop()
+        self.starts = 0
+
+        self.dir = tempfile.mkdtemp(prefix='dlmdb-%s-' % self.name, dir='/tmp')
+        _INSTANCES.append(self)
+        try:
+            self._setup()
+        except BaseException:
+            self.cleanup()
+            raise
+        for u in users:
+            if isinstance(u, (tuple, list)):
+                self.add_user(*u)
+            else:
+                self.add_user(u)
+
+    # -- paths -------------------------------------------------------------
+    def path(self, *p) -> str:
+        return os.path.join(self.dir, *p)
+
+    @property
+    def conf_path(self) -> str:
+        return self.path('dovecot.conf')
+
+    @property
+    def log_path(self) -> str:
+        return self.path('dovecot.log')
+
+    def home(self, user: str = 'testuser') -> str:
+        return self.users[user].home
+
+    def mail_dir(self, user: str = 'testuser') -> str:
+        """Mail root of a user (the path part of mail_location with ~
+        expanded; only meaningful for the presets)."""
+        loc = self.mail_location.split(':', 1)[1].split(':', 1)[0]
+        return loc.replace('~', self.home(user), 1)
+
+    # -- setup -------------------------------------------------------------
+    def _setup(self):
+        os.chmod(self.dir, 0o755)
+        for d in ('run', 'state', 'home', 'modules'):
+            os.mkdir(self.path(d))
+            os.chmod(self.path(d), 0o755)
+        self._setup_modules()
+        for k in ('imap', 'pop3', 'lmtp') + (('imaps', 'pop3s') if self.tls else ()):
+            self.ports[k] = free_port()
+        if self.tls:
+            self._make_cert()
+        for f in ('dovecot.log', 'dovecot-info.log', 'dovecot-debug.log'):
+            open(self.path(f), 'a').close()
+        self.add_user('testuser', 'testpass')  # writes passwd + conf
+
+    def _setup_modules(self):
+        mdir = self.path('modules')
+        for entry in sorted(os.listdir(STOCK_MODULE_DIR)):
+            src = os.path.join(STOCK_MODULE_DIR, entry)
+            if entry.endswith('.so') or os.path.isdir(src):
+                os.symlink(src, os.path.join(mdir, entry))
+        self.build_modules = []
+        for pattern in BUILD_MODULE_GLOBS:
+            for src in sorted(glob.glob(os.path.join(self.build, pattern))):
+                dst = os.path.join(mdir, os.path.basename(src))
+                if os.path.lexists(dst):
+                    os.unlink(dst)
+                os.symlink(src, dst)
+                self.build_modules.append(src)
+        # every requested mail plugin must be loadable
+        if 'storage_lmdb' in self.mail_plugins:
+            want = os.path.join(self.build, LMDB_MODULE)
+            if not os.path.exists(want):
+                raise ModuleMissing(
+                    'lmdb storage module not built: %s does not exist '
+                    '(build the project, or set DLMDB_BUILD_DIR to the build tree)' % want)
+        for p in self.mail_plugins:
+            if not glob.glob(os.path.join(mdir, 'lib*_%s_plugin.so' % p)) and \
+               not os.path.exists(os.path.join(mdir, '%s.so' % p)):
+                raise ModuleMissing('mail plugin %r: no lib*_%s_plugin.so in %s or %s '
+                                    '(DLMDB_BUILD_DIR=%s)' % (p, p, STOCK_MODULE_DIR,
+                                                              self.build, self.build))
+        # mail processes run unprivileged: the modules must be readable by them
+        for src in self.build_modules:
+            try:
+                st = os.stat(src)
+            except OSError:
+                continue
+            if not st.st_mode & 0o004 and st.st_uid != self.uid:
+                raise HarnessError('%s is not world-readable; the mail user (uid %d) '
+                                   'cannot load it' % (src, self.uid))
+
+    def _make_cert(self):
+        cmd = ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+               '-keyout', self.path('key.pem'), '-out', self.path('cert.pem'),
+               '-days', '2', '-subj', '/CN=localhost']
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise HarnessError('openssl failed: %s' % r.stderr)
+        os.chmod(self.path('key.pem'), 0o600)
+
+    def add_user(self, name: str, password: str = 'testpass', extra: str = '') -> User:
+        """Add a passwd-file user (home under the temp dir, owned by the
+        mail uid/gid).  Works before or after start(): passwd-file is
+        re-read by Dovecot when it changes."""
+        home = self.path('home', name)
+        os.makedirs(home, exist_ok=True)
+        os.chmod(home, 0o700)
+        os.chown(home, self.uid, self.gid) if os.geteuid() == 0 else None
+        u = User(name, password, self.uid, self.gid, home, extra)
+        self.users[name] = u
+        self._write_passwd()
+        self.write_config()
+        return u
+
+    def _write_passwd(self):
+        path = self.path('passwd')
+        try:
+            old_mtime = int(os.stat(path).st_mtime)
+        except FileNotFoundError:
+            old_mtime = 0
+        tmp = path + '.tmp'
+        with open(tmp, 'w') as f:
+            for u in self.users.values():
+                f.write(u.passwd_line() + '\n')
+        os.chmod(tmp, 0o644)
+        # Dovecot's passwd-file notices changes by (mtime seconds, size):
+        # make sure the mtime differs.
+        t = max(int(time.time()), old_mtime + 1)
+        os.utime(tmp, (t, t))
+        os.replace(tmp, path)
+        if self.running:
+            # ...and it stat()s the file at most once per second (per
+            # ioloop second), so let the next lookup happen in a new second.
+            time.sleep(1.05)
+
+    def config_text(self) -> str:
+        p = self.path
+        tls = self.tls
+        lines = [
+            '# generated by tests/integration/harness.py',
+            'base_dir = %s' % p('run'),
+            'state_dir = %s' % p('state'),
+            'instance_name = %s' % os.path.basename(self.dir),
+            'log_path = %s' % p('dovecot.log'),
+            'info_log_path = %s' % p('dovecot.log'),
+            'debug_log_path = %s' % p('dovecot.log'),
+            'log_timestamp = "%Y-%m-%d %H:%M:%S "',
+            'listen = 127.0.0.1',
+            'protocols = imap pop3 lmtp',
+            'import_environment = TZ CORE_OUTOFMEM CORE_ERROR LISTEN_PID LISTEN_FDS',
+            'hostname = localhost',
+            'postmaster_address = postmaster@example.com',
+            'disable_plaintext_auth = no',
+            'auth_mechanisms = plain login',
+            'auth_verbose = yes',
+            'auth_debug = %s' % ('yes' if self.auth_debug else 'no'),
+            'mail_debug = %s' % ('yes' if self.mail_debug else 'no'),
+            'first_valid_uid = 1',
+            'first_valid_gid = 1',
+            'mail_location = %s' % self.mail_location,
+            'mail_plugin_dir = %s' % p('modules'),
+            'mail_plugins = $mail_plugins %s' % ' '.join(self.mail_plugins),
+            'lmtp_save_to_detail_mailbox = no',
+            'recipient_delimiter = +',
+            'ssl_client_ca_dir =',
+            'ssl_client_ca_file =',
+            'shutdown_clients = yes',
+            'version_ignore = no',
+        ]
+        if tls:
+            lines += [
+                'ssl = yes',
+                'ssl_cert = <%s' % p('cert.pem'),
+                'ssl_key = <%s' % p('key.pem'),
+            ]
+        else:
+            lines.append('ssl = no')
+        lines += [
+            'passdb {',
+            '  driver = passwd-file',
+            '  args = scheme=PLAIN username_format=%%u %s' % p('passwd'),
+            '}',
+            'userdb {',
+            '  driver = passwd-file',
+            '  args = username_format=%%u %s' % p('passwd'),
+            '}',
+            'service imap-login {',
+            '  inet_listener imap {',
+            '    address = 127.0.0.1',
+            '    port = %d' % self.ports['imap'],
+            '  }',
+            '  inet_listener imaps {',
+            '    address = 127.0.0.1',
+            '    port = %d' % (self.ports['imaps'] if tls else 0),
+            '    ssl = yes',
+            '  }',
+            '}',
+            'service pop3-login {',
+            '  inet_listener pop3 {',
+            '    address = 127.0.0.1',
+            '    port = %d' % self.ports['pop3'],
+            '  }',
+            '  inet_listener pop3s {',
+            '    address = 127.0.0.1',
+            '    port = %d' % (self.ports['pop3s'] if tls else 0),
+            '    ssl = yes',
+            '  }',
+            '}',
+            'service lmtp {',
+            '  inet_listener lmtp {',
+            '    address = 127.0.0.1',
+            '    port = %d' % self.ports['lmtp'],
+            '  }',
+            '}',
+            # mail processes run as the unprivileged test uid: let them
+            # reach the stats writer without group membership.
+            'service stats {',
+            '  unix_listener stats-writer {',
+            '    mode = 0666',
+            '  }',
+            '}',
+        ]
+        text = '\n'.join(lines) + '\n'
+        if self.extra:
+            text += '\n# --- extra ---\n' + self.extra.rstrip('\n') + '\n'
+        return text
+
+    def write_config(self):
+        with open(self.conf_path, 'w') as f:
+            f.write(self.config_text())
+        os.chmod(self.conf_path, 0o644)
+
+    def check_config(self) -> str:
+        """Run doveconf -n on the config; raise HarnessError on errors."""
+        r = subprocess.run([DOVECONF, '-c', self.conf_path, '-n'], capture_output=True,
+                           text=True, timeout=60)
+        if r.returncode != 0 or 'Error' in r.stderr or 'Fatal' in r.stderr:
+            raise HarnessError('doveconf -n rejected %s (exit %d):\n%s\n--- config ---\n%s'
+                               % (self.conf_path, r.returncode, r.stderr.strip(),
+                                  self.config_text()))
+        return r.stdout
+
+    # -- lifecycle -----------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 20.0) -> 'Dovecot':
+        if self.running:
+            return self
+        self.write_config()
+        self.check_config()
+        self._log_fh = open(self.path('master.stderr'), 'ab')
+        env = dict(os.environ)
+        env.setdefault('TZ', 'UTC')
+        self.proc = subprocess.Popen([DOVECOT, '-F', '-c', self.conf_path],
+                                     stdin=subprocess.DEVNULL, stdout=self._log_fh,
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=env, cwd=self.dir)
+        self.pid = self.proc.pid
+        self.pgid = self.proc.pid
+        self.starts += 1
+        try:
+            self._wait_listening(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_listening(self, timeout):
+        deadline = time.monotonic() + timeout
+        pending = dict(self.ports)
+        while pending:
+            if self.proc.poll() is not None:
+                raise StartError('dovecot exited with status %s during startup\n'
+                                 '--- master stderr ---\n%s\n--- log ---\n%s'
+                                 % (self.proc.returncode, self._read(self.path('master.stderr')),
+                                    self.log_tail(50)))
+            for k, port in list(pending.items()):
+                try:
+                    s = socket.create_connection(('127.0.0.1', port), timeout=1)
+                except OSError:
+                    continue
+                s.close()
+                del pending[k]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                raise StartError('dovecot listeners %s not up after %.0fs\n--- log ---\n%s'
+                                 % (sorted(pending), timeout, self.log_tail(50)))
+            time.sleep(0.05)
+        # The probes above made login/lmtp processes connect to the
+        # stats-writer socket, which makes the master spawn 'stats'.  A
+        # stop() before stats runs leaves those processes waiting 5 s for
+        # the stats handshake (and logging errors), so wait for it here.
+        deadline2 = time.monotonic() + 5
+        while time.monotonic() < deadline2 and not self._service_pids('stats'):
+            time.sleep(0.02)
+        pidfile = self.path('run', 'master.pid')
+        for _ in range(100):
+            if os.path.exists(pidfile):
+                break
+            time.sleep(0.02)
+        try:
+            mpid = int(self._read(pidfile).strip())
+            if mpid != self.pid:
+                raise StartError('master.pid %d != child pid %d' % (mpid, self.pid))
+        except (OSError, ValueError):
+            pass
+
+    def _close_clients(self):
+        for c in self.clients:
+            try:
+                if isinstance(c, imaplib.IMAP4):
+                    c.shutdown()
+                elif isinstance(c, poplib.POP3):
+                    c.close()
+                else:
+                    c.close()
+            except Exception:
+                pass
+        self.clients = []
+
+    STOP_GRACE = 1.0  # seconds leftover children get after the master exited
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the master, wait, SIGKILL the process group if needed.
+        Idempotent."""
+        self._close_clients()
+        if self.proc is None:
+            return
+        proc, pgid = self.proc, self.pgid
+        try:
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self._killpg(pgid)
+                    proc.wait(10)
+            # Children left in our process group after the master is gone
+            # (e.g. login processes stuck in the stats-writer handshake,
+            # which otherwise time out after 5 s): they got SIGTERM from
+            # the master already; give them a moment, then SIGKILL.
+            deadline = time.monotonic() + self.STOP_GRACE
+            while self._pg_alive(pgid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self._pg_alive(pgid):
+                self._killpg(pgid)
+        finally:
+            self.proc = None
+            if self._log_fh:
+                self._log_fh.close()
+                self._log_fh = None
+
+    @staticmethod
+    def _pg_members(pgid) -> list[int]:
+        """Live (non-zombie) pids in process group pgid, from /proc."""
+        out = []
+        for d in os.listdir('/proc'):
+            if not d.isdigit():
+                continue
+            try:
+                with open('/proc/%s/stat' % d, 'rb') as f:
+                    st = f.read()
+            except OSError:
+                continue
+            # pid (comm) state ppid pgrp ...; comm may contain spaces/parens
+            fields = st[st.rindex(b')') + 2:].split()
+            if fields[0] != b'Z' and int(fields[2]) == pgid:
+                out.append(int(d))
+        return out
+
+    def _service_pids(self, service: str) -> list[int]:
+        """pids of this instance's processes whose title ends in /service."""
+        out = []
+        if self.pgid is None or not os.path.isdir('/proc/self'):
+            return out
+        for pid in self._pg_members(self.pgid):
+            try:
+                with open('/proc/%d/cmdline' % pid, 'rb') as f:
+                    argv0 = f.read().split(b'\0')[0]
+            except OSError:
+                continue
+            if argv0.split()[0].endswith(b'/' + service.encode()) if argv0 else False:
+                out.append(pid)
+        return out
+
+    @classmethod
+    def _pg_alive(cls, pgid) -> bool:
+        if os.path.isdir('/proc/self'):
+            return bool(cls._pg_members(pgid))
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+
+    @staticmethod
+    def _killpg(pgid):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def restart(self, timeout: float = 20.0) -> 'Dovecot':
+        self.stop()
+        # ports stay the same; wait until they are really free again
+        deadline = time.monotonic() + 10
+        for port in self.ports.values():
+            while True:
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(('127.0.0.1', port))
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise StartError('port %d still busy after stop' % port)
+                    time.sleep(0.1)
+                finally:
+                    s.close()
+        return self.start(timeout)
+
+    def cleanup(self, keep: bool | None = None) -> None:
+        """Stop and remove the temp dir (kept if keep or DLMDB_KEEP_TMP=1)."""
+        self.stop()
+        if keep is None:
+            keep = os.environ.get('DLMDB_KEEP_TMP') == '1'
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if self in _INSTANCES:
+            _INSTANCES.remove(self)
+
+    def __enter__(self) -> 'Dovecot':
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, exc_type, exc, tb):
+        # Only stop: the temp dir (and log) stays until the runner has had a
+        # chance to print the log; cleanup_all()/atexit removes it.
+        self.stop()
+        return False
+
+    # -- logs ----------------------------------------------------------------
+    @staticmethod
+    def _read(path) -> str:
+        try:
+            with open(path, 'rb') as f:
+                return f.read().decode('utf-8', 'replace')
+        except FileNotFoundError:
+            return ''
+
+    def log(self) -> str:
+        return self._read(self.log_path)
+
+    def log_tail(self, n: int = 200) -> str:
+        lines = self.log().splitlines()
+        return '\n'.join(lines[-n:])
+
+    # log lines that are expected consequences of what the harness does
+    BENIGN_LOG_RE = [
+        # our own SIGTERM on stop()/restart()
+        r'master: Warning: Killed with signal 15 \(by pid=%d ' % os.getpid(),
+    ]
+
+    def log_errors(self, include_warnings: bool = True, include_benign: bool = False
+                   ) -> list[str]:
+        """Log lines at level Error/Panic/Fatal (and Warning).  Lines
+        caused by the harness itself (SIGTERM on stop) are left out unless
+        include_benign."""
+        levels = ('Error', 'Panic', 'Fatal') + (('Warning',) if include_warnings else ())
+        pat = re.compile(r'(?:^|\s|\))(?:%s):' % '|'.join(levels))
+        out = [l for l in self.log().splitlines() if pat.search(l)]
+        if not include_benign:
+            out = [l for l in out if not any(re.search(b, l) for b in self.BENIGN_LOG_RE)]
+        return out
+
+    def assert_no_log_errors(self, include_warnings: bool = True, ignore=()):
+        errs = [l for l in self.log_errors(include_warnings)
+                if not any(re.search(i, l) for i in ignore)]
+        if errs:
+            raise AssertionError('Dovecot log has errors:\n' + '\n'.join(errs[:50]))
+
+    # -- clients -------------------------------------------------------------
+    def _pw(self, user, password):
+        if password is not None:
+            return password
+        if user in self.users:
+            return self.users[user].password
+        return 'testpass'
+
+    def _login_user(self, user):
+        return user
+
+    def imap(self, user: str = 'testuser', password: str | None = None,
+             login: bool = True) -> imaplib.IMAP4:
+        c = imaplib.IMAP4('127.0.0.1', self.ports['imap'], timeout=CLIENT_TIMEOUT)
+        self.clients.append(c)
+        if login:
+            c.login(user, self._pw(user, password))
+        return c
+
+    def imap_starttls(self, user: str = 'testuser', password: str | None = None) -> imaplib.IMAP4:
+        self._need_tls()
+        c = imaplib.IMAP4('127.0.0.1', self.ports['imap'], timeout=CLIENT_TIMEOUT)
+        self.clients.append(c)
+        c.starttls(ssl_context=client_ssl_context())
+        c.login(user, self._pw(user, password))
+        return c
+
+    def imap_ssl(self, user: str = 'testuser', password: str | None = None) -> imaplib.IMAP4_SSL:
+        self._need_tls()
+        c = imaplib.IMAP4_SSL('127.0.0.1', self.ports['imaps'],
+                              ssl_context=client_ssl_context(), timeout=CLIENT_TIMEOUT)
+        self.clients.append(c)
+        c.login(user, self._pw(user, password))
+        return c
+
+    def pop3(self, user: str = 'testuser', password: str | None = None,
+             login: bool = True) -> poplib.POP3:
+        c = poplib.POP3('127.0.0.1', self.ports['pop3'], timeout=CLIENT_TIMEOUT)
+        self.clients.append(c)
+        if login:
+            c.user(user)
+            c.pass_(self._pw(user, password))
+        return c
+
+    def pop3_stls(self, user: str = 'testuser', password: str | None = None) -> poplib.POP3:
+        self._need_tls()
+        c = poplib.POP3('127.0.0.1', self.ports['pop3'], timeout=CLIENT_TIMEOUT)
+        self.clients.append(c)
+        c.stls(context=client_ssl_context())
+        c.user(user)
+        c.pass_(self._pw(user, password))
+        return c
+
+    def pop3_ssl(self, user: str = 'testuser', password: str | None = None) -> poplib.POP3_SSL:
+        self._need_tls()
+        c = poplib.POP3_SSL('127.0.0.1', self.ports['pop3s'], context=client_ssl_context(),
+                            timeout=CLIENT_TIMEOUT)
+        self.clients.append(c)
+        c.user(user)
+        c.pass_(self._pw(user, password))
+        return c
+
+    def _need_tls(self):
+        if not self.tls:
+            raise HarnessError('instance was created without tls=True')
+
+    def lmtp(self) -> LmtpClient:
+        """An LMTP connection (greeting read); caller drives it."""
+        c = LmtpClient('127.0.0.1', self.ports['lmtp'])
+        self.clients.append(c)
+        return c
+
+    def lmtp_deliver(self, rcpts, data: bytes, mail_from: str = 'sender@example.com') -> LmtpResult:
+        """Deliver raw bytes to recipients (str or list) over LMTP, one
+        transaction.  Returns an LmtpResult; check .all_ok() / .status."""
+        if isinstance(rcpts, str):
+            rcpts = [rcpts]
+        c = LmtpClient('127.0.0.1', self.ports['lmtp'])
+        try:
+            return c.deliver(mail_from, list(rcpts), data)
+        finally:
+            c.quit()
+
+    def lmtp_deliver_many(self, rcpts, messages, mail_from: str = 'sender@example.com'
+                          ) -> list[LmtpResult]:
+        """Deliver several messages over one LMTP connection (RSET-free:
+        each transaction starts with LHLO, which resets the state)."""
+        if isinstance(rcpts, str):
+            rcpts = [rcpts]
+        c = LmtpClient('127.0.0.1', self.ports['lmtp'])
+        try:
+            return [c.deliver(mail_from, list(rcpts), m) for m in messages]
+        finally:
+            c.quit()
+
+    def doveadm(self, *args, user: str | None = None, check: bool = True,
+                input: str | bytes | None = None, timeout: float = 120,
+                text: bool = True) -> subprocess.CompletedProcess:
+        """Run ``doveadm -c CONF <args[0]> [-u user] <args[1:]>``.
+
+        If user is given, ``-u user`` is inserted after the (possibly
+        multi-word) command name: everything in args up to the first
+        argument starting with '-' or after the known command words."""
+        args = [str(a) for a in args]
+        if user is not None:
+            n = _doveadm_cmd_words(args)
+            args = args[:n] + ['-u', user] + args[n:]
+        cmd = [DOVEADM, '-c', self.conf_path] + args
+        if isinstance(input, str) and not text:
+            input = input.encode()
+        r = subprocess.run(cmd, capture_output=True, text=text, input=input, timeout=timeout,
+                           cwd=self.dir)
+        if check and r.returncode != 0:
+            raise HarnessError('%s failed (exit %d):\nstdout: %s\nstderr: %s'
+                               % (' '.join(cmd), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def __repr__(self):
+        return '<Dovecot %s dir=%s pid=%s ports=%s>' % (self.name, self.dir, self.pid, self.ports)
+
+
+# doveadm commands whose second word is part of the command name
+_DOVEADM_SUBCMD = {
+    'mailbox': {'list', 'create', 'delete', 'rename', 'subscribe', 'unsubscribe',
+                'status', 'metadata', 'mutf7', 'cache', 'update', 'path'},
+    'acl': {'get', 'rights', 'set', 'add', 'remove', 'delete', 'recalc', 'debug'},
+    'quota': {'get', 'recalc'},
+    'fts': {'lookup', 'expand', 'tokenize', 'optimize', 'rescan'},
+    'flags': {'add', 'remove', 'replace'},
+    'metadata': {'set', 'unset', 'get', 'list'},
+}
+
+
+def _doveadm_cmd_words(args) -> int:
+    if not args:
+        return 0
+    first = args[0]
+    sub = _DOVEADM_SUBCMD.get(first)
+    if sub and len(args) > 1 and args[1] in sub:
+        if first == 'mailbox' and args[1] in ('cache', 'metadata') and len(args) > 2 \
+                and not args[2].startswith('-'):
+            return 3
+        return 2
+    return 1
+
+
+def client_ssl_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
