@@ -228,7 +228,14 @@ lmdb_body_flush_txn(MDB_txn *txn, void *context, const char **error_r)
 	rec.state = LMDB_BODY_STATE_PENDING;
 	rec.refcount = 0;
 	rec.physical_size = writer->size;
-	rec.virtual_size = writer->size + writer->bare_lf_count;
+	if (ctx->info->message_size != 0 || ctx->info->virtual_size != 0) {
+		rec.message_size = ctx->info->message_size;
+		rec.virtual_size = I_MAX(ctx->info->virtual_size,
+					 rec.message_size);
+	} else {
+		rec.message_size = writer->size;
+		rec.virtual_size = writer->size + writer->bare_lf_count;
+	}
 	rec.received_date = ctx->info->received_date;
 	rec.save_date = ctx->info->save_date;
 	rec.chunk_size = LMDB_BODY_CHUNK_SIZE;
@@ -342,7 +349,8 @@ int lmdb_body_writer_finish(struct lmdb_body_writer *writer,
 	writer->finished = TRUE;
 	*body_id_r = writer->body_id;
 	*physical_size_r = writer->size;
-	*virtual_size_r = writer->size + writer->bare_lf_count;
+	*virtual_size_r = info->virtual_size != 0 ? info->virtual_size :
+		writer->size + writer->bare_lf_count;
 	return 0;
 }
 

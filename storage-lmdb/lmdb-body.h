@@ -18,6 +18,9 @@ struct lmdb_body_writer;
 
 struct lmdb_body_info {
 	const char *guid;
+	/* the message's own size and virtual size, when a plugin transformed
+	   the stored bytes (0 = same as what was written) */
+	uint64_t message_size, virtual_size;
 	int64_t received_date;
 	int64_t save_date;
 	guid_128_t orig_mailbox_guid;

@@ -133,7 +133,7 @@ static int lmdb_mail_get_physical_size(struct mail *_mail, uoff_t *size_r)
 		return 0;
 	if (lmdb_mail_get_records(mail) < 0)
 		return -1;
-	data->physical_size = mail->body.physical_size;
+	data->physical_size = mail->body.message_size;
 	*size_r = data->physical_size;
 	return 0;
 }

@@ -266,6 +266,7 @@ void lmdb_env_record_encode(buffer_t *buf, const struct lmdb_env_record *rec)
 	put_u64(buf, rec->link_vsize_bytes);
 	put_u64(buf, rec->bodies);
 	put_u64(buf, rec->body_bytes);
+	put_u64(buf, rec->last_purge);
 }
 
 bool lmdb_env_record_decode(const void *data, size_t size,
@@ -286,6 +287,7 @@ bool lmdb_env_record_decode(const void *data, size_t size,
 	rec_r->link_vsize_bytes = get_u64(&r, "link_vsize_bytes");
 	rec_r->bodies = get_u64(&r, "bodies");
 	rec_r->body_bytes = get_u64(&r, "body_bytes");
+	rec_r->last_purge = get_u64(&r, "last_purge");
 	return reader_finish(&r, error_r);
 }
 
@@ -296,6 +298,7 @@ void lmdb_body_record_encode(buffer_t *buf, const struct lmdb_body_record *rec)
 	put_u16(buf, 0);
 	put_u32(buf, rec->refcount);
 	put_u64(buf, rec->physical_size);
+	put_u64(buf, rec->message_size);
 	put_u64(buf, rec->virtual_size);
 	put_u64(buf, (uint64_t)rec->received_date);
 	put_u64(buf, (uint64_t)rec->save_date);
@@ -323,6 +326,7 @@ bool lmdb_body_record_decode(const void *data, size_t size, pool_t pool,
 	(void)get_u16(&r, "reserved");
 	rec_r->refcount = get_u32(&r, "refcount");
 	rec_r->physical_size = get_u64(&r, "physical_size");
+	rec_r->message_size = get_u64(&r, "message_size");
 	rec_r->virtual_size = get_u64(&r, "virtual_size");
 	rec_r->received_date = (int64_t)get_u64(&r, "received_date");
 	rec_r->save_date = (int64_t)get_u64(&r, "save_date");
@@ -357,8 +361,8 @@ bool lmdb_body_record_decode(const void *data, size_t size, pool_t pool,
 			rec_r->physical_size, rec_r->chunk_size);
 		return FALSE;
 	}
-	if (rec_r->virtual_size < rec_r->physical_size) {
-		*error_r = "body record virtual size below physical size";
+	if (rec_r->virtual_size < rec_r->message_size) {
+		*error_r = "body record virtual size below message size";
 		return FALSE;
 	}
 	return TRUE;

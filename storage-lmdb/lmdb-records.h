@@ -63,13 +63,20 @@ struct lmdb_env_record {
 	uint64_t link_vsize_bytes;
 	uint64_t bodies;
 	uint64_t body_bytes;
+	/* when purge last freed expired bodies */
+	uint64_t last_purge;
 };
 
 /* "bodies" DBI, key body id (8 bytes big-endian) */
 struct lmdb_body_record {
 	enum lmdb_body_state state;
 	uint32_t refcount;
+	/* bytes stored in the chunks */
 	uint64_t physical_size;
+	/* the message as Dovecot sees it: differs from physical_size when a
+	   plugin (zlib, mail_crypt) transforms what is stored */
+	uint64_t message_size;
+	/* message_size with every LF counted as CRLF */
 	uint64_t virtual_size;
 	int64_t received_date;
 	int64_t save_date;

@@ -240,6 +240,23 @@ static void lmdb_save_end_output(struct lmdb_save_context *ctx)
 	o_stream_destroy(&ctx->body_output);
 }
 
+/* The parser saw the message as the client sent it (after line-ending
+   normalisation, before zlib or mail_crypt): that is the size Dovecot
+   reports, whatever the stored bytes are. */
+static void lmdb_save_get_message_sizes(struct mail *mail,
+					struct lmdb_body_info *info)
+{
+	struct index_mail *imail = INDEX_MAIL(mail);
+	const struct message_part *part = imail->data.parts;
+
+	if (part == NULL)
+		return;
+	info->message_size = part->header_size.physical_size +
+		part->body_size.physical_size;
+	info->virtual_size = part->header_size.virtual_size +
+		part->body_size.virtual_size;
+}
+
 static int lmdb_save_finish_write(struct mail_save_context *_ctx)
 {
 	struct lmdb_save_context *ctx = LMDB_SAVECTX(_ctx);
@@ -262,6 +279,7 @@ static int lmdb_save_finish_write(struct mail_save_context *_ctx)
 
 	if (!ctx->failed) {
 		i_zero(&info);
+		lmdb_save_get_message_sizes(_ctx->dest_mail, &info);
 		if (mdata->guid != NULL)
 			info.guid = mdata->guid;
 		else {

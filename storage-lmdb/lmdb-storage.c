@@ -110,8 +110,10 @@ static void lmdb_storage_destroy(struct mail_storage *_storage)
 {
 	struct lmdb_storage *storage = LMDB_STORAGE(_storage);
 
-	if (storage->env != NULL)
+	if (storage->env != NULL) {
+		lmdb_storage_autopurge(storage);
 		lmdb_env_unref(&storage->env);
+	}
 	index_storage_destroy(_storage);
 }
 
@@ -415,6 +417,9 @@ lmdb_mailbox_create_indexes(struct mailbox *box,
 	lmdb_update_header(mbox, trans, &lhdr);
 	memcpy(mbox->mailbox_guid, lhdr.mailbox_guid,
 	       sizeof(mbox->mailbox_guid));
+	/* LMDB may already hold mail for this GUID (index lost, recovery,
+	   dsync): the next sync appends what the index lacks */
+	mbox->need_adopt = TRUE;
 
 	/* LMDB last: it is the innermost lock */
 	if (lmdb_mailbox_record_write(mbox, uid_validity,
@@ -715,6 +720,7 @@ struct mail_storage lmdb_storage = {
 		.destroy = lmdb_storage_destroy,
 		.get_list_settings = lmdb_storage_get_list_settings,
 		.mailbox_alloc = lmdb_mailbox_alloc,
+		.purge = lmdb_storage_purge,
 		.list_index_rebuild = mail_storage_list_index_rebuild,
 	}
 };

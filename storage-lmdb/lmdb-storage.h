@@ -93,6 +93,11 @@ void lmdb_set_critical_env(struct lmdb_storage *storage, const char *error);
 void lmdb_storage_set_lmdb_error(struct mail_storage *storage, int ret,
 				 const char *error);
 
+/* lmdb-purge.c */
+int lmdb_storage_purge(struct mail_storage *storage);
+/* Purge if lmdb_autopurge_interval has passed since the last one. */
+void lmdb_storage_autopurge(struct lmdb_storage *storage);
+
 /* lmdb-mail.c */
 struct mail *
 lmdb_mail_alloc(struct mailbox_transaction_context *t,

@@ -354,14 +354,29 @@ int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
 	ctx->mbox = mbox;
 	i_array_init(&ctx->expunged_uids, 32);
 	i_array_init(&ctx->flag_uids, 32);
-	ret = index_storage_expunged_sync_begin(box, &ctx->index_sync_ctx,
-						&ctx->sync_view, &ctx->trans,
-						sync_flags);
-	if (ret <= 0) {
-		array_free(&ctx->expunged_uids);
-		array_free(&ctx->flag_uids);
-		i_free(ctx);
-		return ret;
+	for (;;) {
+		ret = index_storage_expunged_sync_begin(box,
+				&ctx->index_sync_ctx, &ctx->sync_view,
+				&ctx->trans, sync_flags);
+		if (ret <= 0) {
+			array_free(&ctx->expunged_uids);
+			array_free(&ctx->flag_uids);
+			i_free(ctx);
+			return ret;
+		}
+		if ((flags & LMDB_SYNC_FLAG_REBUILD) == 0)
+			break;
+		/* rebuild while holding the lock, then sync the result */
+		ret = lmdb_sync_index_rebuild(mbox);
+		mail_index_sync_rollback(&ctx->index_sync_ctx);
+		index_storage_expunging_deinit(box);
+		if (ret < 0) {
+			array_free(&ctx->expunged_uids);
+			array_free(&ctx->flag_uids);
+			i_free(ctx);
+			return -1;
+		}
+		flags &= ENUM_NEGATE(LMDB_SYNC_FLAG_REBUILD);
 	}
 
 	hdr = mail_index_get_header(ctx->sync_view);
@@ -462,7 +477,7 @@ lmdb_storage_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
 	int ret = 0;
 
 	if ((flags & MAILBOX_SYNC_FLAG_FORCE_RESYNC) != 0)
-		lmdb_flags |= LMDB_SYNC_FLAG_FORCE;
+		lmdb_flags |= LMDB_SYNC_FLAG_FORCE | LMDB_SYNC_FLAG_REBUILD;
 	if (index_mailbox_want_full_sync(box, flags) || mbox->need_adopt ||
 	    lmdb_flags != 0)
 		ret = lmdb_sync(mbox, lmdb_flags);

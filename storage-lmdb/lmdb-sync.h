@@ -9,6 +9,8 @@ enum lmdb_sync_flags {
 	/* lock and sync even when the index has no changes for us */
 	LMDB_SYNC_FLAG_FORCE = 0x01,
 	LMDB_SYNC_FLAG_FSYNC = 0x02,
+	/* rebuild the index from LMDB first (force-resync) */
+	LMDB_SYNC_FLAG_REBUILD = 0x04,
 };
 
 /* The backend sync: under the index sync lock, apply expunges to LMDB
@@ -33,6 +35,9 @@ int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
 		    struct lmdb_sync_context **ctx_r);
 int lmdb_sync_finish(struct lmdb_sync_context **ctx, bool success);
 int lmdb_sync(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags);
+
+/* lmdb-rebuild.c: with the index sync lock held */
+int lmdb_sync_index_rebuild(struct lmdb_mailbox *mbox);
 
 /* Write the flag/keyword mirror of the given UIDs, as they are in view,
    into their link records (one LMDB transaction). */
