@@ -9,6 +9,7 @@
 #include "lmdb-link.h"
 #include "lmdb-istream.h"
 #include "lmdb-mail.h"
+#include "lmdb-uidl.h"
 #include "lmdb-storage.h"
 
 struct mail *
@@ -199,7 +200,9 @@ lmdb_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 		index_pop3_uidl_update_exists(_mail, (*value_r)[0] != '\0');
 		return 0;
 	case MAIL_FETCH_POP3_ORDER:
-		if (!index_pop3_uidl_can_exist(_mail)) {
+		/* cheap when no message has an order: one header flag */
+		if (!lmdb_mailbox_have_pop3_orders(LMDB_MAILBOX(_mail->box)) ||
+		    !index_pop3_uidl_can_exist(_mail)) {
 			*value_r = "";
 			return 0;
 		}
@@ -321,7 +324,7 @@ struct mail_vfuncs lmdb_mail_vfuncs = {
 	.update_keywords = index_mail_update_keywords,
 	.update_modseq = index_mail_update_modseq,
 	.update_pvt_modseq = index_mail_update_pvt_modseq,
-	.update_pop3_uidl = NULL,
+	.update_pop3_uidl = lmdb_mail_update_pop3_uidl,
 	.expunge = index_mail_expunge,
 	.set_cache_corrupted = index_mail_set_cache_corrupted,
 	.istream_opened = index_mail_opened,

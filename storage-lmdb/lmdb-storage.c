@@ -10,6 +10,7 @@
 #include "index-pop3-uidl.h"
 #include "lmdb-link.h"
 #include "lmdb-sync.h"
+#include "lmdb-uidl.h"
 #include "lmdb-storage.h"
 
 #include <sys/stat.h>
@@ -204,6 +205,20 @@ void lmdb_update_header(struct lmdb_mailbox *mbox,
 		mail_index_update_header_ext(trans, mbox->hdr_ext_id, 0,
 					     hdr, sizeof(*hdr));
 	}
+}
+
+bool lmdb_mailbox_have_pop3_orders(struct lmdb_mailbox *mbox)
+{
+	const struct lmdb_index_header *hdr;
+	const void *data;
+	size_t size;
+
+	mail_index_get_header_ext(mbox->box.view, mbox->hdr_ext_id,
+				  &data, &size);
+	if (size < sizeof(*hdr))
+		return TRUE;
+	hdr = data;
+	return (hdr->flags & LMDB_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS) != 0;
 }
 
 struct lmdb_mailbox_find_ctx {
@@ -752,8 +767,8 @@ struct mailbox lmdb_mailbox = {
 		.sync_deinit = index_mailbox_sync_deinit,
 		.notify_changes = lmdb_notify_changes,
 		.transaction_begin = index_transaction_begin,
-		.transaction_commit = index_transaction_commit,
-		.transaction_rollback = index_transaction_rollback,
+		.transaction_commit = lmdb_transaction_commit,
+		.transaction_rollback = lmdb_transaction_rollback,
 		.mail_alloc = lmdb_mail_alloc,
 		.search_init = index_storage_search_init,
 		.search_deinit = index_storage_search_deinit,

@@ -88,7 +88,8 @@ int lmdb_read_header(struct lmdb_mailbox *mbox,
 void lmdb_update_header(struct lmdb_mailbox *mbox,
 			struct mail_index_transaction *trans,
 			const struct lmdb_index_header *hdr);
-void lmdb_set_critical_env(struct lmdb_storage *storage, const char *error);
+/* FALSE when no message of the mailbox was ever saved with a POP3 order */
+bool lmdb_mailbox_have_pop3_orders(struct lmdb_mailbox *mbox);
 /* Map an LMDB/errno failure to the storage error the user sees. */
 void lmdb_storage_set_lmdb_error(struct mail_storage *storage, int ret,
 				 const char *error);

@@ -4,6 +4,10 @@
 #include "array.h"
 #include "str.h"
 #include "var-expand.h"
+#include "ioloop.h"
+#include "index-mail.h"
+#include "index-pop3-uidl.h"
+#include "lmdb-link.h"
 #include "lmdb-records.h"
 #include "lmdb-storage.h"
 #include "lmdb-uidl.h"
@@ -59,4 +63,123 @@ void lmdb_uidl_assign(struct lmdb_mailbox *mbox, uint32_t uid_validity, pool_t p
 		}
 		smail->pop3_uidl = p_strdup(pool, str_c(str));
 	}
+}
+
+struct lmdb_uidl_update {
+	uint32_t uid;
+	const char *uidl;
+};
+ARRAY_DEFINE_TYPE(lmdb_uidl_update, struct lmdb_uidl_update);
+
+struct lmdb_transaction_context {
+	union mailbox_transaction_module_context module_ctx;
+	pool_t pool;
+	ARRAY_TYPE(lmdb_uidl_update) uidl_updates;
+};
+
+static MODULE_CONTEXT_DEFINE_INIT(lmdb_transaction_module,
+				  &mail_storage_module_register);
+#define LMDB_TRANSACTION_CONTEXT(obj) \
+	MODULE_CONTEXT(obj, lmdb_transaction_module)
+
+void lmdb_mail_update_pop3_uidl(struct mail *mail, const char *uidl)
+{
+	struct mailbox_transaction_context *t = mail->transaction;
+	struct lmdb_transaction_context *lt = LMDB_TRANSACTION_CONTEXT(t);
+	struct lmdb_uidl_update *upd;
+	struct index_mail *imail = INDEX_MAIL(mail);
+	struct index_mailbox_context *ibox = INDEX_STORAGE_CONTEXT(mail->box);
+
+	if (mail->saving || !lmdb_uidl_is_valid(uidl))
+		return;
+	if (lt == NULL) {
+		pool_t pool = pool_alloconly_create("lmdb transaction", 1024);
+
+		lt = p_new(pool, struct lmdb_transaction_context, 1);
+		lt->pool = pool;
+		p_array_init(&lt->uidl_updates, pool, 64);
+		MODULE_CONTEXT_SET(t, lmdb_transaction_module, lt);
+	}
+	upd = array_append_space(&lt->uidl_updates);
+	upd->uid = mail->uid;
+	upd->uidl = p_strdup(lt->pool, uidl);
+
+	/* visible at once: the header says a UIDL may exist for this UID,
+	   and the cache (which may hold "" for "none") gets the value */
+	index_pop3_uidl_set_max_uid(mail->box, t->itrans, mail->uid);
+	index_mail_cache_add_idx(imail,
+		ibox->cache_fields[MAIL_CACHE_POP3_UIDL].idx,
+		uidl, strlen(uidl));
+}
+
+struct lmdb_uidl_write_ctx {
+	struct lmdb_mailbox *mbox;
+	const ARRAY_TYPE(lmdb_uidl_update) *updates;
+};
+
+static int
+lmdb_uidl_write_txn(MDB_txn *txn, void *context, const char **error_r)
+{
+	struct lmdb_uidl_write_ctx *ctx = context;
+	struct lmdb_env *env = ctx->mbox->storage->env;
+	const struct lmdb_uidl_update *upd;
+	struct lmdb_link_record link;
+	pool_t pool = pool_datastack_create();
+	int ret;
+
+	array_foreach(ctx->updates, upd) {
+		ret = lmdb_link_get(env, txn, ctx->mbox->mailbox_guid,
+				    upd->uid, pool, &link, error_r);
+		if (ret < 0)
+			return MDB_CORRUPTED;
+		/* expunged meanwhile, or a UIDL already fixed: a UIDL once
+		   stored never changes */
+		if (ret == 0 || link.pop3_uidl[0] != '\0')
+			continue;
+		link.pop3_uidl = upd->uidl;
+		if ((ret = lmdb_link_put(env, txn, ctx->mbox->mailbox_guid,
+					 upd->uid, &link, error_r)) != 0)
+			return ret;
+	}
+	return 0;
+}
+
+static void lmdb_transaction_free(struct lmdb_transaction_context *lt)
+{
+	pool_unref(&lt->pool);
+}
+
+int lmdb_transaction_commit(struct mailbox_transaction_context *t,
+			    struct mail_transaction_commit_changes *changes_r)
+{
+	struct lmdb_transaction_context *lt = LMDB_TRANSACTION_CONTEXT(t);
+	struct lmdb_mailbox *mbox = LMDB_MAILBOX(t->box);
+	struct lmdb_uidl_write_ctx ctx;
+	const char *error;
+	int ret;
+
+	if (lt != NULL) {
+		ctx.mbox = mbox;
+		ctx.updates = &lt->uidl_updates;
+		ret = lmdb_env_write(mbox->storage->env, lmdb_uidl_write_txn,
+				     &ctx, TRUE, &error);
+		if (ret != 0) {
+			/* the UIDLs are written again the next time they
+			   are listed: not worth failing the session */
+			e_error(t->box->event, "lmdb: Saving %u POP3 UIDLs "
+				"failed: %s", array_count(&lt->uidl_updates),
+				error);
+		}
+		lmdb_transaction_free(lt);
+	}
+	return index_transaction_commit(t, changes_r);
+}
+
+void lmdb_transaction_rollback(struct mailbox_transaction_context *t)
+{
+	struct lmdb_transaction_context *lt = LMDB_TRANSACTION_CONTEXT(t);
+
+	if (lt != NULL)
+		lmdb_transaction_free(lt);
+	index_transaction_rollback(t);
 }

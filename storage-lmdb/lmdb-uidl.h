@@ -13,4 +13,14 @@ int lmdb_uidl_check_format(const char *format, const char **error_r);
 void lmdb_uidl_assign(struct lmdb_mailbox *mbox, uint32_t uid_validity, pool_t pool,
 		      ARRAY_TYPE(lmdb_save_mail) *mails);
 
+/* mail vfunc: remember the UIDL; written at transaction commit, all in
+   one LMDB transaction (a first UIDL listing of a big maildrop must not
+   cost a commit per message) */
+void lmdb_mail_update_pop3_uidl(struct mail *mail, const char *uidl);
+
+/* mailbox vfuncs wrapping index_transaction_commit/rollback */
+int lmdb_transaction_commit(struct mailbox_transaction_context *t,
+			    struct mail_transaction_commit_changes *changes_r);
+void lmdb_transaction_rollback(struct mailbox_transaction_context *t);
+
 #endif
