@@ -42,6 +42,7 @@ int lmdb_copy(struct mail_save_context *_ctx, struct mail *mail)
 
 	src = LMDB_MAIL(mail);
 	if (lmdb_mail_get_records(src) < 0) {
+		lmdb_save_copy_finished(_ctx);
 		index_save_context_free(_ctx);
 		return -1;
 	}
@@ -63,6 +64,7 @@ int lmdb_copy(struct mail_save_context *_ctx, struct mail *mail)
 	index_copy_cache_fields(_ctx, mail, smail->seq);
 	if (_ctx->dest_mail != NULL)
 		mail_set_seq_saving(_ctx->dest_mail, smail->seq);
+	lmdb_save_copy_finished(_ctx);
 	index_save_context_free(_ctx);
 	return 0;
 }

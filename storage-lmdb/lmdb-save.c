@@ -75,6 +75,11 @@ pool_t lmdb_save_get_pool(struct mail_save_context *_ctx)
 	return LMDB_SAVECTX(_ctx)->pool;
 }
 
+void lmdb_save_copy_finished(struct mail_save_context *_ctx)
+{
+	LMDB_SAVECTX(_ctx)->finished = TRUE;
+}
+
 const struct lmdb_save_mail *
 lmdb_save_get_mail(struct mailbox_transaction_context *t, uint32_t seq)
 {

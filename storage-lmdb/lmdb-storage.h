@@ -116,6 +116,8 @@ void lmdb_save_cancel(struct mail_save_context *ctx);
    to the save context's list. */
 struct lmdb_save_mail *lmdb_save_add_to_index(struct mail_save_context *ctx);
 pool_t lmdb_save_get_pool(struct mail_save_context *ctx);
+/* A single-instance copy needs no save_finish: mark it done. */
+void lmdb_save_copy_finished(struct mail_save_context *ctx);
 int lmdb_transaction_save_commit_pre(struct mail_save_context *ctx);
 void lmdb_transaction_save_commit_post(struct mail_save_context *ctx,
 	struct mail_index_transaction_commit_result *result);

@@ -127,6 +127,16 @@ static bool test_decode_exact(test_decode_func_t *decode,
 	return ret;
 }
 
+/* Record sizes as documented in docs/schema.md: catches layout changes
+   that were not meant to happen. */
+#define TEST_ENV_RECORD_SIZE (1 + 4 + 8 * 8)
+/* version, state, reserved, refcount, 6 * u64, chunk_count, chunk_size,
+   sha256, orig_mailbox_guid (the guid's str16 follows) */
+#define TEST_BODY_RECORD_FIXED_SIZE \
+	(1 + 1 + 2 + 4 + 6 * 8 + 4 + 4 + LMDB_SHA256_SIZE + GUID_128_SIZE)
+/* version, state, hierarchy_sep, reserved, 2 * u32, 2 * u64 */
+#define TEST_MAILBOX_RECORD_FIXED_SIZE (1 + 1 + 1 + 1 + 2 * 4 + 2 * 8)
+
 /* Representative records */
 
 static void test_body_record_init(struct lmdb_body_record *rec)
@@ -135,7 +145,9 @@ static void test_body_record_init(struct lmdb_body_record *rec)
 	rec->state = LMDB_BODY_STATE_LINKED;
 	rec->refcount = 3;
 	rec->physical_size = 3 * 65512 + 17;
-	rec->virtual_size = rec->physical_size + 100;
+	/* stored compressed: the message is bigger than the chunks */
+	rec->message_size = rec->physical_size * 3;
+	rec->virtual_size = rec->message_size + 100;
 	rec->received_date = 1700000000;
 	rec->save_date = 1700000001;
 	rec->state_since = 1700000002;
@@ -186,6 +198,7 @@ static void test_env_record_init(struct lmdb_env_record *rec)
 	rec->link_vsize_bytes = 123456;
 	rec->bodies = 50;
 	rec->body_bytes = 120000;
+	rec->last_purge = 1700000000;
 }
 
 /* Field comparisons */
@@ -200,7 +213,8 @@ static bool test_env_record_equals(const struct lmdb_env_record *a,
 		a->links == b->links &&
 		a->link_vsize_bytes == b->link_vsize_bytes &&
 		a->bodies == b->bodies &&
-		a->body_bytes == b->body_bytes;
+		a->body_bytes == b->body_bytes &&
+		a->last_purge == b->last_purge;
 }
 
 static bool test_body_record_equals(const struct lmdb_body_record *a,
@@ -209,6 +223,7 @@ static bool test_body_record_equals(const struct lmdb_body_record *a,
 	return a->state == b->state &&
 		a->refcount == b->refcount &&
 		a->physical_size == b->physical_size &&
+		a->message_size == b->message_size &&
 		a->virtual_size == b->virtual_size &&
 		a->received_date == b->received_date &&
 		a->save_date == b->save_date &&
@@ -273,12 +288,13 @@ static void test_env_record_roundtrip(void)
 	recs[2].link_vsize_bytes = UINT64_MAX - 1;
 	recs[2].bodies = UINT64_MAX;
 	recs[2].body_bytes = UINT64_MAX;
+	recs[2].last_purge = UINT64_MAX;
 	for (i = 0; i < N_ELEMENTS(recs); i++) T_BEGIN {
 		buffer_t *buf = t_buffer_create(64);
 
 		lmdb_env_record_encode(buf, &recs[i]);
-		/* version + u32 + 7 * u64 */
-		test_assert_idx(buf->used == 1 + 4 + 7 * 8, i);
+		/* docs/schema.md: version, u32, 8 * u64 */
+		test_assert_idx(buf->used == TEST_ENV_RECORD_SIZE, i);
 		test_assert_idx(((const unsigned char *)buf->data)[0] ==
 				LMDB_RECORD_VERSION, i);
 		error = NULL;
@@ -325,6 +341,7 @@ static void test_body_record_roundtrip(void)
 	recs[3].save_date = -1;
 	recs[3].state_since = INT64_MAX;
 	recs[3].guid = test_str_repeat('g', LMDB_GUID_MAX_LEN);
+	recs[3].message_size = UINT64_MAX;
 	recs[3].virtual_size = UINT64_MAX;
 	memset(recs[3].sha256, 0xff, sizeof(recs[3].sha256));
 	memset(recs[3].orig_mailbox_guid, 0, sizeof(recs[3].orig_mailbox_guid));
@@ -335,13 +352,16 @@ static void test_body_record_roundtrip(void)
 	recs[4].chunk_size = UINT32_MAX;
 	recs[4].chunk_count = UINT32_MAX;
 	recs[4].physical_size = (uint64_t)UINT32_MAX * UINT32_MAX;
+	recs[4].message_size = recs[4].physical_size;
 	recs[4].virtual_size = recs[4].physical_size;
 	recs[4].guid = "x";
 
 	/* exactly full chunks */
 	test_body_record_init(&recs[5]);
 	recs[5].physical_size = 16 * 65512;
-	recs[5].virtual_size = recs[5].physical_size;
+	/* stored bigger than the message (mail_crypt overhead) */
+	recs[5].message_size = recs[5].physical_size - 1000;
+	recs[5].virtual_size = recs[5].message_size;
 	recs[5].chunk_count = 16;
 
 	for (i = 0; i < N_ELEMENTS(recs); i++) T_BEGIN {
@@ -350,7 +370,8 @@ static void test_body_record_roundtrip(void)
 			strlen(recs[i].guid);
 
 		lmdb_body_record_encode(buf, &recs[i]);
-		test_assert_idx(buf->used == 106 + guid_len, i);
+		test_assert_idx(buf->used == TEST_BODY_RECORD_FIXED_SIZE + 2 +
+				guid_len, i);
 		error = NULL;
 		test_assert_idx(test_decode_exact(test_decode_body, buf->data,
 						  buf->used, &error), i);
@@ -464,7 +485,8 @@ static void test_mailbox_record_roundtrip(void)
 			buffer_t *buf = t_buffer_create(64);
 
 			lmdb_mailbox_record_encode(buf, &recs[i]);
-			test_assert_idx(buf->used == 30 + strlen(recs[i].name), i);
+			test_assert_idx(buf->used == TEST_MAILBOX_RECORD_FIXED_SIZE +
+					2 + strlen(recs[i].name), i);
 			error = NULL;
 			test_assert_idx(test_decode_exact(test_decode_mailbox,
 				buf->data, buf->used, &error), i);
@@ -713,10 +735,6 @@ static test_decode_func_t *const test_decoders[TEST_RECORD_TYPE_COUNT] = {
 	test_decode_chunk,
 };
 
-static const char *const test_record_names[TEST_RECORD_TYPE_COUNT] = {
-	"env", "body", "link", "mailbox", "chunk"
-};
-
 /* A valid encoding of each record type that uses every field, including
    strings and keywords, so truncations hit every field boundary. */
 static buffer_t *test_encode_sample(enum test_record_type type,
@@ -840,22 +858,34 @@ static void test_records_unknown_version(void)
 
 /* Encode a body record with the given layout, bypassing the checks the
    writer would have made. */
-static bool test_body_decode_layout(uint64_t physical_size,
-				    uint64_t virtual_size,
-				    uint32_t chunk_size, uint32_t chunk_count,
-				    const char **error_r)
+static bool test_body_decode_sizes(uint64_t physical_size,
+				   uint64_t message_size, uint64_t virtual_size,
+				   uint32_t chunk_size, uint32_t chunk_count,
+				   const char **error_r)
 {
 	struct lmdb_body_record rec;
 	buffer_t *buf = t_buffer_create(128);
 
 	test_body_record_init(&rec);
 	rec.physical_size = physical_size;
+	rec.message_size = message_size;
 	rec.virtual_size = virtual_size;
 	rec.chunk_size = chunk_size;
 	rec.chunk_count = chunk_count;
 	lmdb_body_record_encode(buf, &rec);
 	return test_decode_exact(test_decode_body, buf->data, buf->used,
 				 error_r);
+}
+
+/* The same for an untransformed body: message_size == physical_size. */
+static bool test_body_decode_layout(uint64_t physical_size,
+				    uint64_t virtual_size,
+				    uint32_t chunk_size, uint32_t chunk_count,
+				    const char **error_r)
+{
+	return test_body_decode_sizes(physical_size, physical_size,
+				      virtual_size, chunk_size, chunk_count,
+				      error_r);
 }
 
 static void test_body_record_layout(void)
@@ -898,14 +928,20 @@ static void test_body_record_layout(void)
 		test_assert(test_str_contains(error, "zero chunk size"));
 		test_assert(!test_body_decode_layout(1, 1, 0, 0, &error));
 
-		/* virtual size below physical size */
+		/* virtual size below the message size */
 		test_assert(!test_body_decode_layout(10, 9, cs, 1, &error));
 		test_assert(test_str_contains(error, "virtual size"));
-		test_assert(!test_body_decode_layout(UINT64_MAX / 2, 0, cs,
-			(UINT64_MAX / 2 + cs - 1) / cs > UINT32_MAX ? 0 :
-			(uint32_t)((UINT64_MAX / 2 + cs - 1) / cs), &error));
+		test_assert(!test_body_decode_sizes(10, 1000, 999, cs, 1, &error));
+		test_assert(test_str_contains(error, "virtual size"));
+		test_assert(!test_body_decode_sizes(0, UINT64_MAX, UINT64_MAX - 1,
+						    cs, 0, &error));
 		test_assert(test_body_decode_layout(10, 10, cs, 1, &error));
 		test_assert(test_body_decode_layout(10, UINT64_MAX, cs, 1, &error));
+		/* compressed or encrypted: the stored size is unrelated to
+		   the message's, either way round */
+		test_assert(test_body_decode_sizes(10, 1000, 1000, cs, 1, &error));
+		test_assert(test_body_decode_sizes(1000, 10, 12, cs, 1, &error));
+		test_assert(test_body_decode_sizes(0, 0, 0, cs, 0, &error));
 	} T_END;
 	test_end();
 }
@@ -1264,7 +1300,7 @@ static void test_fuzz_one(enum test_record_type type, const void *data,
 			/* the layout promise readers rely on */
 			test_assert_idx(rec.state >= LMDB_BODY_STATE_PENDING &&
 					rec.state <= LMDB_BODY_STATE_DEAD, iter);
-			test_assert_idx(rec.virtual_size >= rec.physical_size,
+			test_assert_idx(rec.virtual_size >= rec.message_size,
 					iter);
 			if (rec.physical_size > 0) {
 				test_assert_idx(rec.chunk_size > 0 &&
@@ -1336,7 +1372,7 @@ static void test_fuzz_keys(const unsigned char *data, size_t size,
 			   unsigned int iter)
 {
 	unsigned char *copy = test_dup_exact(data, size);
-	unsigned char key[LMDB_GC_KEY_SIZE];
+	unsigned char key[32];
 	guid_128_t guid;
 	enum lmdb_gc_kind kind;
 	int64_t since;
