@@ -265,12 +265,6 @@ static int lmdb_body_writer_flush(struct lmdb_body_writer *writer,
 	ctx.info = info;
 	ctx.final = final;
 	ctx.full_chunks = writer->buf->used / LMDB_BODY_CHUNK_SIZE;
-	if (final && writer->buf->used % LMDB_BODY_CHUNK_SIZE == 0 &&
-	    ctx.full_chunks > 0) {
-		/* keep the loop simple: the last full chunk is written as
-		   the "partial" one */
-		ctx.full_chunks--;
-	}
 	/* new mail must leave the reserve free for expunges and flag
 	   changes, which have to keep working on a full map */
 	ret = lmdb_env_check_space(writer->env, writer->buf->used, error_r);
@@ -672,6 +666,7 @@ static int lmdb_body_delete_txn(MDB_txn *txn, void *context,
 	struct lmdb_body_delete_ctx *ctx = context;
 	struct lmdb_body_record rec;
 	uint64_t bytes;
+	bool counted;
 	int ret;
 
 	ret = lmdb_body_lookup(ctx->env, txn, ctx->body_id,
@@ -680,6 +675,9 @@ static int lmdb_body_delete_txn(MDB_txn *txn, void *context,
 		return MDB_CORRUPTED;
 	if (ret > 0 && rec.state != LMDB_BODY_STATE_PENDING)
 		return 0;
+	/* only finished bodies were counted; the placeholder written with
+	   a large body's first chunks is the one with no chunk size */
+	counted = ret > 0 && rec.chunk_size != 0;
 	if (ret > 0 &&
 	    (ret = lmdb_gc_key_set(ctx->env, txn, LMDB_GC_KIND_PENDING,
 				   rec.state_since, ctx->body_id, FALSE,
@@ -688,8 +686,7 @@ static int lmdb_body_delete_txn(MDB_txn *txn, void *context,
 	if ((ret = lmdb_body_delete(ctx->env, txn, ctx->body_id, &bytes,
 				    error_r)) != 0)
 		return ret;
-	/* only finished bodies were counted */
-	return rec.physical_size == 0 && rec.chunk_count == 0 ? 0 :
+	return !counted ? 0 :
 		lmdb_body_count(ctx->env, txn, -1, -(int64_t)bytes, error_r);
 }
 
@@ -711,6 +708,7 @@ static int lmdb_body_gc_txn(MDB_txn *txn, void *context, const char **error_r)
 	enum lmdb_gc_kind kind;
 	int64_t since;
 	uint64_t body_id, bytes, *idp;
+	bool counted;
 	int ret;
 
 	ctx->freed = 0;
@@ -738,7 +736,7 @@ static int lmdb_body_gc_txn(MDB_txn *txn, void *context, const char **error_r)
 			continue;
 		}
 		if (array_count(&ids) >= LMDB_BODY_GC_BATCH ||
-		    ctx->freed + array_count(&ids) >= ctx->max_bodies) {
+		    array_count(&ids) >= ctx->max_bodies) {
 			ctx->more = TRUE;
 			break;
 		}
@@ -760,10 +758,12 @@ static int lmdb_body_gc_txn(MDB_txn *txn, void *context, const char **error_r)
 		/* a body that was linked again meanwhile keeps living */
 		if (ret > 0 && rec.state == LMDB_BODY_STATE_LINKED)
 			continue;
+		counted = ret > 0 && rec.chunk_size != 0;
 		if ((ret = lmdb_body_delete(ctx->env, txn, *idp, &bytes,
 					    error_r)) != 0)
 			return ret;
-		if ((ret = lmdb_body_count(ctx->env, txn, -1, -(int64_t)bytes,
+		if (counted &&
+		    (ret = lmdb_body_count(ctx->env, txn, -1, -(int64_t)bytes,
 					   error_r)) != 0)
 			return ret;
 		ctx->freed++;
@@ -786,6 +786,8 @@ int lmdb_body_gc(struct lmdb_env *env, int64_t now,
 	ctx.max_bodies = max_bodies;
 	*freed_r = 0;
 	do {
+		/* each batch may free only what is left of the limit */
+		ctx.max_bodies = max_bodies - *freed_r;
 		if (lmdb_env_write(env, lmdb_body_gc_txn, &ctx, TRUE,
 				   error_r) != 0)
 			return -1;

@@ -348,13 +348,15 @@ bool lmdb_body_record_decode(const void *data, size_t size, pool_t pool,
 	rec_r->state = state;
 	/* the chunk layout must be able to hold exactly physical_size
 	   bytes, or a reader could be sent past the last chunk */
-	if (rec_r->chunk_size == 0 && rec_r->physical_size > 0) {
+	if (rec_r->chunk_size == 0 &&
+	    (rec_r->physical_size > 0 || rec_r->chunk_count > 0)) {
 		*error_r = "body record has zero chunk size";
 		return FALSE;
 	}
+	/* written without the + chunk_size - 1 idiom, which can overflow */
 	if (rec_r->chunk_size != 0 &&
-	    rec_r->chunk_count != (rec_r->physical_size +
-				   rec_r->chunk_size - 1) / rec_r->chunk_size) {
+	    rec_r->chunk_count != rec_r->physical_size / rec_r->chunk_size +
+	    (rec_r->physical_size % rec_r->chunk_size != 0 ? 1 : 0)) {
 		*error_r = t_strdup_printf(
 			"body record chunk count %u doesn't match size "
 			"%"PRIu64" / chunk size %u", rec_r->chunk_count,

@@ -456,37 +456,46 @@ static void lmdb_save_assign_uids(struct lmdb_save_context *ctx,
 	struct lmdb_save_mail *smail;
 	struct seq_range_iter iter;
 	unsigned int n = 0;
-	uint32_t uid, highest_uidl_uid = 0;
-	bool have_uidl = FALSE, have_order = FALSE, ret;
+	uint32_t uid;
+	bool ret;
 
 	seq_range_array_iter_init(&iter, uids);
 	array_foreach_modifiable(&ctx->mails, smail) {
 		ret = seq_range_array_iter_nth(&iter, n++, &uid);
 		i_assert(ret);
 		smail->uid = uid;
+	}
+	i_assert(!seq_range_array_iter_nth(&iter, n, &uid));
+}
+
+/* Tell the index which UIDs may have a backend UIDL or order, so that
+   lookups for all others stay free. */
+static void lmdb_save_update_pop3_header(struct lmdb_save_context *ctx)
+{
+	const struct lmdb_save_mail *smail;
+	struct lmdb_index_header hdr;
+	uint32_t highest_uidl_uid = 0;
+	bool have_uidl = FALSE, have_order = FALSE;
+
+	array_foreach(&ctx->mails, smail) {
 		if (smail->pop3_uidl != NULL && smail->pop3_uidl[0] != '\0') {
 			have_uidl = TRUE;
-			highest_uidl_uid = uid;
+			highest_uidl_uid = I_MAX(highest_uidl_uid, smail->uid);
 		}
 		if (smail->pop3_order != 0)
 			have_order = TRUE;
 	}
-	i_assert(!seq_range_array_iter_nth(&iter, n, &uid));
-
 	if (highest_uidl_uid != 0) {
 		index_pop3_uidl_set_max_uid(&ctx->mbox->box, ctx->trans,
 					    highest_uidl_uid);
 	}
-	if (have_uidl || have_order) {
-		struct lmdb_index_header hdr;
-
-		if (lmdb_read_header(ctx->mbox, &hdr, TRUE) == 0) {
-			if (have_uidl)
-				hdr.flags |= LMDB_INDEX_HEADER_FLAG_HAVE_POP3_UIDLS;
-			if (have_order)
-				hdr.flags |= LMDB_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS;
-			lmdb_update_header(ctx->mbox, ctx->trans, &hdr);
-		}
+	if ((have_uidl || have_order) &&
+	    lmdb_read_header(ctx->mbox, &hdr, TRUE) == 0) {
+		if (have_uidl)
+			hdr.flags |= LMDB_INDEX_HEADER_FLAG_HAVE_POP3_UIDLS;
+		if (have_order)
+			hdr.flags |= LMDB_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS;
+		lmdb_update_header(ctx->mbox, ctx->trans, &hdr);
 	}
 }
 
@@ -524,6 +533,7 @@ int lmdb_transaction_save_commit_pre(struct mail_save_context *_ctx)
 				      &_t->changes->saved_uids);
 	lmdb_save_assign_uids(ctx, &_t->changes->saved_uids);
 	lmdb_uidl_assign(ctx->mbox, hdr->uid_validity, ctx->pool, &ctx->mails);
+	lmdb_save_update_pop3_header(ctx);
 
 	if (lmdb_save_write_links(ctx, FALSE) < 0) {
 		lmdb_transaction_save_rollback(_ctx);

@@ -303,30 +303,57 @@ static int lmdb_sync_adopt_links(struct lmdb_sync_context *ctx)
 	return 0;
 }
 
-static int lmdb_sync_need_adopt(struct lmdb_sync_context *ctx, bool *need_r)
+/* Looks at what LMDB knows beyond the index: links at or above next_uid
+   (to adopt) and the highest UID ever used, which next_uid must pass so
+   that no UID is ever given twice, even after the index was lost. */
+static int lmdb_sync_check_lmdb(struct lmdb_sync_context *ctx,
+				bool *need_adopt_r, uint32_t *min_next_uid_r)
 {
 	struct lmdb_mailbox *mbox = ctx->mbox;
 	struct lmdb_env *env = mbox->storage->env;
 	const struct mail_index_header *hdr =
 		mail_index_get_header(ctx->sync_view);
+	struct lmdb_mailbox_record mrec;
 	MDB_txn *txn;
 	const char *error;
 	uint32_t highest_uid;
 	int ret;
 
+	*min_next_uid_r = 0;
 	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
 		mailbox_set_critical(&mbox->box, "lmdb: %s", error);
 		return -1;
 	}
 	ret = lmdb_link_get_highest_uid(env, txn, mbox->mailbox_guid,
 					&highest_uid, &error);
+	if (ret == 0) {
+		ret = lmdb_mailbox_get(env, txn, mbox->mailbox_guid,
+				       pool_datastack_create(), &mrec, &error);
+		if (ret > 0 && mrec.highest_uid < (uint32_t)-1)
+			*min_next_uid_r = mrec.highest_uid + 1;
+		ret = ret < 0 ? -1 : 0;
+	}
 	lmdb_env_read_end(env, &txn);
 	if (ret != 0) {
 		mailbox_set_critical(&mbox->box, "lmdb: %s", error);
 		return -1;
 	}
-	*need_r = highest_uid >= hdr->next_uid;
+	*need_adopt_r = highest_uid >= hdr->next_uid;
 	return 0;
+}
+
+static void lmdb_sync_raise_next_uid(struct lmdb_sync_context *ctx,
+				     uint32_t min_next_uid)
+{
+	const struct mail_index_header *hdr =
+		mail_index_get_header(ctx->sync_view);
+
+	if (min_next_uid <= hdr->next_uid)
+		return;
+	/* applied after the adopted appends of this transaction */
+	mail_index_update_header(ctx->trans,
+		offsetof(struct mail_index_header, next_uid),
+		&min_next_uid, sizeof(min_next_uid), FALSE);
 }
 
 int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
@@ -338,7 +365,7 @@ int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
 	struct mail_index_sync_rec sync_rec;
 	enum mail_index_sync_flags sync_flags;
 	const char *error;
-	uint32_t seq1, seq2;
+	uint32_t seq1, seq2, min_next_uid = 0;
 	bool need_adopt;
 	int ret, lmdb_ret;
 
@@ -405,10 +432,13 @@ int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
 			ret = -1;
 		}
 	} T_END;
-	if (ret == 0 && lmdb_sync_need_adopt(ctx, &need_adopt) < 0)
+	if (ret == 0 && lmdb_sync_check_lmdb(ctx, &need_adopt,
+					     &min_next_uid) < 0)
 		ret = -1;
 	if (ret == 0 && need_adopt)
 		ret = lmdb_sync_adopt_links(ctx);
+	if (ret == 0)
+		lmdb_sync_raise_next_uid(ctx, min_next_uid);
 	if (ret < 0) {
 		mail_index_sync_rollback(&ctx->index_sync_ctx);
 		index_storage_expunging_deinit(box);

@@ -9,11 +9,6 @@
 
 #include <stdlib.h>
 
-/* Tests for bugs that were reported but not yet fixed run only with
-   LMDB_TEST_KNOWN_BUGS=1 in the environment, so that make check stays
-   usable for everyone else meanwhile. */
-static bool test_known_bugs;
-
 /* Deterministic PRNG (xorshift64*): the fuzz loop must find the same
    inputs on every run, or a failure could never be reproduced. */
 static uint64_t test_rand_state;
@@ -1534,14 +1529,8 @@ int main(void)
 		test_chunk_values,
 		test_uidl_is_valid,
 		test_records_fuzz,
-		NULL
-	};
-	static void (*const bug_tests[])(void) = {
 		test_body_record_layout_bugs,
 		NULL
 	};
-	const char *env = getenv("LMDB_TEST_KNOWN_BUGS");
-
-	test_known_bugs = env != NULL && strcmp(env, "1") == 0;
-	return test_run(test_known_bugs ? bug_tests : tests);
+	return test_run(tests);
 }
