@@ -5,6 +5,7 @@
 #include "ioloop.h"
 #include "str.h"
 #include "mail-index-modseq.h"
+#include "mail-namespace.h"
 #include "mailbox-list-private.h"
 #include "mailbox-uidvalidity.h"
 #include "index-pop3-uidl.h"
@@ -64,6 +65,13 @@ lmdb_storage_check_refusals(struct mail_storage *_storage,
 			"lives in one LMDB environment";
 		return -1;
 	}
+	if (ns->type == MAIL_NAMESPACE_TYPE_SHARED) {
+		/* another user's environment would need write access to
+		   its lock.mdb from this user's processes */
+		*error_r = "lmdb: shared namespaces are not supported "
+			"(use ACLs within one user, or dsync to share mail)";
+		return -1;
+	}
 	if (_storage->set->mail_attachment_dir[0] != '\0') {
 		*error_r = "lmdb: mail_attachment_dir is not supported: "
 			"bodies are stored once already, in LMDB";
@@ -83,6 +91,13 @@ lmdb_storage_create(struct mail_storage *_storage, struct mail_namespace *ns,
 	if (lmdb_storage_check_refusals(_storage, ns, error_r) < 0)
 		return -1;
 	if (lmdb_settings_read(_storage->user, &storage->set, &error) < 0) {
+		*error_r = t_strdup_printf("lmdb: %s", error);
+		return -1;
+	}
+	/* UIDLs are fixed when a message is saved: the format must be
+	   computable then */
+	if (lmdb_uidl_check_format(_storage->set->pop3_uidl_format,
+				   &error) < 0) {
 		*error_r = t_strdup_printf("lmdb: %s", error);
 		return -1;
 	}

@@ -420,7 +420,14 @@ def _mailbox_ops(driver, layout):
         assert data[2]['BODY[]'] == contents['a/b'][1][0]
         assert flagset(data[1]['FLAGS']) == {'\\Seen'} and flagset(data[2]['FLAGS']) == set()
         c.ok('UNSELECT')
-        # subscriptions follow the rename
+        # Dovecot's IMAP RENAME leaves the subscriptions on the old names
+        sub = list_mailboxes(c, 'LIST (SUBSCRIBED) "" "*"')
+        assert set(sub) == {'INBOX', 'a', 'a/b/c'}, sub
+        assert '\\nonexistent' in sub['a'] and '\\nonexistent' in sub['a/b/c'], sub
+        c.ok('UNSUBSCRIBE a')
+        c.ok('UNSUBSCRIBE a/b/c')
+        c.ok('SUBSCRIBE x')
+        c.ok('SUBSCRIBE x/b/c')
         sub = list_mailboxes(c, 'LIST (SUBSCRIBED) "" "*"')
         assert set(sub) == {'INBOX', 'x', 'x/b/c'}, sub
         # RENAME onto an existing name fails, renaming a missing one fails
@@ -934,6 +941,7 @@ def test_quota_count(driver):
         c.ok('UID COPY 1,3 Archive')
         total2, count2 = check('after copy')
         assert count2 == 7 and total2 > total, (total2, count2)
+        select_box(c, 'INBOX')
         c.ok('UID STORE 2 +FLAGS.SILENT (\\Deleted)')
         c.ok('EXPUNGE')
         c.ok('UNSELECT')
