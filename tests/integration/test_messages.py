@@ -337,7 +337,7 @@ def test_guids(driver):
         r = dc.doveadm('import', 'maildir:%s' % src, 'Imported', 'all', user='testuser')
         imp = doveadm_fetch(dc, 'mailbox guid flags', 'mailbox', 'Imported*', 'all')
         assert sorted(r_['guid'] for r_ in imp) == bases, (imp, r.stdout, r.stderr)
-        assert all(r_['flags'] == '\\Seen' for r_ in imp), imp
+        assert all(flagset(r_['flags'].split()) == {'\\Seen'} for r_ in imp), imp
         # still unique overall
         allg = [r_['guid'] for r_ in doveadm_fetch(dc, 'guid', 'all')]
         assert len(allg) == 6 + 1 + 2, allg
@@ -461,7 +461,9 @@ def test_8bit_message(driver):
 def test_envelope_from_cache(driver):
     n = 300
     msgs = [make_msg('cached subject %03d' % i, [b'body of %d' % i]) for i in range(n)]
-    cfg = 'mail_always_cache_fields = date.received flags envelope\n'
+    # ENVELOPE is built from these headers; 2.3 has no single envelope field
+    cfg = ('mail_always_cache_fields = date.received flags hdr.date hdr.subject hdr.from '
+           'hdr.sender hdr.reply-to hdr.to hdr.cc hdr.bcc hdr.in-reply-to hdr.message-id\n')
     with harness.Dovecot(driver, extra=cfg, mail_debug=True) as dc:
         deliver(dc, msgs)
         imap = dc.imap()
@@ -487,7 +489,7 @@ def test_envelope_from_cache(driver):
 def _transform_check(dc, msgs, mark):
     """Read back over IMAP and POP3, check sizes; return the storage files
     that contain the plaintext marker."""
-    wires = [PREFIX + m for m in msgs]
+    wires = [PREFIX + crlf(m) for m in msgs]
     imap = dc.imap()
     assert select(imap) == len(msgs)
     got = imap_fetch(imap, '1:*', '(RFC822.SIZE BODY.PEEK[] BODY.PEEK[HEADER.FIELDS (SUBJECT)])')
@@ -554,9 +556,10 @@ def test_mail_crypt(driver):
     msgs = _transform_msgs(mark)
     dc = harness.Dovecot(driver, mail_plugins=('mail_crypt',))
     key, pub = dc.path('k.pem'), dc.path('p.pem')
-    for cmd in (['openssl', 'ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', key],
-                ['openssl', 'ec', '-in', key, '-pubout', '-out', pub]):
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    # dcrypt wants PKCS#8 (BEGIN PRIVATE KEY), not the SEC1 form ecparam writes
+    for cmd in ('openssl ecparam -name prime256v1 -genkey -noout | openssl pkey -out %s' % key,
+                'openssl pkey -in %s -pubout -out %s' % (key, pub)):
+        r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
     dc.extra = NO_RECEIVED + ('plugin {\n'
                               '  mail_crypt_global_private_key = <%s\n'
@@ -740,10 +743,10 @@ def test_pop3_uidl_in_storage(driver):
         assert [r['pop3.uidl'] for r in cp] == [uidls[2], uidls[2]], cp
         dc.assert_no_log_errors()
 
-    # formats the storage can't provide are refused with a clear error
+    # formats the storage can't provide (%f: file name, %m: header MD5) are
+    # refused with an error naming the setting, not silently replaced
     for fmt in ('%f', '%m', '%08Xu%m'):
         with harness.Dovecot(driver, extra=NO_RECEIVED + 'pop3_uidl_format = %s\n' % fmt) as dc:
-            deliver(dc, msgs[:1])
             start = len(dc.log())
             failed = False
             try:
@@ -761,7 +764,7 @@ def test_pop3_uidl_in_storage(driver):
             assert failed, 'POP3 with pop3_uidl_format=%s worked on lmdb' % fmt
             text = wait_log(dc, start, r'pop3_uidl_format')
             err = [l for l in text.splitlines() if 'pop3_uidl_format' in l]
-            assert any(re.search(r'(Error|Fatal):', l) for l in err), err
+            assert any(re.search(r'(Error|Fatal):', l) and fmt in l for l in err), err
 
 
 # ---------------------------------------------------------------------------
@@ -835,7 +838,7 @@ def test_damaged_body_detected(driver):
         got = imap_fetch(imap, '1,3', '(BODY.PEEK[])')
         assert got[1]['BODY[]'] == PREFIX + good1 and got[3]['BODY[]'] == PREFIX + good2
         # metadata of the damaged one is still there
-        got = imap_fetch(imap, '2', '(RFC822.SIZE ENVELOPE)')
+        got = imap_fetch(imap, '2', '(RFC822.SIZE)')
         assert got[2]['RFC822.SIZE'] == len(PREFIX + bad), got
         imap.logout()
 
