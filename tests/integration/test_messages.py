@@ -659,6 +659,9 @@ def test_purge_dead_bodies(driver):
         s2 = lmdb_stats(dc)
         assert s2['messages'] == 1 and s2['references'] == 1, s2
         assert s2['bodies'] == 2 and s2['body_bytes'] == s1['body_bytes'], s2
+        # a dead body waiting for purge is a normal state, not a problem
+        v = dc.doveadm('lmdb', 'verify', user='testuser', check=False)
+        assert v.returncode == 0 and v.stdout.splitlines()[1:] == [], (v.stdout, v.stderr)
         time.sleep(2)
         dc.doveadm('purge', user='testuser')
         s3 = lmdb_stats(dc)
@@ -908,7 +911,8 @@ def test_doveadm_commands(driver):
             return vals, r.stdout
 
         vals, out = quota()
-        assert vals == {'STORAGE': (exp_bytes // 1024, str(100 * 1024)),
+        # quota_get_resource() rounds bytes up to kilobytes
+        assert vals == {'STORAGE': ((exp_bytes + 1023) // 1024, str(100 * 1024)),
                         'MESSAGE': (5, '1000')}, out
         da('quota', 'recalc')
         assert quota()[0] == vals
