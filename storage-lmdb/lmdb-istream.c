@@ -139,6 +139,9 @@ lmdb_istream_create(struct lmdb_env *env, uint64_t body_id,
 	lstream->istream.istream.blocking = TRUE;
 	lstream->istream.istream.seekable = TRUE;
 	lstream->istream.buffer = lstream->buf->data;
+	/* filters stacked on us (zlib, mail_crypt) size their buffers
+	   from ours */
+	lstream->istream.max_buffer_size = lstream->chunk_size;
 
 	input = i_stream_create(&lstream->istream, NULL, -1, 0);
 	i_stream_set_name(input, t_strdup_printf("(lmdb body %"PRIu64")",

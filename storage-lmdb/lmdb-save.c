@@ -239,8 +239,12 @@ static void lmdb_save_end_output(struct lmdb_save_context *ctx)
 		lmdb_save_write_error(ctx, mdata->output);
 		ctx->failed = TRUE;
 	}
-	if (mdata->output != ctx->body_output)
+	if (mdata->output != ctx->body_output) {
+		/* the plugin took over our reference when it wrapped the
+		   stream: take one back before its stream lets go */
+		o_stream_ref(ctx->body_output);
 		o_stream_destroy(&mdata->output);
+	}
 	mdata->output = NULL;
 	o_stream_destroy(&ctx->body_output);
 }

@@ -16,7 +16,6 @@ import imaplib
 import os
 import random
 import re
-import socket
 import subprocess
 import time
 
@@ -738,9 +737,6 @@ def test_pop3_uidl_in_storage(driver):
         ok(imap.create('Other'))
         ok(imap.uid('COPY', '3', 'Other'))
         ok(imap.uid('COPY', '3', 'Other'))
-        select(imap, 'Other')
-        typ, data = imap.response('UIDVALIDITY')
-        assert int(data[0]) != uidv or True
         imap.logout()
         cp = doveadm_fetch(dc, 'uid pop3.uidl', 'mailbox', 'Other', 'all')
         assert [r['pop3.uidl'] for r in cp] == [uidls[2], uidls[2]], cp
@@ -868,8 +864,7 @@ def test_doveadm_commands(driver):
         assert [(r['uid'], r['hdr.subject'], int(r['size.virtual'])) for r in rows] == \
             [(str(i + 1), 'doveadm %d' % i, sizes[i]) for i in range(5)], rows
         r = da('fetch', 'body', 'mailbox', 'INBOX', 'uid', '3')
-        assert r.stdout.replace('\r\n', '\n') == 'body:\n' + 'doveadm body 2\n' * 3 \
-            or ('doveadm body 2\n' * 3) in r.stdout.replace('\r\n', '\n'), r.stdout
+        assert r.stdout.replace('\r\n', '\n') == 'body:\n' + 'doveadm body 2\n' * 3, r.stdout
         # search
         mguid = status(dc, 'INBOX', 'guid')['guid']
         r = da('search', 'mailbox', 'INBOX', 'subject', 'doveadm 3')
