@@ -311,7 +311,7 @@ static int lmdb_verify_bodies(struct lmdb_verify_state *state)
 				array_push_back(&state->refcount_fixes, &body_id);
 			}
 		}
-		hash_table_remove(state->refs, POINTER_CAST(body_id));
+		(void)hash_table_try_remove(state->refs, POINTER_CAST(body_id));
 	} T_END;
 	return 0;
 }
