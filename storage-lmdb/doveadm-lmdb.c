@@ -97,7 +97,9 @@ lmdb_cmd_stats_run(struct doveadm_mail_cmd_context *ctx,
 	doveadm_print(dec2str(rec.body_bytes));
 	doveadm_print(dec2str(used));
 	doveadm_print(dec2str(free_pages));
-	doveadm_print(dec2str(free_pages * storage->env->page_size));
+	/* what compaction would give back: the file beyond what is used */
+	doveadm_print(dec2str((uint64_t)st.st_size > used ?
+			      (uint64_t)st.st_size - used : 0));
 	doveadm_print(dec2str((uint64_t)st.st_size));
 	doveadm_print(dec2str(info.me_mapsize));
 	return 0;
@@ -552,6 +554,48 @@ static struct doveadm_mail_cmd_context *lmdb_cmd_verify_alloc(void)
 	return &ctx->ctx;
 }
 
+/* --- compact --- */
+
+static int
+lmdb_cmd_compact_run(struct doveadm_mail_cmd_context *ctx,
+		     struct mail_user *user)
+{
+	struct lmdb_storage *storage = lmdb_cmd_get_storage(ctx, user);
+	uint64_t old_size, new_size;
+	const char *error;
+
+	if (storage == NULL)
+		return -1;
+	if (lmdb_env_compact(storage->env, &old_size, &new_size, &error) < 0) {
+		i_error("lmdb compact: %s", error);
+		doveadm_mail_failed_error(ctx, MAIL_ERROR_TEMP);
+		return -1;
+	}
+	doveadm_print(dec2str(old_size));
+	doveadm_print(dec2str(new_size));
+	doveadm_print(dec2str(old_size > new_size ? old_size - new_size : 0));
+	return 0;
+}
+
+static void lmdb_cmd_compact_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
+				  const char *const args[] ATTR_UNUSED)
+{
+	doveadm_print_header_simple("old_size");
+	doveadm_print_header_simple("new_size");
+	doveadm_print_header_simple("reclaimed");
+}
+
+static struct doveadm_mail_cmd_context *lmdb_cmd_compact_alloc(void)
+{
+	struct doveadm_mail_cmd_context *ctx;
+
+	ctx = doveadm_mail_cmd_alloc(struct doveadm_mail_cmd_context);
+	ctx->v.run = lmdb_cmd_compact_run;
+	ctx->v.init = lmdb_cmd_compact_init;
+	doveadm_print_init(DOVEADM_PRINT_TYPE_FLOW);
+	return ctx;
+}
+
 /* --- recover --- */
 
 static int lmdb_recover_mailbox(struct doveadm_mail_cmd_context *ctx,
@@ -696,6 +740,14 @@ DOVEADM_CMD_PARAMS_END
 DOVEADM_CMD_PARAMS_START
 DOVEADM_CMD_MAIL_COMMON
 DOVEADM_CMD_PARAM('r', "repair", CMD_PARAM_BOOL, 0)
+DOVEADM_CMD_PARAMS_END
+	},
+	{
+		.name = "lmdb compact",
+		.usage = "",
+		.mail_cmd = lmdb_cmd_compact_alloc,
+DOVEADM_CMD_PARAMS_START
+DOVEADM_CMD_MAIL_COMMON
 DOVEADM_CMD_PARAMS_END
 	},
 	{

@@ -7,11 +7,20 @@
 #include "lmdb-records.h"
 #include "lmdb-env.h"
 
+#include "file-lock.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 
 #define LMDB_ENV_MAX_DBS 8
 #define LMDB_ENV_WRITE_MAX_RETRIES 64
+#define LMDB_ENV_SWAP_LOCK_NAME "dovecot-lmdb.lock"
+#define LMDB_ENV_COMPACT_DIR_NAME "compact.tmp"
+/* an open waits this long for a running compaction's file swap */
+#define LMDB_ENV_OPEN_LOCK_TIMEOUT_SECS 30
 
 /* filesystems LMDB's locking and mmap coherency don't work on */
 #define LMDB_FS_NFS 0x6969
@@ -206,21 +215,46 @@ static int lmdb_env_adopt_map_size(struct lmdb_env *env, const char **error_r)
 	return 0;
 }
 
+static int lmdb_env_reopen(struct lmdb_env *env, const char **error_r);
+
+/* Returns TRUE if the environment this transaction sees was retired by
+   a compaction after we opened it. */
+static bool lmdb_env_txn_is_stale(struct lmdb_env *env, MDB_txn *txn)
+{
+	struct lmdb_env_record rec;
+	const char *error;
+
+	/* unknown while the environment is still being opened */
+	if (env->generation == 0)
+		return FALSE;
+	if (lmdb_env_record_get(env, txn, &rec, &error) != 0)
+		return FALSE;
+	return rec.generation != env->generation;
+}
+
 static int lmdb_env_txn_begin(struct lmdb_env *env, unsigned int flags,
 			      MDB_txn **txn_r, const char **error_r)
 {
+	unsigned int i;
 	int ret;
 
-	ret = mdb_txn_begin(env->env, NULL, flags, txn_r);
-	if (ret == MDB_MAP_RESIZED) {
-		if ((ret = lmdb_env_adopt_map_size(env, error_r)) != 0)
-			return ret;
+	for (i = 0;; i++) {
 		ret = mdb_txn_begin(env->env, NULL, flags, txn_r);
-	}
-	if (ret != 0) {
-		*error_r = t_strdup_printf("mdb_txn_begin(%s) failed: %s",
-					   env->path, mdb_strerror(ret));
-		return ret;
+		if (ret == MDB_MAP_RESIZED) {
+			if ((ret = lmdb_env_adopt_map_size(env, error_r)) != 0)
+				return ret;
+			ret = mdb_txn_begin(env->env, NULL, flags, txn_r);
+		}
+		if (ret != 0) {
+			*error_r = t_strdup_printf("mdb_txn_begin(%s) failed: %s",
+						   env->path, mdb_strerror(ret));
+			return ret;
+		}
+		if (i > 0 || !lmdb_env_txn_is_stale(env, *txn_r))
+			break;
+		mdb_txn_abort(*txn_r);
+		if (lmdb_env_reopen(env, error_r) < 0)
+			return EAGAIN;
 	}
 	env->open_txns++;
 	return 0;
@@ -369,15 +403,129 @@ static void lmdb_env_free(struct lmdb_env *env)
 	i_free(env);
 }
 
+/* Opens of the environment share this lock; compaction takes it
+   exclusively while it swaps the files, so nobody opens a lock file of
+   one generation with the data file of another. */
+static int lmdb_env_swap_lock(struct lmdb_env *env, int lock_type,
+			      unsigned int timeout_secs,
+			      struct file_lock **lock_r, const char **error_r)
+{
+	struct file_lock_settings lock_set = {
+		.lock_method = FILE_LOCK_METHOD_FLOCK,
+		.close_on_free = TRUE,
+	};
+	const char *path = t_strconcat(env->path, "/"LMDB_ENV_SWAP_LOCK_NAME,
+				       NULL);
+	int fd, ret;
+
+	fd = open(path, O_RDWR | O_CREAT, env->set.mode);
+	if (fd == -1) {
+		*error_r = t_strdup_printf("open(%s) failed: %m", path);
+		return -1;
+	}
+	ret = file_wait_lock(fd, path, lock_type, &lock_set, timeout_secs,
+			     lock_r, error_r);
+	if (ret <= 0) {
+		i_close_fd(&fd);
+		if (ret == 0) {
+			*error_r = t_strdup_printf("%s is being compacted, "
+						   "try again later", env->path);
+		}
+		return -1;
+	}
+	return 0;
+}
+
+static int lmdb_env_open_mdb(struct lmdb_env *env, const char **error_r)
+{
+	struct lmdb_env_record rec;
+	struct file_lock *lock;
+	MDB_envinfo info;
+	MDB_stat mst;
+	MDB_txn *txn;
+	unsigned int flags;
+	int ret, dead;
+
+	if (lmdb_env_swap_lock(env, F_RDLCK, LMDB_ENV_OPEN_LOCK_TIMEOUT_SECS,
+			       &lock, error_r) < 0)
+		return -1;
+	if ((ret = mdb_env_create(&env->env)) != 0) {
+		env->env = NULL;
+		file_lock_free(&lock);
+		*error_r = t_strdup_printf("mdb_env_create() failed: %s",
+					   mdb_strerror(ret));
+		return -1;
+	}
+	(void)mdb_env_set_maxdbs(env->env, LMDB_ENV_MAX_DBS);
+	(void)mdb_env_set_maxreaders(env->env, env->set.max_readers);
+	(void)mdb_env_set_mapsize(env->env, env->set.map_size_initial);
+
+	/* NOTLS: Dovecot overlaps read transactions in one thread (a mail
+	   stream open while another mail is looked up). NORDAHEAD: mail
+	   access is random, readahead only evicts useful pages. */
+	flags = MDB_NOTLS | MDB_NORDAHEAD;
+	if (env->set.no_sync)
+		flags |= MDB_NOSYNC;
+	ret = mdb_env_open(env->env, env->path, flags, env->set.mode);
+	if (ret != 0) {
+		*error_r = t_strdup_printf("mdb_env_open(%s) failed: %s",
+					   env->path, mdb_strerror(ret));
+		mdb_env_close(env->env);
+		env->env = NULL;
+		file_unlock(&lock);
+		return -1;
+	}
+	/* reader slots of processes that died (kill -9) would pin old
+	   pages forever */
+	(void)mdb_reader_check(env->env, &dead);
+	(void)mdb_env_info(env->env, &info);
+	/* an existing environment may already be bigger than our start */
+	env->map_size = I_MAX(info.me_mapsize, env->set.map_size_initial);
+	if (env->map_size > info.me_mapsize)
+		(void)mdb_env_set_mapsize(env->env, env->map_size);
+	(void)mdb_env_stat(env->env, &mst);
+	env->page_size = mst.ms_psize;
+
+	env->generation = 0;
+	ret = lmdb_env_write(env, lmdb_env_init_schema, env, TRUE, error_r);
+	if (ret == 0 && lmdb_env_read_begin(env, &txn, error_r) == 0) {
+		ret = lmdb_env_record_get(env, txn, &rec, error_r);
+		lmdb_env_read_end(env, &txn);
+		if (ret == 0)
+			env->generation = rec.generation;
+	} else if (ret == 0) {
+		ret = -1;
+	}
+	file_unlock(&lock);
+	if (ret != 0) {
+		*error_r = t_strdup_printf("%s: %s", env->path, *error_r);
+		mdb_env_close(env->env);
+		env->env = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* The environment was replaced (compaction): close our map of the old
+   files and open the new ones. Only possible with no transaction open. */
+static int lmdb_env_reopen(struct lmdb_env *env, const char **error_r)
+{
+	if (env->open_txns > 0) {
+		*error_r = t_strdup_printf("%s was compacted and can't be "
+					   "reopened inside a transaction",
+					   env->path);
+		return -1;
+	}
+	mdb_env_close(env->env);
+	env->env = NULL;
+	return lmdb_env_open_mdb(env, error_r);
+}
+
 int lmdb_env_open(const char *path, const struct lmdb_env_settings *set,
 		  struct lmdb_env **env_r, const char **error_r)
 {
 	struct lmdb_env *env;
 	struct stat st;
-	MDB_envinfo info;
-	MDB_stat mst;
-	unsigned int flags;
-	int ret, dead;
 
 	if (stat(path, &st) < 0) {
 		*error_r = t_strdup_printf("stat(%s) failed: %m", path);
@@ -401,44 +549,7 @@ int lmdb_env_open(const char *path, const struct lmdb_env_settings *set,
 	if (env->set.map_size_initial > env->set.map_size_max)
 		env->set.map_size_initial = env->set.map_size_max;
 
-	if ((ret = mdb_env_create(&env->env)) != 0) {
-		env->env = NULL;
-		*error_r = t_strdup_printf("mdb_env_create() failed: %s",
-					   mdb_strerror(ret));
-		lmdb_env_free(env);
-		return -1;
-	}
-	(void)mdb_env_set_maxdbs(env->env, LMDB_ENV_MAX_DBS);
-	(void)mdb_env_set_maxreaders(env->env, set->max_readers);
-	(void)mdb_env_set_mapsize(env->env, env->set.map_size_initial);
-
-	/* NOTLS: Dovecot overlaps read transactions in one thread (a mail
-	   stream open while another mail is looked up). NORDAHEAD: mail
-	   access is random, readahead only evicts useful pages. */
-	flags = MDB_NOTLS | MDB_NORDAHEAD;
-	if (set->no_sync)
-		flags |= MDB_NOSYNC;
-	ret = mdb_env_open(env->env, path, flags, set->mode);
-	if (ret != 0) {
-		*error_r = t_strdup_printf("mdb_env_open(%s) failed: %s",
-					   path, mdb_strerror(ret));
-		lmdb_env_free(env);
-		return -1;
-	}
-	/* reader slots of processes that died (kill -9) would pin old
-	   pages forever */
-	(void)mdb_reader_check(env->env, &dead);
-	(void)mdb_env_info(env->env, &info);
-	/* an existing environment may already be bigger than our start */
-	env->map_size = I_MAX(info.me_mapsize, env->set.map_size_initial);
-	if (env->map_size > info.me_mapsize)
-		(void)mdb_env_set_mapsize(env->env, env->map_size);
-	(void)mdb_env_stat(env->env, &mst);
-	env->page_size = mst.ms_psize;
-
-	if (lmdb_env_write(env, lmdb_env_init_schema, env, TRUE,
-			   error_r) != 0) {
-		*error_r = t_strdup_printf("%s: %s", path, *error_r);
+	if (lmdb_env_open_mdb(env, error_r) < 0) {
 		lmdb_env_free(env);
 		return -1;
 	}
@@ -446,6 +557,166 @@ int lmdb_env_open(const char *path, const struct lmdb_env_settings *set,
 		i_array_init(&lmdb_envs, 4);
 	array_push_back(&lmdb_envs, &env);
 	*env_r = env;
+	return 0;
+}
+
+static int
+lmdb_env_set_generation_txn(MDB_txn *txn, struct lmdb_env *env,
+			    uint64_t generation, const char **error_r)
+{
+	struct lmdb_env_record rec;
+	int ret;
+
+	if ((ret = lmdb_env_record_get(env, txn, &rec, error_r)) != 0)
+		return ret;
+	rec.generation = generation;
+	return lmdb_env_record_put(env, txn, &rec, error_r);
+}
+
+/* Give the compacted copy in dir its new generation. */
+static int lmdb_env_stamp_copy(struct lmdb_env *env, const char *dir,
+			       uint64_t generation, const char **error_r)
+{
+	struct lmdb_env copy;
+	MDB_txn *txn;
+	int ret;
+
+	*error_r = NULL;
+	i_zero(&copy);
+	copy.path = (char *)dir;
+	if ((ret = mdb_env_create(&copy.env)) != 0) {
+		*error_r = t_strdup_printf("mdb_env_create() failed: %s",
+					   mdb_strerror(ret));
+		return -1;
+	}
+	(void)mdb_env_set_maxdbs(copy.env, LMDB_ENV_MAX_DBS);
+	(void)mdb_env_set_mapsize(copy.env, env->map_size);
+	ret = mdb_env_open(copy.env, dir, MDB_NOTLS, env->set.mode);
+	if (ret == 0)
+		ret = mdb_txn_begin(copy.env, NULL, 0, &txn);
+	if (ret == 0) {
+		ret = mdb_dbi_open(txn, "meta", 0, &copy.dbi_meta);
+		if (ret == 0)
+			ret = lmdb_env_set_generation_txn(txn, &copy,
+							  generation, error_r);
+		else
+			*error_r = mdb_strerror(ret);
+		if (ret == 0)
+			ret = mdb_txn_commit(txn);
+		else
+			mdb_txn_abort(txn);
+	}
+	if (ret != 0 && *error_r == NULL)
+		*error_r = mdb_strerror(ret);
+	mdb_env_close(copy.env);
+	if (ret != 0) {
+		*error_r = t_strdup_printf("stamping compacted copy %s failed: %s",
+					   dir, *error_r);
+		return -1;
+	}
+	return 0;
+}
+
+static void lmdb_env_compact_cleanup(const char *dir)
+{
+	i_unlink_if_exists(t_strconcat(dir, "/data.mdb", NULL));
+	i_unlink_if_exists(t_strconcat(dir, "/lock.mdb", NULL));
+	if (rmdir(dir) < 0 && errno != ENOENT)
+		i_error("rmdir(%s) failed: %m", dir);
+}
+
+static int lmdb_env_fsync_path(const char *path, const char **error_r)
+{
+	int fd = open(path, O_RDONLY);
+
+	if (fd == -1 || fsync(fd) < 0) {
+		*error_r = t_strdup_printf("fsync(%s) failed: %m", path);
+		if (fd != -1)
+			i_close_fd(&fd);
+		return -1;
+	}
+	i_close_fd(&fd);
+	return 0;
+}
+
+int lmdb_env_compact(struct lmdb_env *env, uint64_t *old_size_r,
+		     uint64_t *new_size_r, const char **error_r)
+{
+	const char *dir, *data_path, *copy_path;
+	struct file_lock *lock = NULL;
+	struct stat st;
+	MDB_txn *txn;
+	uint64_t generation;
+	int ret;
+
+	dir = t_strconcat(env->path, "/"LMDB_ENV_COMPACT_DIR_NAME, NULL);
+	data_path = t_strconcat(env->path, "/data.mdb", NULL);
+	copy_path = t_strconcat(dir, "/data.mdb", NULL);
+	*old_size_r = stat(data_path, &st) == 0 ? (uint64_t)st.st_size : 0;
+
+	/* holding the writer: nothing changes while we copy, and every
+	   other writer waits (readers go on) */
+	if (lmdb_env_txn_begin(env, 0, &txn, error_r) != 0)
+		return -1;
+	generation = env->generation + 1;
+	lmdb_env_compact_cleanup(dir);
+	if (mkdir(dir, 0700) < 0) {
+		*error_r = t_strdup_printf("mkdir(%s) failed: %m", dir);
+		lmdb_env_txn_abort(env, &txn);
+		return -1;
+	}
+	ret = mdb_env_copy2(env->env, dir, MDB_CP_COMPACT);
+	if (ret != 0) {
+		*error_r = t_strdup_printf("mdb_env_copy2(%s) failed: %s",
+					   dir, mdb_strerror(ret));
+	} else if (chmod(copy_path, env->set.mode) < 0) {
+		*error_r = t_strdup_printf("chmod(%s) failed: %m", copy_path);
+		ret = -1;
+	} else if (lmdb_env_stamp_copy(env, dir, generation, error_r) < 0 ||
+		   lmdb_env_fsync_path(copy_path, error_r) < 0) {
+		ret = -1;
+	} else if (lmdb_env_swap_lock(env, F_WRLCK,
+				      LMDB_ENV_OPEN_LOCK_TIMEOUT_SECS,
+				      &lock, error_r) < 0) {
+		ret = -1;
+	}
+	if (ret != 0) {
+		lmdb_env_txn_abort(env, &txn);
+		lmdb_env_compact_cleanup(dir);
+		return -1;
+	}
+	/* new opens wait on the swap lock; the old lock file goes with the
+	   old data file, so a new opener never pairs them wrongly */
+	i_unlink_if_exists(t_strconcat(env->path, "/lock.mdb", NULL));
+	if (rename(copy_path, data_path) < 0) {
+		*error_r = t_strdup_printf("rename(%s, %s) failed: %m",
+					   copy_path, data_path);
+		lmdb_env_txn_abort(env, &txn);
+		file_unlock(&lock);
+		lmdb_env_compact_cleanup(dir);
+		return -1;
+	}
+	(void)lmdb_env_fsync_path(env->path, error_r);
+	lmdb_env_compact_cleanup(dir);
+
+	/* retire the old file: everyone still mapping it sees the new
+	   generation at their next transaction and reopens */
+	ret = lmdb_env_set_generation_txn(txn, env, generation, error_r);
+	env->open_txns--;
+	if (ret == 0)
+		ret = mdb_txn_commit(txn);
+	else
+		mdb_txn_abort(txn);
+	file_unlock(&lock);
+	if (ret != 0) {
+		*error_r = t_strdup_printf("retiring the old environment failed: %s",
+					   *error_r != NULL ? *error_r :
+					   mdb_strerror(ret));
+		return -1;
+	}
+	if (lmdb_env_reopen(env, error_r) < 0)
+		return -1;
+	*new_size_r = stat(data_path, &st) == 0 ? (uint64_t)st.st_size : 0;
 	return 0;
 }
 

@@ -36,6 +36,10 @@ struct lmdb_env {
 	unsigned int page_size;
 	unsigned int open_txns;
 
+	/* generation of the files we have open; a different value in the
+	   env record means a compaction replaced them */
+	uint64_t generation;
+
 	MDB_dbi dbi_meta, dbi_bodies, dbi_chunks, dbi_links;
 	MDB_dbi dbi_mailboxes, dbi_gc;
 };
@@ -76,6 +80,12 @@ int lmdb_env_get_used_bytes(struct lmdb_env *env, uint64_t *used_r,
 /* Would storing size more bytes of new mail eat into the reserve? */
 int lmdb_env_check_space(struct lmdb_env *env, uint64_t size,
 			 const char **error_r);
+
+/* Rewrite the environment compactly: copy it while holding the writer,
+   swap the files, and retire the old ones (their generation changes, so
+   every process reopens at its next transaction). Opens wait meanwhile. */
+int lmdb_env_compact(struct lmdb_env *env, uint64_t *old_size_r,
+		     uint64_t *new_size_r, const char **error_r);
 
 /* Returns TRUE if an LMDB/errno code means "no space": map full at the
    ceiling, or the filesystem is full. Such failures are temporary. */
