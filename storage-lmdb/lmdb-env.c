@@ -168,6 +168,33 @@ int lmdb_env_record_put(struct lmdb_env *env, MDB_txn *txn,
 	return ret;
 }
 
+/* Open the DBIs in a read transaction. Returns 0, or -1 if the schema
+   needs creating or upgrading (a write transaction). */
+static int lmdb_env_open_dbis_readonly(struct lmdb_env *env)
+{
+	struct lmdb_env_record rec;
+	MDB_txn *txn;
+	const char *error;
+	int ret;
+
+	if (mdb_txn_begin(env->env, NULL, MDB_RDONLY, &txn) != 0)
+		return -1;
+	if (mdb_dbi_open(txn, "meta", 0, &env->dbi_meta) != 0 ||
+	    mdb_dbi_open(txn, "bodies", 0, &env->dbi_bodies) != 0 ||
+	    mdb_dbi_open(txn, "chunks", 0, &env->dbi_chunks) != 0 ||
+	    mdb_dbi_open(txn, "links", 0, &env->dbi_links) != 0 ||
+	    mdb_dbi_open(txn, "mailboxes", 0, &env->dbi_mailboxes) != 0 ||
+	    mdb_dbi_open(txn, "gc", 0, &env->dbi_gc) != 0 ||
+	    lmdb_env_record_get(env, txn, &rec, &error) != 0 ||
+	    rec.schema_version != LMDB_SCHEMA_VERSION) {
+		mdb_txn_abort(txn);
+		return -1;
+	}
+	/* committing a read transaction keeps its DBI handles */
+	ret = mdb_txn_commit(txn);
+	return ret == 0 ? 0 : -1;
+}
+
 static int lmdb_env_grow(struct lmdb_env *env, const char **error_r)
 {
 	uint64_t new_size;
@@ -486,17 +513,42 @@ static int lmdb_env_open_mdb(struct lmdb_env *env, const char **error_r)
 	(void)mdb_env_stat(env->env, &mst);
 	env->page_size = mst.ms_psize;
 
+	/* the generation must be read from the same files we opened, so
+	   still under the swap lock; a read needs no writer, so this can't
+	   deadlock with a compaction waiting for the lock */
 	env->generation = 0;
-	ret = lmdb_env_write(env, lmdb_env_init_schema, env, TRUE, error_r);
-	if (ret == 0 && lmdb_env_read_begin(env, &txn, error_r) == 0) {
-		ret = lmdb_env_record_get(env, txn, &rec, error_r);
-		lmdb_env_read_end(env, &txn);
-		if (ret == 0)
+	ret = lmdb_env_read_begin(env, &txn, error_r) == 0 ? 0 : -1;
+	if (ret == 0) {
+		MDB_dbi dbi;
+		MDB_val key, val;
+
+		key.mv_data = (void *)"env";
+		key.mv_size = 3;
+		if (mdb_dbi_open(txn, "meta", 0, &dbi) == 0 &&
+		    mdb_get(txn, dbi, &key, &val) == 0 &&
+		    lmdb_env_record_decode(val.mv_data, val.mv_size, &rec,
+					   error_r))
 			env->generation = rec.generation;
-	} else if (ret == 0) {
-		ret = -1;
+		lmdb_env_read_end(env, &txn);
 	}
 	file_unlock(&lock);
+	/* creating DBIs and the env record (or upgrading them) needs the
+	   writer, done outside the swap lock and only when needed: every
+	   new mail process opens the environment */
+	if (ret == 0 && lmdb_env_open_dbis_readonly(env) < 0)
+		ret = lmdb_env_write(env, lmdb_env_init_schema, env, TRUE,
+				     error_r);
+	if (ret == 0 && env->generation == 0) {
+		/* a new environment: its record was just written */
+		if (lmdb_env_read_begin(env, &txn, error_r) < 0)
+			ret = -1;
+		else {
+			ret = lmdb_env_record_get(env, txn, &rec, error_r);
+			lmdb_env_read_end(env, &txn);
+			if (ret == 0)
+				env->generation = rec.generation;
+		}
+	}
 	if (ret != 0) {
 		*error_r = t_strdup_printf("%s: %s", env->path, *error_r);
 		mdb_env_close(env->env);
