@@ -1,13 +1,197 @@
 /* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
 
 #include "lib.h"
+#include "ioloop.h"
+#include "str.h"
+#include "settings-parser.h"
+#include "mail-storage-service.h"
 #include "mail-storage-hooks.h"
+#include "mail-namespace.h"
+#include "mailbox-list-private.h"
+#include "pop3-policy-env.h"
 #include "pop3-policy-plugin.h"
 
 const char *pop3_policy_plugin_version = DOVECOT_ABI_VERSION;
 
 struct pop3_policy_user_module pop3_policy_user_module =
 	MODULE_CONTEXT_INIT(&mail_user_module_register);
+struct pop3_policy_storage_module pop3_policy_storage_module =
+	MODULE_CONTEXT_INIT(&mail_storage_module_register);
+struct pop3_policy_mail_module pop3_policy_mail_module =
+	MODULE_CONTEXT_INIT(&mail_module_register);
+
+time_t pop3_policy_now(void)
+{
+	/* ioloop_time follows time(), so libfaketime moves both */
+	return ioloop_time != 0 ? ioloop_time : time(NULL);
+}
+
+struct mail_namespace *pop3_policy_user_inbox_ns(struct mail_user *user)
+{
+	return mail_namespace_find_inbox(user->namespaces);
+}
+
+int pop3_policy_user_get_env(struct pop3_policy_user *puser,
+			     struct pop3_policy_env **env_r,
+			     const char **error_r)
+{
+	struct mail_namespace *ns;
+	struct mailbox_permissions perm;
+	const char *root, *path;
+
+	if (puser->env != NULL) {
+		*env_r = puser->env;
+		return 0;
+	}
+	ns = pop3_policy_user_inbox_ns(puser->user);
+	if (ns == NULL) {
+		*error_r = "User has no INBOX namespace";
+		return -1;
+	}
+	/* beside the POP3 session lock: the index root, else the mail
+	   root (INDEX=MEMORY) */
+	if (!mailbox_list_get_root_path(ns->list, MAILBOX_LIST_PATH_TYPE_INDEX,
+					&root) || root[0] == '\0')
+		root = mailbox_list_get_root_forced(ns->list,
+						    MAILBOX_LIST_PATH_TYPE_DIR);
+	if (mailbox_list_mkdir_root(ns->list, root,
+				    MAILBOX_LIST_PATH_TYPE_INDEX) < 0) {
+		*error_r = t_strdup_printf("Couldn't create %s: %s", root,
+			mailbox_list_get_last_internal_error(ns->list, NULL));
+		return -1;
+	}
+	mailbox_list_get_root_permissions(ns->list, &perm);
+	path = t_strconcat(root, "/", POP3_POLICY_ENV_FILE_NAME, NULL);
+	if (pop3_policy_env_open(path, perm.file_create_mode & 0666,
+				 &puser->env, error_r) < 0)
+		return -1;
+	*env_r = puser->env;
+	return 0;
+}
+
+/* A setting of another settings root of this process (pop3's settings
+   in a pop3 process), NULL where it doesn't exist. */
+static const char *
+pop3_policy_service_setting(struct mail_user *user, const char *key)
+{
+	struct setting_parser_context *parser;
+	enum setting_type type;
+	const void *value;
+
+	if (user->_service_user == NULL)
+		return NULL;
+	parser = mail_storage_service_user_get_settings_parser(
+		user->_service_user);
+	if (parser == NULL)
+		return NULL;
+	value = settings_parse_get_value(parser, key, &type);
+	if (value == NULL || type != SET_STR)
+		return NULL;
+	return *(const char *const *)value;
+}
+
+const char *pop3_policy_user_get_deleted_flag(struct pop3_policy_user *puser)
+{
+	struct pop3_policy_env *env;
+	MDB_txn *txn;
+	const char *keyword = NULL, *error;
+	int ret;
+
+	if (puser->deleted_flag_looked_up)
+		return puser->deleted_flag;
+	puser->deleted_flag_looked_up = TRUE;
+
+	if (pop3_policy_user_get_env(puser, &env, &error) < 0 ||
+	    pop3_policy_env_read_begin(env, &txn, &error) < 0) {
+		e_error(puser->user->event, POP3_POLICY_LOG_PREFIX"%s", error);
+		return NULL;
+	}
+	ret = pop3_policy_env_flag_get(env, txn, &keyword, &error);
+	if (ret < 0)
+		e_error(puser->user->event, POP3_POLICY_LOG_PREFIX"%s", error);
+	else if (ret > 0 && keyword[0] != '\0')
+		puser->deleted_flag = p_strdup(puser->user->pool, keyword);
+	pop3_policy_env_read_end(env, &txn);
+	return puser->deleted_flag;
+}
+
+static int
+pop3_policy_flag_write(struct pop3_policy_env *env, MDB_txn *txn,
+		       void *context, const char **error_r)
+{
+	const char *keyword = context;
+
+	return pop3_policy_env_flag_put(env, txn, keyword, error_r);
+}
+
+/* Record the POP3 session's pop3_deleted_flag for processes that can't
+   see POP3 settings. */
+static void pop3_policy_remember_deleted_flag(struct pop3_policy_user *puser,
+					      const char *keyword)
+{
+	struct pop3_policy_env *env;
+	MDB_txn *txn;
+	const char *old = NULL, *error;
+	int ret;
+
+	if (pop3_policy_user_get_env(puser, &env, &error) < 0 ||
+	    pop3_policy_env_read_begin(env, &txn, &error) < 0) {
+		e_error(puser->user->event, POP3_POLICY_LOG_PREFIX"%s", error);
+		return;
+	}
+	ret = pop3_policy_env_flag_get(env, txn, &old, &error);
+	pop3_policy_env_read_end(env, &txn);
+	if (ret < 0) {
+		e_error(puser->user->event, POP3_POLICY_LOG_PREFIX"%s", error);
+	} else if (ret == 0 || strcmp(old, keyword) != 0) {
+		if (pop3_policy_env_write(env, pop3_policy_flag_write,
+					  (void *)keyword, &error) != 0) {
+			e_error(puser->user->event,
+				POP3_POLICY_LOG_PREFIX"%s", error);
+		}
+	}
+}
+
+const char *pop3_policy_audit_line(const char *action, const char *guid,
+				   const char *uidl, uoff_t vsize,
+				   const char *rule)
+{
+	return t_strdup_printf("pop3_policy: %s guid=%s uidl=%s size=%"
+			       PRIuUOFF_T" rule=%s", action, guid,
+			       uidl == NULL || uidl[0] == '\0' ? "-" : uidl,
+			       vsize, rule);
+}
+
+const char *pop3_policy_audit(struct pop3_policy_user *puser,
+			      const char *action, const char *guid,
+			      const char *uidl, uoff_t vsize,
+			      const char *rule)
+{
+	const char *line =
+		pop3_policy_audit_line(action, guid, uidl, vsize, rule);
+
+	e_info(puser->user->event, "%s", line);
+	return line;
+}
+
+static void pop3_policy_user_deinit(struct mail_user *user)
+{
+	struct pop3_policy_user *puser = POP3_POLICY_USER_CONTEXT(user);
+	const char *error;
+
+	/* keep_days runs when a POP3 client logs out; the session's INBOX
+	   is closed by now, so its downloads are flushed */
+	if (puser->pop3_inbox_opened && puser->set.keep_days > 0 &&
+	    user->error == NULL) {
+		if (pop3_policy_retention_run(user, FALSE, NULL, NULL,
+					      &error) < 0) {
+			e_error(user->event, POP3_POLICY_LOG_PREFIX
+				"keep_days removal failed: %s", error);
+		}
+	}
+	puser->module_ctx.super.deinit(user);
+	pop3_policy_env_unref(&puser->env);
+}
 
 static void pop3_policy_mail_user_created(struct mail_user *user)
 {
@@ -16,6 +200,7 @@ static void pop3_policy_mail_user_created(struct mail_user *user)
 	const char *error;
 
 	puser = p_new(user->pool, struct pop3_policy_user, 1);
+	puser->user = user;
 	if (pop3_policy_settings_read(user, &puser->set, &error) < 0) {
 		/* a policy that can't be read must not silently become
 		   "expunge everything": fail the session */
@@ -25,6 +210,7 @@ static void pop3_policy_mail_user_created(struct mail_user *user)
 	}
 	puser->module_ctx.super = *v;
 	user->vlast = &puser->module_ctx.super;
+	v->deinit = pop3_policy_user_deinit;
 	MODULE_CONTEXT_SET(user, pop3_policy_user_module, puser);
 
 	e_debug(user->event, "pop3_policy: dele=%s keep_days=%u "
@@ -32,10 +218,47 @@ static void pop3_policy_mail_user_created(struct mail_user *user)
 		pop3_policy_dele_to_str(&puser->set), puser->set.keep_days,
 		puser->set.quota_purge ? "yes" : "no",
 		puser->set.login_delay_secs);
+
+	if (puser->set.quota_purge &&
+	    pop3_policy_quota_user_init(puser, &error) < 0) {
+		user->error = p_strdup_printf(user->pool, "pop3_policy: %s",
+					      error);
+	}
+}
+
+static void
+pop3_policy_mail_namespaces_created(struct mail_namespace *namespaces)
+{
+	struct mail_user *user = namespaces->user;
+	struct pop3_policy_user *puser = POP3_POLICY_USER_CONTEXT(user);
+	const char *flag;
+
+	if (puser == NULL)
+		return;
+	/* pop3_deleted_flag is a POP3 setting: only a pop3 process has it */
+	flag = pop3_policy_service_setting(user, "pop3_deleted_flag");
+	if (flag == NULL)
+		return;
+	if (puser->set.dele != POP3_POLICY_DELE_EXPUNGE && flag[0] == '\0') {
+		user->error = p_strdup_printf(user->pool,
+			"pop3_policy: pop3_policy_dele=%s needs Dovecot's "
+			"pop3_deleted_flag setting (e.g. "
+			"pop3_deleted_flag = $POP3Deleted)",
+			pop3_policy_dele_to_str(&puser->set));
+		return;
+	}
+	puser->deleted_flag_looked_up = TRUE;
+	puser->deleted_flag = flag[0] == '\0' ? NULL :
+		p_strdup(user->pool, flag);
+	if (puser->deleted_flag != NULL)
+		pop3_policy_remember_deleted_flag(puser, puser->deleted_flag);
 }
 
 static struct mail_storage_hooks pop3_policy_mail_storage_hooks = {
 	.mail_user_created = pop3_policy_mail_user_created,
+	.mail_namespaces_created = pop3_policy_mail_namespaces_created,
+	.mailbox_allocated = pop3_policy_mailbox_allocated,
+	.mail_allocated = pop3_policy_mail_allocated,
 };
 
 void pop3_policy_plugin_init(struct module *module)

@@ -2,22 +2,175 @@
 #define POP3_POLICY_PLUGIN_H
 
 #include "module-context.h"
+#include "hash.h"
 #include "mail-user.h"
+#include "mail-storage-private.h"
 #include "pop3-policy-settings.h"
+
+struct pop3_policy_env;
+struct quota_transaction_context;
+enum quota_alloc_result;
+
+#define POP3_POLICY_LOG_PREFIX "pop3_policy: "
+
+typedef enum quota_alloc_result
+pop3_policy_quota_test_alloc_func_t(struct quota_transaction_context *ctx,
+				    uoff_t size, const char **error_r);
 
 struct pop3_policy_user {
 	union mail_user_module_context module_ctx;
+	struct mail_user *user;
 	struct pop3_policy_settings set;
+
+	/* opened on first use, closed at user deinit */
+	struct pop3_policy_env *env;
+	/* Dovecot's pop3_deleted_flag: from the POP3 settings in pop3
+	   processes, elsewhere as the last POP3 session recorded it */
+	const char *deleted_flag;
+	bool deleted_flag_looked_up;
+
+	/* quota_purge: the quota plugin's user (found at run time, the
+	   plugin must load without quota) and the next test_alloc of
+	   this user's chain */
+	struct quota *quota;
+	pop3_policy_quota_test_alloc_func_t *quota_next_test_alloc;
+	bool quota_purging;
+
+	/* a POP3 session opened INBOX: run keep_days at logout */
+	bool pop3_inbox_opened;
+};
+
+/* Writes buffered during a mailbox's life, flushed in one LMDB
+   transaction at transaction commit and mailbox close. */
+struct pop3_policy_pending {
+	char *guid;
+	/* UIDL shown to a client for the first time, or NULL */
+	char *uidl;
+	/* end of a complete RETR/TOP read, or 0 */
+	time_t download;
+	bool hidden;
+};
+
+struct pop3_policy_mailbox {
+	union mailbox_module_context module_ctx;
+	struct pop3_policy_user *puser;
+	/* opened by a POP3 session (MAILBOX_FLAG_POP3_SESSION) */
+	bool pop3_session;
+	/* the INBOX of the INBOX namespace: the POP3 maildrop */
+	bool maildrop;
+
+	pool_t pending_pool;
+	ARRAY(struct pop3_policy_pending *) pending;
+	/* guid -> pending */
+	HASH_TABLE(char *, struct pop3_policy_pending *) pending_by_guid;
+	/* uidl -> guid, of UIDLs frozen but not yet flushed */
+	HASH_TABLE(char *, char *) pending_uidls;
+
+	/* dele=move: the destination, committed before the source */
+	struct mailbox *move_box;
+	struct mailbox_transaction_context *move_trans;
+	bool move_failed;
+};
+
+struct pop3_policy_mail {
+	union mail_module_context module_ctx;
+	/* our wrapper of the RETR/TOP stream */
+	struct istream *download_input;
+	/* a DELE was already turned into the policy's action */
+	bool dele_done;
 };
 
 #define POP3_POLICY_USER_CONTEXT(obj) \
 	MODULE_CONTEXT(obj, pop3_policy_user_module)
+#define POP3_POLICY_MAILBOX_CONTEXT(obj) \
+	MODULE_CONTEXT(obj, pop3_policy_storage_module)
+#define POP3_POLICY_MAIL_CONTEXT(obj) \
+	MODULE_CONTEXT(obj, pop3_policy_mail_module)
+
 extern MODULE_CONTEXT_DEFINE(pop3_policy_user_module,
 			     &mail_user_module_register);
+extern MODULE_CONTEXT_DEFINE(pop3_policy_storage_module,
+			     &mail_storage_module_register);
+extern MODULE_CONTEXT_DEFINE(pop3_policy_mail_module,
+			     &mail_module_register);
 
 extern const char *pop3_policy_plugin_version;
 
 void pop3_policy_plugin_init(struct module *module);
 void pop3_policy_plugin_deinit(void);
+
+/* pop3-policy-plugin.c */
+/* The user's environment, opened on first use. */
+int pop3_policy_user_get_env(struct pop3_policy_user *puser,
+			     struct pop3_policy_env **env_r,
+			     const char **error_r);
+/* The pop3_deleted_flag keyword, or NULL when unknown/unset. */
+const char *pop3_policy_user_get_deleted_flag(struct pop3_policy_user *puser);
+/* Log an audit line for mail (or for the values given) and return it
+   without the log prefix. */
+const char *pop3_policy_audit(struct pop3_policy_user *puser,
+			      const char *action, const char *guid,
+			      const char *uidl, uoff_t vsize,
+			      const char *rule);
+const char *pop3_policy_audit_line(const char *action, const char *guid,
+				   const char *uidl, uoff_t vsize,
+				   const char *rule);
+struct mail_namespace *pop3_policy_user_inbox_ns(struct mail_user *user);
+time_t pop3_policy_now(void);
+
+/* pop3-policy-storage.c */
+void pop3_policy_mailbox_allocated(struct mailbox *box);
+void pop3_policy_mail_allocated(struct mail *mail);
+struct pop3_policy_pending *
+pop3_policy_pending_get(struct pop3_policy_mailbox *pbox, const char *guid);
+int pop3_policy_pending_flush(struct pop3_policy_mailbox *pbox,
+			      const char **error_r);
+
+/* pop3-policy-uidl.c */
+int pop3_policy_uidl_get_special(struct mail *mail,
+				 enum mail_fetch_field field,
+				 const char **value_r);
+/* The UIDL POP3 shows (or would show) for mail, without freezing a new
+   one; "-" if there's none. */
+const char *pop3_policy_mail_get_uidl(struct pop3_policy_user *puser,
+				      struct mail *mail);
+/* Compute what Dovecot's POP3 server would show from pop3_uidl_format
+   (no backend UIDL). */
+int pop3_policy_uidl_from_format(struct mail *mail, const char **uidl_r,
+				 const char **error_r);
+/* Freeze (or look up) the UIDL of mail for a POP3 client. */
+int pop3_policy_uidl_freeze(struct pop3_policy_mailbox *pbox,
+			    struct mail *mail, const char **uidl_r);
+
+/* pop3-policy-download.c */
+int pop3_policy_download_get_stream(struct mail *mail, bool get_body,
+				    struct message_size *hdr_size,
+				    struct message_size *body_size,
+				    struct istream **stream_r);
+void pop3_policy_download_close(struct mail *mail);
+
+/* pop3-policy-dele.c */
+void pop3_policy_dele_expunge(struct mail *mail);
+void pop3_policy_dele_update_keywords(struct mail *mail,
+				      enum modify_type modify_type,
+				      struct mail_keywords *keywords);
+int pop3_policy_dele_transaction_commit(struct pop3_policy_mailbox *pbox,
+					struct mailbox_transaction_context *t);
+void pop3_policy_dele_transaction_rollback(struct pop3_policy_mailbox *pbox);
+void pop3_policy_dele_close(struct pop3_policy_mailbox *pbox);
+
+/* pop3-policy-retention.c */
+typedef void pop3_policy_action_callback_t(const char *line, void *context);
+/* Apply keep_days to the user's maildrop now. Calls callback with each
+   audit line (without log prefix). dry_run only reports. */
+int pop3_policy_retention_run(struct mail_user *user, bool dry_run,
+			      pop3_policy_action_callback_t *callback,
+			      void *context, const char **error_r);
+
+/* pop3-policy-quota.c */
+/* Hook the user's quota chain when quota_purge=yes. -1 with *error_r
+   on a configuration error. */
+int pop3_policy_quota_user_init(struct pop3_policy_user *puser,
+				const char **error_r);
 
 #endif

@@ -10,7 +10,7 @@
 
 /* How many full chunks a writer buffers before writing them in one
    transaction: bounds both memory and how long the writer lock is held. */
-#define LMDB_BODY_FLUSH_CHUNKS 16
+#define LMDB_BODY_FLUSH_CHUNKS 256
 /* Bodies deleted per GC transaction */
 #define LMDB_BODY_GC_BATCH 64
 
@@ -522,41 +522,56 @@ int lmdb_body_verify(struct lmdb_env *env, uint64_t body_id,
 	return ret;
 }
 
-int lmdb_body_read_chunk(struct lmdb_env *env, uint64_t body_id,
-			 uint32_t idx, buffer_t *dest, const char **error_r)
+int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
+			  uint32_t first_idx, uint32_t count, buffer_t *dest,
+			  const char **error_r)
 {
 	unsigned char key_data[LMDB_CHUNK_KEY_SIZE];
 	MDB_txn *txn;
 	MDB_val key, val;
 	const void *data;
 	size_t size;
-	int ret;
+	uint32_t n;
+	int ret = 0;
 
 	if (lmdb_env_read_begin(env, &txn, error_r) < 0)
 		return -1;
-	lmdb_chunk_key_encode(body_id, idx, key_data);
-	key.mv_data = key_data;
-	key.mv_size = sizeof(key_data);
-	ret = mdb_get(txn, env->dbi_chunks, &key, &val);
-	if (ret == MDB_NOTFOUND) {
-		*error_r = t_strdup_printf("chunk %u of body %"PRIu64
-					   " is missing", idx, body_id);
-		ret = 0;
-	} else if (ret != 0) {
-		*error_r = t_strdup_printf("mdb_get(chunk) failed: %s",
-					   mdb_strerror(ret));
-		ret = -1;
-	} else if (!lmdb_chunk_decode(val.mv_data, val.mv_size, &data, &size,
-				      error_r)) {
-		*error_r = t_strdup_printf("chunk %u of body %"PRIu64": %s",
-					   idx, body_id, *error_r);
-		ret = 0;
-	} else {
+	for (n = 0; n < count; n++) {
+		lmdb_chunk_key_encode(body_id, first_idx + n, key_data);
+		key.mv_data = key_data;
+		key.mv_size = sizeof(key_data);
+		ret = mdb_get(txn, env->dbi_chunks, &key, &val);
+		if (ret == MDB_NOTFOUND) {
+			*error_r = t_strdup_printf("chunk %u of body %"PRIu64
+						   " is missing",
+						   first_idx + n, body_id);
+			ret = 0;
+			break;
+		} else if (ret != 0) {
+			*error_r = t_strdup_printf("mdb_get(chunk) failed: %s",
+						   mdb_strerror(ret));
+			ret = -1;
+			break;
+		} else if (!lmdb_chunk_decode(val.mv_data, val.mv_size, &data,
+					      &size, error_r)) {
+			*error_r = t_strdup_printf("chunk %u of body %"PRIu64": %s",
+						   first_idx + n, body_id,
+						   *error_r);
+			ret = 0;
+			break;
+		}
 		buffer_append(dest, data, size);
-		ret = 1;
 	}
 	lmdb_env_read_end(env, &txn);
+	if (n > 0)
+		return (int)n;
 	return ret;
+}
+
+int lmdb_body_read_chunk(struct lmdb_env *env, uint64_t body_id,
+			 uint32_t idx, buffer_t *dest, const char **error_r)
+{
+	return lmdb_body_read_chunks(env, body_id, idx, 1, dest, error_r);
 }
 
 int lmdb_body_ref(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,

@@ -11,8 +11,10 @@
 #include "lmdb-env.h"
 
 /* Chunk data size: a chunk value (header + data) plus LMDB's overflow
-   page header fills exactly 16 pages of 4 KiB. */
-#define LMDB_BODY_CHUNK_SIZE (16 * 4096 - 16 - LMDB_CHUNK_HDR_SIZE)
+   page header fills exactly one 4 KiB page. A single-page overflow can
+   take any free page, so pages freed by purge are always reusable; runs
+   of several pages would need contiguous free space, which fragments. */
+#define LMDB_BODY_CHUNK_SIZE (4096 - 16 - LMDB_CHUNK_HDR_SIZE)
 
 struct lmdb_body_writer;
 
@@ -68,6 +70,13 @@ int lmdb_body_verify(struct lmdb_env *env, uint64_t body_id,
    checksum. Returns 1, 0 if missing/damaged, -1 on LMDB error. */
 int lmdb_body_read_chunk(struct lmdb_env *env, uint64_t body_id,
 			 uint32_t idx, buffer_t *dest, const char **error_r);
+/* The same for up to count consecutive chunks in one read transaction.
+   Returns how many were read (>0), 0 if the first is missing/damaged,
+   -1 on LMDB error. A later missing/damaged chunk ends the run early;
+   the next call reports it. */
+int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
+			  uint32_t first_idx, uint32_t count, buffer_t *dest,
+			  const char **error_r);
 
 /* Inside a write transaction: add delta to the body's reference count,
    moving it between PENDING/LINKED/DEAD. Returns 0, or an LMDB code

@@ -6,6 +6,9 @@
 #include "lmdb-body.h"
 #include "lmdb-istream.h"
 
+/* chunks copied out per read call (64 KiB with 4 KiB chunks) */
+#define LMDB_ISTREAM_READ_CHUNKS 16
+
 struct lmdb_istream {
 	struct istream_private istream;
 	struct lmdb_env *env;
@@ -45,8 +48,7 @@ static ssize_t lmdb_istream_read(struct istream_private *stream)
 		stream->pos -= stream->skip;
 		stream->skip = 0;
 	}
-	if (stream->pos >= stream->max_buffer_size &&
-	    stream->max_buffer_size >= lstream->chunk_size)
+	if (stream->pos >= stream->max_buffer_size)
 		return -2;
 
 	idx = next_offset / lstream->chunk_size;
@@ -58,9 +60,13 @@ static ssize_t lmdb_istream_read(struct istream_private *stream)
 		stream->istream.stream_errno = EIO;
 		return -1;
 	}
-	chunk = t_buffer_create(lstream->chunk_size);
-	ret = lmdb_body_read_chunk(lstream->env, lstream->body_id, idx,
-				   chunk, &error);
+	/* several chunks per transaction: fewer reader-slot round trips,
+	   still a short transaction */
+	chunk = t_buffer_create(lstream->chunk_size * LMDB_ISTREAM_READ_CHUNKS);
+	ret = lmdb_body_read_chunks(lstream->env, lstream->body_id, idx,
+				    I_MIN(LMDB_ISTREAM_READ_CHUNKS,
+					  lstream->chunk_count - idx),
+				    chunk, &error);
 	if (ret <= 0) {
 		io_stream_set_error(&stream->iostream, "%s", error);
 		stream->istream.stream_errno = EIO;
@@ -141,7 +147,8 @@ lmdb_istream_create(struct lmdb_env *env, uint64_t body_id,
 	lstream->istream.buffer = lstream->buf->data;
 	/* filters stacked on us (zlib, mail_crypt) size their buffers
 	   from ours */
-	lstream->istream.max_buffer_size = lstream->chunk_size;
+	lstream->istream.max_buffer_size =
+		lstream->chunk_size * LMDB_ISTREAM_READ_CHUNKS;
 
 	input = i_stream_create(&lstream->istream, NULL, -1, 0);
 	i_stream_set_name(input, t_strdup_printf("(lmdb body %"PRIu64")",

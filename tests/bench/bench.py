@@ -51,7 +51,7 @@ IO_TIMEOUT = 1800
 SIZES = {
     # messages per mailbox, big mailbox (0 = none), stress clients, stress
     # seconds, messages delivered under strace
-    'quick': dict(n=1000, big=0, stress_clients=8, stress_seconds=5, fsync_msgs=100),
+    'quick': dict(n=500, big=0, stress_clients=8, stress_seconds=3, fsync_msgs=100),
     'full': dict(n=10000, big=100000, stress_clients=32, stress_seconds=30, fsync_msgs=1000),
 }
 

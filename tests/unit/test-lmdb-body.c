@@ -952,7 +952,8 @@ static void test_body_discard(void)
 
 static void test_body_writer_abort(void)
 {
-	size_t size = 20 * CHUNK;
+	/* more than the writer's flush group of 256 chunks */
+	size_t size = 300 * CHUNK;
 	unsigned char *data = test_random_data(size, 13);
 	struct lmdb_env_record before, after;
 	struct lmdb_body_writer *writer;
@@ -967,7 +968,7 @@ static void test_body_writer_abort(void)
 	writer = lmdb_body_writer_init(env);
 	/* enough for one flushed chunk group */
 	test_assert(lmdb_body_writer_append(writer, data, size, &error) == 0);
-	test_assert(test_body_chunk_keys(env, next_id) >= 16);
+	test_assert(test_body_chunk_keys(env, next_id) >= 256);
 	test_assert(test_dbi_entries(env, env->dbi_gc) == 1);
 	lmdb_body_writer_free(&writer);
 	test_assert(test_body_chunk_keys(env, next_id) == 0);
@@ -993,7 +994,8 @@ static void test_body_writer_abort(void)
 
 static void test_body_interleaved_writers(void)
 {
-	size_t size = 40 * CHUNK + 333, piece = 100000, pos;
+	/* two flush groups and a partial chunk each */
+	size_t size = 600 * CHUNK + 333, piece = 100000, pos;
 	unsigned char *data1 = test_random_data(size, 21);
 	unsigned char *data2 = test_random_data(size, 22);
 	struct lmdb_body_writer *w1, *w2;

@@ -1,0 +1,118 @@
+#ifndef POP3_POLICY_RECORDS_H
+#define POP3_POLICY_RECORDS_H
+
+/* Every record of the policy environment: encoders and bounds-checked
+   decoders, plus the pure rules built on them. No LMDB and no
+   lib-storage types here, so all of it can be unit-tested alone.
+
+   Every record starts with a version byte; integers are big-endian. */
+
+#include "buffer.h"
+
+#define POP3_POLICY_RECORD_VERSION 1
+#define POP3_POLICY_SCHEMA_VERSION 1
+
+/* RFC 1939: a UIDL is 1..70 characters in 0x21..0x7E */
+#define POP3_POLICY_UIDL_MAX_LEN 70
+/* LMDB keys are at most 511 bytes: longer GUIDs (maildir file names
+   can be long) are keyed by a digest instead */
+#define POP3_POLICY_GUID_KEY_MAX_LEN 400
+#define POP3_POLICY_GUID_MAX_LEN 4096
+
+#define POP3_POLICY_SECS_PER_DAY (24*60*60)
+
+enum pop3_policy_msg_flags {
+	/* hidden from POP3 by a keep or mark-read DELE */
+	POP3_POLICY_MSG_FLAG_HIDDEN = 0x01,
+};
+
+/* "msgs" DBI: key = pop3_policy_msg_key(guid) */
+struct pop3_policy_msg_record {
+	uint8_t flags;
+	/* end of the first complete RETR/TOP read, 0 = never downloaded */
+	uint64_t first_download;
+	/* the UIDL frozen for this message, "" = none */
+	const char *uidl;
+	/* the message GUID (the key may be a digest of it) */
+	const char *guid;
+};
+
+/* "uidls" DBI: key = UIDL. Kept after the message is gone, so that a
+   UIDL is never given to another message. */
+struct pop3_policy_uidl_record {
+	const char *guid;
+};
+
+/* "meta" DBI, key "schema" */
+struct pop3_policy_schema_record {
+	uint32_t schema_version;
+	/* unix time the environment was created */
+	uint64_t created;
+};
+
+/* "meta" DBI, key "deleted-flag": the pop3_deleted_flag keyword last
+   seen by a POP3 session, so that lmtp, imap and doveadm, which can't
+   see POP3 settings, know what "hidden" means. */
+struct pop3_policy_flag_record {
+	const char *keyword;
+};
+
+void pop3_policy_msg_record_encode(buffer_t *buf,
+				   const struct pop3_policy_msg_record *rec);
+/* Strings in rec_r are allocated from the data stack. */
+bool pop3_policy_msg_record_decode(const void *data, size_t size,
+				   struct pop3_policy_msg_record *rec_r,
+				   const char **error_r);
+
+void pop3_policy_uidl_record_encode(buffer_t *buf,
+				    const struct pop3_policy_uidl_record *rec);
+bool pop3_policy_uidl_record_decode(const void *data, size_t size,
+				    struct pop3_policy_uidl_record *rec_r,
+				    const char **error_r);
+
+void pop3_policy_schema_record_encode(buffer_t *buf,
+				      const struct pop3_policy_schema_record *rec);
+bool pop3_policy_schema_record_decode(const void *data, size_t size,
+				      struct pop3_policy_schema_record *rec_r,
+				      const char **error_r);
+
+void pop3_policy_flag_record_encode(buffer_t *buf,
+				    const struct pop3_policy_flag_record *rec);
+bool pop3_policy_flag_record_decode(const void *data, size_t size,
+				    struct pop3_policy_flag_record *rec_r,
+				    const char **error_r);
+
+/* The key of a message GUID in the "msgs" DBI (data stack). */
+const char *pop3_policy_msg_key(const char *guid);
+
+/* TRUE if str is a valid RFC 1939 unique-id. */
+bool pop3_policy_uidl_is_valid(const char *str);
+/* The n-th alternative of base when base is taken: n=0 is base itself,
+   n>0 appends "-n", shortening base so the result stays within 70
+   characters. base must be valid. */
+const char *pop3_policy_uidl_candidate(const char *base, unsigned int n);
+/* A valid UIDL derived from a computed one that isn't valid (too long,
+   bad characters, empty): a hex digest of it. */
+const char *pop3_policy_uidl_sanitize(const char *uidl);
+
+/* Is a message first downloaded at first_download due for removal at
+   now under keep_days? Never for keep_days=0 or never-downloaded mail. */
+bool pop3_policy_keep_days_due(uint64_t first_download,
+			       unsigned int keep_days, time_t now);
+
+/* How much must be freed for an allocation of size more bytes (and one
+   more message) to fit, given the quota transaction's state. */
+struct pop3_policy_quota_state {
+	int64_t bytes_used, count_used;
+	uint64_t bytes_ceil, count_ceil;
+	uint64_t bytes_over, count_over;
+};
+void pop3_policy_quota_needed(const struct pop3_policy_quota_state *state,
+			      uint64_t size, uint64_t *bytes_needed_r,
+			      uint64_t *count_needed_r);
+/* Credit freed space to the state, as if it had been free from the
+   start. */
+void pop3_policy_quota_credit(struct pop3_policy_quota_state *state,
+			      uint64_t bytes_freed, uint64_t count_freed);
+
+#endif

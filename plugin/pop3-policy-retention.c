@@ -1,0 +1,142 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "hash.h"
+#include "mail-namespace.h"
+#include "mail-search-build.h"
+#include "pop3-policy-env.h"
+#include "pop3-policy-plugin.h"
+
+/* keep_days: a message a POP3 client downloaded is removed keep_days
+   after its first download, DELE or not. Mail nobody downloaded is
+   never touched. */
+
+struct pop3_policy_retention_collect {
+	pool_t pool;
+	unsigned int keep_days;
+	time_t now;
+	/* guid -> first download, only messages already due */
+	HASH_TABLE(char *, void *) due;
+	const char *error;
+};
+
+static int
+pop3_policy_retention_collect(const struct pop3_policy_msg_record *rec,
+			      const char *error, void *context)
+{
+	struct pop3_policy_retention_collect *ctx = context;
+
+	if (rec == NULL) {
+		/* one bad record must not stop the others */
+		ctx->error = p_strdup(ctx->pool, error);
+		return 0;
+	}
+	if (pop3_policy_keep_days_due(rec->first_download, ctx->keep_days,
+				      ctx->now)) {
+		hash_table_update(ctx->due, p_strdup(ctx->pool, rec->guid),
+				  POINTER_CAST(1));
+	}
+	return 0;
+}
+
+static int
+pop3_policy_retention_apply(struct pop3_policy_user *puser,
+			    struct pop3_policy_retention_collect *collect,
+			    bool dry_run,
+			    pop3_policy_action_callback_t *callback,
+			    void *context, const char **error_r)
+{
+	struct mail_namespace *ns = pop3_policy_user_inbox_ns(puser->user);
+	struct mailbox *box;
+	struct mailbox_transaction_context *trans;
+	struct mail_search_context *search_ctx;
+	struct mail_search_args *search_args;
+	struct mail *mail;
+	const char *guid, *line;
+	unsigned int removed = 0;
+	uoff_t vsize;
+	int ret = 0;
+
+	box = mailbox_alloc(ns->list, "INBOX", 0);
+	if (mailbox_sync(box, MAILBOX_SYNC_FLAG_FULL_READ) < 0) {
+		*error_r = mailbox_get_last_internal_error(box, NULL);
+		mailbox_free(&box);
+		return -1;
+	}
+	trans = mailbox_transaction_begin(box, 0, "pop3_policy keep_days");
+	search_args = mail_search_build_init();
+	mail_search_build_add_all(search_args);
+	search_ctx = mailbox_search_init(trans, search_args, NULL,
+					 MAIL_FETCH_GUID |
+					 MAIL_FETCH_VIRTUAL_SIZE, NULL);
+	mail_search_args_unref(&search_args);
+	while (mailbox_search_next(search_ctx, &mail)) {
+		if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0) {
+			ret = -1;
+			break;
+		}
+		if (hash_table_lookup(collect->due, guid) == NULL)
+			continue;
+		if (mail_get_virtual_size(mail, &vsize) < 0)
+			vsize = 0;
+		line = pop3_policy_audit_line("remove", guid,
+			pop3_policy_mail_get_uidl(puser, mail), vsize,
+			"keep-days");
+		if (!dry_run) {
+			e_info(puser->user->event, "%s", line);
+			mail_expunge(mail);
+			removed++;
+		}
+		if (callback != NULL)
+			callback(line, context);
+	}
+	if (mailbox_search_deinit(&search_ctx) < 0)
+		ret = -1;
+	if (ret < 0 || dry_run || removed == 0)
+		mailbox_transaction_rollback(&trans);
+	else if (mailbox_transaction_commit(&trans) < 0 ||
+		 mailbox_sync(box, 0) < 0)
+		ret = -1;
+	if (ret < 0)
+		*error_r = mailbox_get_last_internal_error(box, NULL);
+	mailbox_free(&box);
+	return ret;
+}
+
+int pop3_policy_retention_run(struct mail_user *user, bool dry_run,
+			      pop3_policy_action_callback_t *callback,
+			      void *context, const char **error_r)
+{
+	struct pop3_policy_user *puser = POP3_POLICY_USER_CONTEXT(user);
+	struct pop3_policy_retention_collect collect;
+	struct pop3_policy_env *env;
+	int ret;
+
+	if (puser == NULL) {
+		*error_r = "pop3_policy is not in mail_plugins";
+		return -1;
+	}
+	if (puser->set.keep_days == 0)
+		return 0;
+	if (pop3_policy_user_get_env(puser, &env, error_r) < 0)
+		return -1;
+
+	i_zero(&collect);
+	collect.pool = pool_alloconly_create("pop3_policy retention", 1024);
+	collect.keep_days = puser->set.keep_days;
+	collect.now = pop3_policy_now();
+	hash_table_create(&collect.due, collect.pool, 0, str_hash, strcmp);
+	ret = pop3_policy_env_msg_iter(env, pop3_policy_retention_collect,
+				       &collect, error_r);
+	if (collect.error != NULL) {
+		e_error(user->event, POP3_POLICY_LOG_PREFIX"%s",
+			collect.error);
+	}
+	if (ret == 0 && hash_table_count(collect.due) > 0) {
+		ret = pop3_policy_retention_apply(puser, &collect, dry_run,
+						  callback, context, error_r);
+	}
+	hash_table_destroy(&collect.due);
+	pool_unref(&collect.pool);
+	return ret;
+}

@@ -1,0 +1,235 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "str.h"
+#include "hash.h"
+#include "var-expand.h"
+#include "mail-storage-settings.h"
+#include "pop3-policy-env.h"
+#include "pop3-policy-plugin.h"
+
+/* UIDL stability on formats whose backend keeps no UIDL (maildir, sdbox,
+   mdbox): the first time a POP3 client is shown a message's UIDL, it is
+   frozen by message GUID. Dovecot's POP3 server takes a non-empty
+   backend UIDL as permanent, so answering MAIL_FETCH_UIDL_BACKEND with
+   the frozen one is all it takes. */
+
+#define POP3_POLICY_UIDL_MAX_TRIES 10000
+
+int pop3_policy_uidl_from_format(struct mail *mail, const char **uidl_r,
+				 const char **error_r)
+{
+	const struct mail_storage_settings *mail_set =
+		mail_user_set_get_storage_set(mail->box->storage->user);
+	const char *format = mail_set->pop3_uidl_format;
+	const char *md5 = "", *filename = "", *guid = "", *error;
+	struct mailbox_status status;
+	string_t *str;
+
+	mailbox_get_open_status(mail->box, STATUS_UIDVALIDITY, &status);
+	if (var_has_key(format, 'm', "md5") &&
+	    mail_get_special(mail, MAIL_FETCH_HEADER_MD5, &md5) < 0) {
+		*error_r = mailbox_get_last_internal_error(mail->box, NULL);
+		return -1;
+	}
+	if (var_has_key(format, 'f', "filename") &&
+	    mail_get_special(mail, MAIL_FETCH_STORAGE_ID, &filename) < 0) {
+		*error_r = mailbox_get_last_internal_error(mail->box, NULL);
+		return -1;
+	}
+	if (var_has_key(format, 'g', "guid") &&
+	    mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0) {
+		*error_r = mailbox_get_last_internal_error(mail->box, NULL);
+		return -1;
+	}
+
+	const struct var_expand_table tab[] = {
+		{ 'v', dec2str(status.uidvalidity), "uidvalidity" },
+		{ 'u', dec2str(mail->uid), "uid" },
+		{ 'm', md5, "md5" },
+		{ 'f', filename, "filename" },
+		{ 'g', guid, "guid" },
+		{ '\0', NULL, NULL }
+	};
+	str = t_str_new(64);
+	if (var_expand(str, format, tab, &error) <= 0) {
+		*error_r = t_strdup_printf(
+			"Failed to expand pop3_uidl_format=%s: %s",
+			format, error);
+		return -1;
+	}
+	*uidl_r = str_c(str);
+	return 0;
+}
+
+/* Look up the frozen UIDL of guid: 1 found, 0 not, -1 error. */
+static int
+pop3_policy_uidl_lookup(struct pop3_policy_user *puser, const char *guid,
+			const char **uidl_r, const char **error_r)
+{
+	struct pop3_policy_msg_record rec;
+	struct pop3_policy_env *env;
+	MDB_txn *txn;
+	int ret;
+
+	if (pop3_policy_user_get_env(puser, &env, error_r) < 0 ||
+	    pop3_policy_env_read_begin(env, &txn, error_r) < 0)
+		return -1;
+	ret = pop3_policy_env_msg_get(env, txn, guid, &rec, error_r);
+	pop3_policy_env_read_end(env, &txn);
+	if (ret <= 0)
+		return ret;
+	if (rec.uidl[0] == '\0')
+		return 0;
+	*uidl_r = rec.uidl;
+	return 1;
+}
+
+/* Pick the first free alternative of base for guid. */
+static int
+pop3_policy_uidl_make_unique(struct pop3_policy_mailbox *pbox,
+			     const char *guid, const char *base,
+			     const char **uidl_r, const char **error_r)
+{
+	struct pop3_policy_uidl_record urec;
+	struct pop3_policy_env *env;
+	const char *cand, *owner;
+	MDB_txn *txn;
+	unsigned int n;
+	int ret = 0;
+
+	if (pop3_policy_user_get_env(pbox->puser, &env, error_r) < 0 ||
+	    pop3_policy_env_read_begin(env, &txn, error_r) < 0)
+		return -1;
+	for (n = 0; n < POP3_POLICY_UIDL_MAX_TRIES; n++) {
+		cand = pop3_policy_uidl_candidate(base, n);
+		owner = pbox->pending_pool == NULL ? NULL :
+			hash_table_lookup(pbox->pending_uidls, cand);
+		if (owner != NULL && strcmp(owner, guid) != 0)
+			continue;
+		ret = pop3_policy_env_uidl_get(env, txn, cand, &urec, error_r);
+		if (ret < 0)
+			break;
+		if (ret == 0 || strcmp(urec.guid, guid) == 0) {
+			ret = 1;
+			break;
+		}
+		ret = 0;
+	}
+	pop3_policy_env_read_end(env, &txn);
+	if (ret < 0)
+		return -1;
+	if (ret == 0) {
+		*error_r = t_strdup_printf("No free UIDL derived from %s",
+					   base);
+		return -1;
+	}
+	*uidl_r = cand;
+	return 0;
+}
+
+int pop3_policy_uidl_freeze(struct pop3_policy_mailbox *pbox,
+			    struct mail *mail, const char **uidl_r)
+{
+	struct pop3_policy_pending *pending;
+	const char *guid, *uidl, *base, *error;
+	int ret;
+
+	if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
+		return -1;
+	if (guid[0] == '\0') {
+		mail_set_critical(mail, POP3_POLICY_LOG_PREFIX
+				  "Message has no GUID: can't freeze its UIDL");
+		return -1;
+	}
+	if (pbox->pending_pool != NULL) {
+		pending = hash_table_lookup(pbox->pending_by_guid, guid);
+		if (pending != NULL && pending->uidl != NULL) {
+			*uidl_r = pending->uidl;
+			return 0;
+		}
+	}
+	ret = pop3_policy_uidl_lookup(pbox->puser, guid, &uidl, &error);
+	if (ret < 0) {
+		mail_set_critical(mail, POP3_POLICY_LOG_PREFIX"%s", error);
+		return -1;
+	}
+	if (ret > 0) {
+		*uidl_r = uidl;
+		return 0;
+	}
+
+	/* not frozen yet: what Dovecot would have shown, made unique */
+	if (pop3_policy_uidl_from_format(mail, &base, &error) < 0) {
+		mail_set_critical(mail, POP3_POLICY_LOG_PREFIX
+				  "UIDL: %s", error);
+		return -1;
+	}
+	base = pop3_policy_uidl_sanitize(base);
+	if (pop3_policy_uidl_make_unique(pbox, guid, base, &uidl,
+					 &error) < 0) {
+		mail_set_critical(mail, POP3_POLICY_LOG_PREFIX"%s", error);
+		return -1;
+	}
+	pending = pop3_policy_pending_get(pbox, guid);
+	pending->uidl = p_strdup(pbox->pending_pool, uidl);
+	hash_table_update(pbox->pending_uidls, pending->uidl, pending->guid);
+	*uidl_r = pending->uidl;
+	return 0;
+}
+
+int pop3_policy_uidl_get_special(struct mail *_mail,
+				 enum mail_fetch_field field,
+				 const char **value_r)
+{
+	struct mail_private *mail = (struct mail_private *)_mail;
+	struct pop3_policy_mail *pmail = POP3_POLICY_MAIL_CONTEXT(mail);
+	struct pop3_policy_mailbox *pbox =
+		POP3_POLICY_MAILBOX_CONTEXT(_mail->box);
+	const char *guid, *uidl, *error;
+	int ret;
+
+	if (pmail->module_ctx.super.get_special(_mail, field, value_r) < 0)
+		return -1;
+	/* a backend UIDL (lmdb, or one imported by dsync) wins, as it
+	   does in Dovecot's POP3 server */
+	if (field != MAIL_FETCH_UIDL_BACKEND || (*value_r)[0] != '\0' ||
+	    !pbox->maildrop)
+		return 0;
+
+	if (pbox->pop3_session) {
+		if (pop3_policy_uidl_freeze(pbox, _mail, &uidl) < 0)
+			return -1;
+		*value_r = p_strdup(mail->data_pool, uidl);
+		return 0;
+	}
+	/* other sessions only see what is frozen */
+	if (mail_get_special(_mail, MAIL_FETCH_GUID, &guid) < 0)
+		return -1;
+	if (guid[0] == '\0')
+		return 0;
+	ret = pop3_policy_uidl_lookup(pbox->puser, guid, &uidl, &error);
+	if (ret < 0) {
+		mail_set_critical(_mail, POP3_POLICY_LOG_PREFIX"%s", error);
+		return -1;
+	}
+	if (ret > 0)
+		*value_r = p_strdup(mail->data_pool, uidl);
+	return 0;
+}
+
+const char *pop3_policy_mail_get_uidl(struct pop3_policy_user *puser,
+				      struct mail *mail)
+{
+	const char *uidl, *error;
+
+	if (mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND, &uidl) == 0 &&
+	    uidl[0] != '\0')
+		return uidl;
+	if (pop3_policy_uidl_from_format(mail, &uidl, &error) < 0) {
+		e_debug(puser->user->event, POP3_POLICY_LOG_PREFIX
+			"UIDL lookup failed: %s", error);
+		return "-";
+	}
+	return pop3_policy_uidl_sanitize(uidl);
+}
