@@ -5,11 +5,10 @@
 #include "hash.h"
 #include "mail-user.h"
 #include "mail-storage-private.h"
+#include "quota.h"
 #include "pop3-policy-settings.h"
 
 struct pop3_policy_env;
-struct quota_transaction_context;
-enum quota_alloc_result;
 
 #define POP3_POLICY_LOG_PREFIX "pop3_policy: "
 

@@ -4,6 +4,7 @@
 #include "array.h"
 #include "hash.h"
 #include "mail-namespace.h"
+#include "mailbox-list-private.h"
 #include "pop3-policy-env.h"
 #include "pop3-policy-plugin.h"
 
@@ -82,11 +83,12 @@ pop3_policy_flush_one(struct pop3_policy_env *env, MDB_txn *txn,
 			if (ret > 0 && strcmp(urec.guid, pending->guid) != 0) {
 				/* another session froze the same UIDL for
 				   another message since we checked */
-				array_push_back(&ctx->warnings, t_strdup_printf(
+				const char *w = t_strdup_printf(
 					"UIDL %s shown for GUID %s was frozen "
 					"concurrently for GUID %s (use "
 					"pop3_lock_session=yes)", pending->uidl,
-					pending->guid, urec.guid));
+					pending->guid, urec.guid);
+				array_push_back(&ctx->warnings, &w);
 			} else if (ret == 0) {
 				urec.guid = pending->guid;
 				if ((ret = pop3_policy_env_uidl_put(env, txn,
@@ -97,11 +99,12 @@ pop3_policy_flush_one(struct pop3_policy_env *env, MDB_txn *txn,
 			rec.uidl = pending->uidl;
 			changed = TRUE;
 		} else if (strcmp(rec.uidl, pending->uidl) != 0) {
-			array_push_back(&ctx->warnings, t_strdup_printf(
+			const char *w = t_strdup_printf(
 				"GUID %s: UIDL %s was frozen concurrently, "
 				"this session showed %s (use "
 				"pop3_lock_session=yes)", pending->guid,
-				rec.uidl, pending->uidl));
+				rec.uidl, pending->uidl);
+			array_push_back(&ctx->warnings, &w);
 		}
 	}
 	if (pending->download != 0 && rec.first_download == 0) {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/statvfs.h>
 
 #define LMDB_ENV_MAX_DBS 8
 #define LMDB_ENV_WRITE_MAX_RETRIES 64
@@ -295,6 +296,18 @@ static void lmdb_env_txn_abort(struct lmdb_env *env, MDB_txn **txn)
 	env->open_txns--;
 }
 
+/* Is the filesystem under the environment (nearly) out of space? */
+static bool lmdb_env_fs_is_full(struct lmdb_env *env)
+{
+	struct statvfs fs;
+
+	if (statvfs(env->path, &fs) < 0)
+		return FALSE;
+	/* a commit writes at least a few pages: below a megabyte, a failed
+	   write is most likely the full disk */
+	return (uint64_t)fs.f_bavail * fs.f_frsize < 1024 * 1024;
+}
+
 int lmdb_env_write(struct lmdb_env *env, lmdb_write_func_t *func,
 		   void *context, bool sync, const char **error_r)
 {
@@ -315,6 +328,10 @@ int lmdb_env_write(struct lmdb_env *env, lmdb_write_func_t *func,
 			ret = mdb_txn_commit(txn);
 			if (ret == 0)
 				return 0;
+			if (ret == EIO && lmdb_env_fs_is_full(env)) {
+				/* LMDB reports a short write as EIO */
+				ret = ENOSPC;
+			}
 			*error_r = t_strdup_printf("mdb_txn_commit(%s) failed: %s",
 						   env->path, mdb_strerror(ret));
 		} else {

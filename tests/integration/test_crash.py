@@ -400,6 +400,11 @@ def test_kill9_during_bursts(driver):
             findings += problems
         log = dc.log()
         findings += ['end: log: %s' % l for l in bad_log_lines(log[log_pos:], killed)]
+        # nothing here is a reason to refuse mail (no quota, no size limit):
+        # a refusal is a save that failed because of an earlier crash
+        with ledger.lock:
+            findings += ['trial %d: %s was refused: %s' % (ledger.trial_of[m], m, ledger.detail[m])
+                         for m, st in sorted(ledger.state.items()) if st == 'refused']
         assert kills['victims'] > 0, 'no process was ever killed: %r' % kills
         assert not findings, '%d finding(s) (seed %d):\n%s' % (
             len(findings), seed, '\n'.join(findings[:40]))

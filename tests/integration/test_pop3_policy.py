@@ -205,7 +205,7 @@ def check_uidls(uidls):
     assert len(set(uidls)) == len(uidls), 'duplicate UIDLs in one listing: %r' % uidls
 
 
-def raw_pop3_login(dc, user=USER, rcvbuf=None) -> socket.socket:
+def raw_pop3_login(dc, user=USER, rcvbuf=None):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -217,16 +217,14 @@ def raw_pop3_login(dc, user=USER, rcvbuf=None) -> socket.socket:
         s.sendall(cmd + b'\r\n')
         line = f.readline()
         assert line.startswith(b'+OK'), (cmd, line)
-    s._dlmdb_file = f
-    return s
+    return s, f
 
 
 def aborted_retr(dc, n: int, user=USER) -> None:
     """RETR n, read the status line and a few KB, then reset the
     connection (SO_LINGER 0).  With a small receive buffer and a message
     of several MB the server cannot have written it all."""
-    s = raw_pop3_login(dc, user, rcvbuf=4096)
-    f = s._dlmdb_file
+    s, f = raw_pop3_login(dc, user, rcvbuf=4096)
     s.sendall(b'RETR %d\r\n' % n)
     line = f.readline()
     assert line.startswith(b'+OK'), line
@@ -563,9 +561,12 @@ DELE_USERS = {
 
 @harness.drivers('lmdb', 'maildir')
 def test_dele_policies(driver):
-    dc = make_dc(driver, {'pop3_deleted_flag': DELETED_FLAG})
+    # pop3_deleted_flag per user: with it set, Dovecot itself hides
+    # instead of expunging, so the expunge user must not have it
+    dc = make_dc(driver)
     for u, pol in DELE_USERS.items():
-        dc.add_user(u, extra='userdb_pop3_policy_dele=%s' % pol)
+        dc.add_user(u, extra='userdb_pop3_policy_dele=%s' % pol +
+                    ('' if pol == 'expunge' else ' userdb_pop3_deleted_flag=' + DELETED_FLAG))
     with dc:
         failures = []
         for u, pol in DELE_USERS.items():
@@ -789,6 +790,7 @@ QUOTA_SETTINGS = {
     'quota': 'count:User quota',
     'quota_rule': '*:storage=200k',
     'quota_vsizes': 'yes',
+    'quota_grace': '0',       # default 10% would let the first delivery in
     'pop3_policy_quota_purge': 'yes',
 }
 QUOTA_LIMIT = 200 * 1024
@@ -867,16 +869,25 @@ def test_quota_purge(driver):
 
 @harness.drivers('lmdb', 'maildir')
 def test_quota_purge_two_recipients(driver):
-    """One LMTP transaction to two users, both full of downloaded mail:
-    both accept, each purges its own oldest download."""
-    dc = make_dc(driver, QUOTA_SETTINGS, plugins=quota_plugins(), extra=QEXTRA,
-                 faketime_pop3=True)
+    """Two users filled to quota by fetchmail in keep mode (downloads
+    everything, deletes nothing) plus one never-downloaded message each;
+    one LMTP transaction to both: both accept, each purges exactly one
+    downloaded message of its own (all were downloaded at the same time,
+    so which one is not fixed), never the undownloaded one."""
+    need_clients()
+    dc = make_dc(driver, QUOTA_SETTINGS, plugins=quota_plugins(), extra=QEXTRA)
     dc.add_user('alice')
     dc.add_user('bob')
     with dc:
         recs = {}
         for u in ('alice', 'bob'):
-            recs[u] = quota_fill(dc, u, 'q' + u)
+            tag = 'q' + u
+            deliver(dc, [make_msg(tag, i, 30000, user=u) for i in range(5)], rcpt=u)
+            fm = pop3clients.Fetchmail(dc, u)
+            n = fm.run()
+            assert n == 5, fm.last_output()
+            deliver(dc, [make_msg(tag, 5, 30000, user=u)], rcpt=u)   # never downloaded
+            recs[u] = mailbox_msgs(dc, u)
             view = pop3_view(dc, u)
             for m in recs[u]:
                 recs[u][m]['uidl'] = view[m]
@@ -886,11 +897,16 @@ def test_quota_purge_two_recipients(driver):
         assert r.status == {'alice': 250, 'bob': 250}, r
         entries = audit_entries(dc.log())
         for u in ('alice', 'bob'):
-            now = imap_msgids(dc, u)
             tag = 'q' + u
-            assert now == (set(recs[u]) - {mid(tag, 4)}) | {mid('both', 1)}, (u, sorted(now))
-            check_audit([e for e in entries if e['user'] == u], recs[u][mid(tag, 4)],
-                        rule='quota', user=u, what='purge for ' + u)
+            now = imap_msgids(dc, u)
+            gone = set(recs[u]) - now
+            assert mid('both', 1) in now, (u, sorted(now))
+            assert len(gone) == 1, (u, 'purged', sorted(gone))
+            assert mid(tag, 5) not in gone, (u, 'never-downloaded mail purged')
+            mine = [e for e in entries if e['user'] == u]
+            assert len(mine) == 1, (u, [e['line'] for e in entries])
+            check_audit(mine, recs[u][gone.pop()], rule='quota', user=u,
+                        what='purge for ' + u)
         dc.assert_no_log_errors()
 
 

@@ -1,0 +1,397 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "hash.h"
+#include "mail-namespace.h"
+#include "mail-search-build.h"
+#include "quota-private.h"
+#include "quota-plugin.h"
+#include "pop3-policy-env.h"
+#include "pop3-policy-plugin.h"
+
+#include <dlfcn.h>
+
+/* quota_purge: when a save or copy would exceed quota, first remove
+   mail the POP3 client is done with: hidden by a keep DELE, then
+   downloaded mail, oldest first download first; never mail nobody
+   downloaded. Chained into the quota plugin's test_alloc like the trash
+   plugin, with the next pointer per user (LMTP delivers to several
+   users in one process).
+
+   The plugin must also load without quota, so it can't declare a
+   dependency on it: the quota user context is looked up at run time,
+   and only when quota_purge=yes. */
+
+#define POP3_POLICY_QUOTA_MAX_RETRIES 3
+
+struct pop3_policy_victim {
+	uint32_t uid;
+	bool hidden;
+	uint64_t first_download;
+	uint64_t size;
+};
+ARRAY_DEFINE_TYPE(pop3_policy_victim, struct pop3_policy_victim);
+
+struct pop3_policy_quota_records {
+	pool_t pool;
+	/* guid -> record copy */
+	HASH_TABLE(char *, struct pop3_policy_msg_record *) by_guid;
+	const char *error;
+};
+
+static struct quota_user *pop3_policy_quota_user(struct mail_user *user)
+{
+	struct module_context_id *id;
+	unsigned int idx;
+
+	/* quota's MODULE_CONTEXT_DEFINE struct starts with its id */
+	id = dlsym(RTLD_DEFAULT, "quota_user_module");
+	if (id == NULL)
+		return NULL;
+	idx = module_get_context_id(id);
+	if (idx >= array_count(&user->module_contexts))
+		return NULL;
+	return (struct quota_user *)
+		array_idx_elem(&user->module_contexts, idx);
+}
+
+static int
+pop3_policy_quota_collect(const struct pop3_policy_msg_record *rec,
+			  const char *error, void *context)
+{
+	struct pop3_policy_quota_records *ctx = context;
+	struct pop3_policy_msg_record *copy;
+	char *guid;
+
+	if (rec == NULL) {
+		ctx->error = p_strdup(ctx->pool, error);
+		return 0;
+	}
+	if (rec->first_download == 0 &&
+	    (rec->flags & POP3_POLICY_MSG_FLAG_HIDDEN) == 0)
+		return 0;
+	copy = p_new(ctx->pool, struct pop3_policy_msg_record, 1);
+	copy->flags = rec->flags;
+	copy->first_download = rec->first_download;
+	guid = p_strdup(ctx->pool, rec->guid);
+	copy->guid = guid;
+	copy->uidl = "";
+	hash_table_update(ctx->by_guid, guid, copy);
+	return 0;
+}
+
+static bool
+pop3_policy_mail_has_keyword(struct mail *mail, const char *keyword)
+{
+	const char *const *keywords;
+
+	if (keyword == NULL)
+		return FALSE;
+	for (keywords = mail_get_keywords(mail); *keywords != NULL;
+	     keywords++) {
+		if (strcasecmp(*keywords, keyword) == 0)
+			return TRUE;
+	}
+	return FALSE;
+}
+
+static int
+pop3_policy_victim_cmp(const struct pop3_policy_victim *v1,
+		       const struct pop3_policy_victim *v2)
+{
+	/* hidden first; then the oldest first download (never-downloaded
+	   hidden mail last among the hidden); then the oldest message */
+	if (v1->hidden != v2->hidden)
+		return v1->hidden ? -1 : 1;
+	if (v1->first_download != v2->first_download) {
+		if (v1->first_download == 0)
+			return 1;
+		if (v2->first_download == 0)
+			return -1;
+		return v1->first_download < v2->first_download ? -1 : 1;
+	}
+	return v1->uid < v2->uid ? -1 : (v1->uid > v2->uid ? 1 : 0);
+}
+
+static int
+pop3_policy_quota_find_victims(struct pop3_policy_user *puser,
+			       struct mailbox *box,
+			       struct pop3_policy_quota_records *records,
+			       ARRAY_TYPE(pop3_policy_victim) *victims)
+{
+	const char *flag = pop3_policy_user_get_deleted_flag(puser);
+	struct mailbox_transaction_context *trans;
+	struct mail_search_context *search_ctx;
+	struct mail_search_args *search_args;
+	struct pop3_policy_msg_record *rec;
+	struct pop3_policy_victim *victim;
+	struct mail *mail;
+	const char *guid;
+	uoff_t size;
+	bool hidden;
+	int ret = 0;
+
+	trans = mailbox_transaction_begin(box, 0, "pop3_policy quota scan");
+	search_args = mail_search_build_init();
+	mail_search_build_add_all(search_args);
+	search_ctx = mailbox_search_init(trans, search_args, NULL,
+					 MAIL_FETCH_GUID | MAIL_FETCH_FLAGS |
+					 MAIL_FETCH_VIRTUAL_SIZE, NULL);
+	mail_search_args_unref(&search_args);
+	while (mailbox_search_next(search_ctx, &mail)) {
+		if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0) {
+			ret = -1;
+			break;
+		}
+		rec = hash_table_lookup(records->by_guid, guid);
+		/* the keyword is the truth (IMAP may have removed it); the
+		   record's bit covers a deleted flag this process can't
+		   know */
+		hidden = flag != NULL ? pop3_policy_mail_has_keyword(mail, flag) :
+			(rec != NULL &&
+			 (rec->flags & POP3_POLICY_MSG_FLAG_HIDDEN) != 0);
+		if (!hidden && (rec == NULL || rec->first_download == 0))
+			continue;
+		if ((puser->quota->set->vsizes ?
+		     mail_get_virtual_size(mail, &size) :
+		     mail_get_physical_size(mail, &size)) < 0) {
+			ret = -1;
+			break;
+		}
+		victim = array_append_space(victims);
+		victim->uid = mail->uid;
+		victim->hidden = hidden;
+		victim->first_download = rec == NULL ? 0 : rec->first_download;
+		victim->size = size;
+	}
+	if (mailbox_search_deinit(&search_ctx) < 0)
+		ret = -1;
+	mailbox_transaction_rollback(&trans);
+	return ret;
+}
+
+static int
+pop3_policy_quota_expunge(struct pop3_policy_user *puser,
+			  struct mailbox *box,
+			  const struct pop3_policy_victim *victims,
+			  unsigned int count)
+{
+	struct mailbox_transaction_context *trans;
+	struct mail *mail;
+	const char *guid, *uidl;
+	uoff_t vsize;
+	unsigned int i;
+
+	trans = mailbox_transaction_begin(box, 0, "pop3_policy quota purge");
+	mail = mail_alloc(trans, MAIL_FETCH_GUID | MAIL_FETCH_VIRTUAL_SIZE,
+			  NULL);
+	for (i = 0; i < count; i++) {
+		if (!mail_set_uid(mail, victims[i].uid))
+			continue;
+		if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
+			guid = "-";
+		uidl = pop3_policy_mail_get_uidl(puser, mail);
+		if (mail_get_virtual_size(mail, &vsize) < 0)
+			vsize = 0;
+		(void)pop3_policy_audit(puser, "purge", guid, uidl, vsize,
+					"quota");
+		mail_expunge(mail);
+	}
+	mail_free(&mail);
+	if (mailbox_transaction_commit(&trans) < 0 ||
+	    mailbox_sync(box, 0) < 0)
+		return -1;
+	return 0;
+}
+
+/* Free at least bytes_needed and count_needed. Returns 1 if freed, 0 if
+   there isn't enough purgeable mail (then nothing is removed), -1 on
+   error. */
+static int
+pop3_policy_quota_purge(struct pop3_policy_user *puser,
+			uint64_t bytes_needed, uint64_t count_needed,
+			uint64_t *bytes_freed_r, uint64_t *count_freed_r)
+{
+	struct mail_user *user = puser->user;
+	struct mail_namespace *ns = pop3_policy_user_inbox_ns(user);
+	struct pop3_policy_quota_records records;
+	ARRAY_TYPE(pop3_policy_victim) victims;
+	const struct pop3_policy_victim *v;
+	struct pop3_policy_env *env;
+	struct mailbox *box;
+	uint64_t bytes = 0, count = 0;
+	unsigned int i, n;
+	const char *error;
+	int ret;
+
+	if (ns == NULL)
+		return 0;
+	if (pop3_policy_user_get_env(puser, &env, &error) < 0) {
+		e_error(user->event, POP3_POLICY_LOG_PREFIX"%s", error);
+		return -1;
+	}
+	i_zero(&records);
+	records.pool = pool_alloconly_create("pop3_policy quota", 1024);
+	hash_table_create(&records.by_guid, records.pool, 0, str_hash, strcmp);
+	ret = pop3_policy_env_msg_iter(env, pop3_policy_quota_collect,
+				       &records, &error);
+	if (records.error != NULL)
+		e_error(user->event, POP3_POLICY_LOG_PREFIX"%s", records.error);
+	if (ret < 0) {
+		e_error(user->event, POP3_POLICY_LOG_PREFIX"%s", error);
+		hash_table_destroy(&records.by_guid);
+		pool_unref(&records.pool);
+		return -1;
+	}
+
+	/* our own instance: the mailbox being saved to may be this same
+	   INBOX, with its transaction still open */
+	box = mailbox_alloc(ns->list, "INBOX", 0);
+	i_array_init(&victims, 64);
+	if (mailbox_sync(box, 0) < 0 ||
+	    pop3_policy_quota_find_victims(puser, box, &records,
+					   &victims) < 0) {
+		e_error(user->event, POP3_POLICY_LOG_PREFIX
+			"quota purge: %s",
+			mailbox_get_last_internal_error(box, NULL));
+		ret = -1;
+	} else {
+		array_sort(&victims, pop3_policy_victim_cmp);
+		v = array_get(&victims, &n);
+		for (i = 0; i < n; i++) {
+			if (bytes >= bytes_needed && count >= count_needed)
+				break;
+			bytes += v[i].size;
+			count++;
+		}
+		if (bytes < bytes_needed || count < count_needed) {
+			e_debug(user->event, POP3_POLICY_LOG_PREFIX
+				"quota purge: only %"PRIu64" bytes in %"PRIu64
+				" purgeable messages, %"PRIu64" bytes and "
+				"%"PRIu64" messages needed", bytes, count,
+				bytes_needed, count_needed);
+			ret = 0;
+		} else if (pop3_policy_quota_expunge(puser, box, v, i) < 0) {
+			e_error(user->event, POP3_POLICY_LOG_PREFIX
+				"quota purge: %s",
+				mailbox_get_last_internal_error(box, NULL));
+			ret = -1;
+		} else {
+			*bytes_freed_r = bytes;
+			*count_freed_r = count;
+			ret = 1;
+		}
+	}
+	array_free(&victims);
+	mailbox_free(&box);
+	hash_table_destroy(&records.by_guid);
+	pool_unref(&records.pool);
+	return ret;
+}
+
+static void
+pop3_policy_quota_credit_ctx(struct quota_transaction_context *ctx,
+			     uint64_t bytes_freed, uint64_t count_freed)
+{
+	struct pop3_policy_quota_state state = {
+		.bytes_used = ctx->bytes_used,
+		.count_used = ctx->count_used,
+		.bytes_ceil = ctx->bytes_ceil,
+		.count_ceil = ctx->count_ceil,
+		.bytes_over = ctx->bytes_over,
+		.count_over = ctx->count_over,
+	};
+	uint64_t old_ceil = ctx->bytes_ceil;
+
+	pop3_policy_quota_credit(&state, bytes_freed, count_freed);
+	/* bytes_ceil2 is the real ceiling behind a temporary extra
+	   allowance: it moves by as much */
+	if (ctx->bytes_ceil2 != (uint64_t)-1 && state.bytes_ceil >= old_ceil)
+		ctx->bytes_ceil2 += state.bytes_ceil - old_ceil;
+	ctx->bytes_ceil = state.bytes_ceil;
+	ctx->count_ceil = state.count_ceil;
+	ctx->bytes_over = state.bytes_over;
+	ctx->count_over = state.count_over;
+}
+
+static enum quota_alloc_result
+pop3_policy_quota_test_alloc(struct quota_transaction_context *ctx,
+			     uoff_t size, const char **error_r)
+{
+	struct pop3_policy_user *puser =
+		POP3_POLICY_USER_CONTEXT(ctx->quota->user);
+	struct pop3_policy_quota_state state;
+	enum quota_alloc_result ret;
+	uint64_t bytes_needed, count_needed, bytes_freed, count_freed;
+	unsigned int i;
+
+	i_assert(puser != NULL && puser->quota_next_test_alloc != NULL);
+	ret = puser->quota_next_test_alloc(ctx, size, error_r);
+	/* Only a save or copy has a transaction open on its mailbox: RCPT
+	   time checks (STATUS_CHECK_OVER_QUOTA) have none and must not
+	   delete anything. */
+	if (ret != QUOTA_ALLOC_RESULT_OVER_QUOTA || puser->quota_purging ||
+	    ctx->box == NULL || ctx->box->transaction_count == 0)
+		return ret;
+
+	puser->quota_purging = TRUE;
+	for (i = 0; i < POP3_POLICY_QUOTA_MAX_RETRIES &&
+		    ret == QUOTA_ALLOC_RESULT_OVER_QUOTA; i++) {
+		i_zero(&state);
+		state.bytes_used = ctx->bytes_used;
+		state.count_used = ctx->count_used;
+		state.bytes_ceil = ctx->bytes_ceil;
+		state.count_ceil = ctx->count_ceil;
+		state.bytes_over = ctx->bytes_over;
+		state.count_over = ctx->count_over;
+		pop3_policy_quota_needed(&state, size, &bytes_needed,
+					 &count_needed);
+		if (bytes_needed == 0 && count_needed == 0)
+			break;
+		bytes_freed = count_freed = 0;
+		if (pop3_policy_quota_purge(puser, bytes_needed, count_needed,
+					    &bytes_freed, &count_freed) <= 0)
+			break;
+		pop3_policy_quota_credit_ctx(ctx, bytes_freed, count_freed);
+		ret = puser->quota_next_test_alloc(ctx, size, error_r);
+	}
+	puser->quota_purging = FALSE;
+	return ret;
+}
+
+int pop3_policy_quota_user_init(struct pop3_policy_user *puser,
+				const char **error_r)
+{
+	struct mail_user *user = puser->user;
+	struct quota_user *quser;
+	struct quota_root *root;
+
+	/* the quota-status service only asks; nothing may be deleted
+	   there */
+	if (user->service != NULL && strcmp(user->service, "quota-status") == 0)
+		return 0;
+	quser = pop3_policy_quota_user(user);
+	if (quser == NULL || quser->quota == NULL) {
+		*error_r = "pop3_policy_quota_purge=yes needs the quota "
+			"plugin in mail_plugins (before pop3_policy)";
+		return -1;
+	}
+	array_foreach_elem(&quser->quota->roots, root) {
+		if (strcmp(root->backend.name, "count") != 0) {
+			*error_r = t_strdup_printf(
+				"pop3_policy_quota_purge=yes needs the count "
+				"quota backend, but quota root %s uses %s "
+				"(an LMDB file never shrinks, so only count "
+				"sees space freed by expunges)",
+				root->set->name, root->backend.name);
+			return -1;
+		}
+	}
+	puser->quota = quser->quota;
+	if (puser->quota->set->test_alloc == pop3_policy_quota_test_alloc)
+		return 0;
+	puser->quota_next_test_alloc = puser->quota->set->test_alloc;
+	puser->quota->set->test_alloc = pop3_policy_quota_test_alloc;
+	return 0;
+}
