@@ -97,36 +97,39 @@ static int pop3_policy_dele_open_dest(struct pop3_policy_mailbox *pbox,
 	return 0;
 }
 
-/* Copy mail into the move mailbox. The source expunge is the caller's:
-   the copy is committed before the source transaction. */
-static int pop3_policy_dele_copy(struct pop3_policy_mailbox *pbox,
-				 struct mail *mail)
+/* File mail into the move mailbox and expunge it from the maildrop.
+   The copy is committed before the source transaction. */
+static void pop3_policy_dele_move(struct pop3_policy_mailbox *pbox,
+				  struct mail *mail)
 {
+	struct pop3_policy_mail *pmail = pop3_policy_pmail(mail);
 	struct mail_save_context *save_ctx;
 	const char *error;
+	int ret;
 
 	if (pbox->move_failed)
-		return -1;
+		return;
 	if (pop3_policy_dele_open_dest(pbox, &error) < 0) {
 		e_error(mail_event(mail), POP3_POLICY_LOG_PREFIX
 			"dele=move: %s", error);
 		pbox->move_failed = TRUE;
-		return -1;
+		return;
 	}
+	pop3_policy_dele_audit(pbox, mail, FALSE);
 	save_ctx = mailbox_save_alloc(pbox->move_trans);
 	mailbox_save_copy_flags(save_ctx, mail);
-	/* as mailbox_move() does: quota lets a move through even when the
-	   user is over quota */
-	save_ctx->moving = TRUE;
-	if (mailbox_copy(&save_ctx, mail) < 0) {
+	/* a move, not a copy: quota lets it through even when the user is
+	   over quota; its expunge comes back through our hook */
+	pmail->dele_done = TRUE;
+	ret = mailbox_move(&save_ctx, mail);
+	pmail->dele_done = FALSE;
+	if (ret < 0) {
 		e_error(mail_event(mail), POP3_POLICY_LOG_PREFIX
-			"dele=move: copying to %s failed: %s",
+			"dele=move: moving to %s failed: %s",
 			mailbox_get_vname(pbox->move_box),
 			mailbox_get_last_internal_error(pbox->move_box, NULL));
 		pbox->move_failed = TRUE;
-		return -1;
 	}
-	return 0;
 }
 
 /* keep / mark-read from an expunge: add the keyword instead */
@@ -178,10 +181,7 @@ void pop3_policy_dele_expunge(struct mail *mail)
 		pop3_policy_dele_hide(pbox, mail);
 		break;
 	case POP3_POLICY_DELE_MOVE:
-		if (pop3_policy_dele_copy(pbox, mail) == 0) {
-			pop3_policy_dele_audit(pbox, mail, FALSE);
-			pmail->module_ctx.super.expunge(mail);
-		}
+		pop3_policy_dele_move(pbox, mail);
 		break;
 	}
 }
@@ -237,12 +237,7 @@ void pop3_policy_dele_update_keywords(struct mail *mail,
 		break;
 	case POP3_POLICY_DELE_MOVE:
 		/* filed away instead of flagged */
-		if (pop3_policy_dele_copy(pbox, mail) == 0) {
-			pop3_policy_dele_audit(pbox, mail, FALSE);
-			pmail->dele_done = TRUE;
-			mail_expunge(mail);
-			pmail->dele_done = FALSE;
-		}
+		pop3_policy_dele_move(pbox, mail);
 		break;
 	}
 }

@@ -232,14 +232,16 @@ pop3_policy_mail_namespaces_created(struct mail_namespace *namespaces)
 	struct mail_user *user = namespaces->user;
 	struct pop3_policy_user *puser = POP3_POLICY_USER_CONTEXT(user);
 	const char *flag;
+	bool is_pop3;
 
 	if (puser == NULL)
 		return;
-	/* pop3_deleted_flag is a POP3 setting: only a pop3 process has it */
+	/* pop3_deleted_flag is a POP3 setting: other services may not
+	   have it at all, or not the value of protocol pop3 {} */
 	flag = pop3_policy_service_setting(user, "pop3_deleted_flag");
-	if (flag == NULL)
-		return;
-	if (puser->set.dele != POP3_POLICY_DELE_EXPUNGE && flag[0] == '\0') {
+	is_pop3 = user->service != NULL && strcmp(user->service, "pop3") == 0;
+	if (is_pop3 && puser->set.dele != POP3_POLICY_DELE_EXPUNGE &&
+	    (flag == NULL || flag[0] == '\0')) {
 		user->error = p_strdup_printf(user->pool,
 			"pop3_policy: pop3_policy_dele=%s needs Dovecot's "
 			"pop3_deleted_flag setting (e.g. "
@@ -247,10 +249,11 @@ pop3_policy_mail_namespaces_created(struct mail_namespace *namespaces)
 			pop3_policy_dele_to_str(&puser->set));
 		return;
 	}
+	if (flag == NULL || flag[0] == '\0')
+		return;
 	puser->deleted_flag_looked_up = TRUE;
-	puser->deleted_flag = flag[0] == '\0' ? NULL :
-		p_strdup(user->pool, flag);
-	if (puser->deleted_flag != NULL)
+	puser->deleted_flag = p_strdup(user->pool, flag);
+	if (is_pop3)
 		pop3_policy_remember_deleted_flag(puser, puser->deleted_flag);
 }
 

@@ -141,6 +141,11 @@ int pop3_policy_uidl_from_format(struct mail *mail, const char **uidl_r,
 int pop3_policy_uidl_freeze(struct pop3_policy_mailbox *pbox,
 			    struct mail *mail, const char **uidl_r);
 
+/* freeze-uidl: freeze whatever POP3 would show for mail now, the
+   backend's UIDL included. */
+int pop3_policy_uidl_freeze_current(struct mailbox *box, struct mail *mail,
+				    const char **uidl_r);
+
 /* pop3-policy-download.c */
 int pop3_policy_download_get_stream(struct mail *mail, bool get_body,
 				    struct message_size *hdr_size,

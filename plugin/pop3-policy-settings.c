@@ -61,7 +61,9 @@ int pop3_policy_settings_read(struct mail_user *user,
 	if (str != NULL && str[0] != '\0') {
 		const char *error;
 
-		if (settings_get_time(str, &set_r->login_delay_secs,
+		/* a bare number is seconds, as the setting is documented */
+		if (str_to_uint(str, &set_r->login_delay_secs) < 0 &&
+		    settings_get_time(str, &set_r->login_delay_secs,
 				      &error) < 0) {
 			*error_r = t_strdup_printf(
 				"Invalid pop3_policy_login_delay=%s: %s",

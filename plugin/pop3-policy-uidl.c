@@ -233,3 +233,40 @@ const char *pop3_policy_mail_get_uidl(struct pop3_policy_user *puser,
 	}
 	return pop3_policy_uidl_sanitize(uidl);
 }
+
+int pop3_policy_uidl_freeze_current(struct mailbox *box, struct mail *mail,
+				    const char **uidl_r)
+{
+	struct pop3_policy_mailbox *pbox = POP3_POLICY_MAILBOX_CONTEXT(box);
+	struct pop3_policy_mail *pmail =
+		POP3_POLICY_MAIL_CONTEXT((struct mail_private *)mail);
+	struct pop3_policy_pending *pending;
+	const char *backend, *guid, *frozen, *error;
+	int ret;
+
+	i_assert(pbox != NULL && pmail != NULL);
+	/* below our own hook: what the storage itself has */
+	if (pmail->module_ctx.super.get_special(mail, MAIL_FETCH_UIDL_BACKEND,
+						&backend) < 0)
+		return -1;
+	if (backend[0] == '\0')
+		return pop3_policy_uidl_freeze(pbox, mail, uidl_r);
+
+	/* a backend UIDL (lmdb, or imported into maildir's uidlist) is
+	   what POP3 shows: record it too, so it's reserved here */
+	if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
+		return -1;
+	ret = pop3_policy_uidl_lookup(pbox->puser, guid, &frozen, &error);
+	if (ret < 0) {
+		mail_set_critical(mail, POP3_POLICY_LOG_PREFIX"%s", error);
+		return -1;
+	}
+	if (ret == 0 && pop3_policy_uidl_is_valid(backend)) {
+		pending = pop3_policy_pending_get(pbox, guid);
+		pending->uidl = p_strdup(pbox->pending_pool, backend);
+		hash_table_update(pbox->pending_uidls, pending->uidl,
+				  pending->guid);
+	}
+	*uidl_r = backend;
+	return 0;
+}

@@ -520,6 +520,27 @@ static int lmdb_mailbox_alloc_index(struct lmdb_mailbox *mbox)
 	return 0;
 }
 
+/* Links above the index's next_uid (a save that crashed between its LMDB
+   and index commits) must show up at the next sync even when the index
+   itself has nothing to sync. */
+static void lmdb_mailbox_check_orphans(struct lmdb_mailbox *mbox)
+{
+	struct lmdb_env *env = mbox->storage->env;
+	const struct mail_index_header *hdr =
+		mail_index_get_header(mbox->box.view);
+	const char *error;
+	uint32_t highest_uid;
+	MDB_txn *txn;
+
+	if (lmdb_env_read_begin(env, &txn, &error) < 0)
+		return;
+	if (lmdb_link_get_highest_uid(env, txn, mbox->mailbox_guid,
+				      &highest_uid, &error) == 0 &&
+	    highest_uid >= hdr->next_uid)
+		mbox->need_adopt = TRUE;
+	lmdb_env_read_end(env, &txn);
+}
+
 static int lmdb_mailbox_open(struct mailbox *box)
 {
 	struct lmdb_mailbox *mbox = LMDB_MAILBOX(box);
@@ -548,6 +569,7 @@ static int lmdb_mailbox_open(struct mailbox *box)
 	}
 	memcpy(mbox->mailbox_guid, hdr.mailbox_guid,
 	       sizeof(mbox->mailbox_guid));
+	lmdb_mailbox_check_orphans(mbox);
 	return 0;
 }
 

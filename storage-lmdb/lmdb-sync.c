@@ -230,51 +230,90 @@ static void lmdb_sync_add(struct lmdb_sync_context *ctx,
 	}
 }
 
-/* Links at or above the index's next_uid exist when a save committed to
-   LMDB but its index commit never happened (crash), or when the index
-   was lost. Append them with their mirrored flags and keywords. */
-static int lmdb_sync_adopt_links(struct lmdb_sync_context *ctx)
+/* What LMDB knows beyond the index: links at or above next_uid (a save
+   that committed to LMDB but not to the index before a crash, or a lost
+   index) and the highest UID ever used. */
+struct lmdb_sync_lmdb_state {
+	struct lmdb_mailbox *mbox;
+	uint32_t next_uid;
+	pool_t pool;
+
+	ARRAY(struct lmdb_adopt_link) links;
+	uint32_t min_next_uid;
+};
+
+static int
+lmdb_sync_read_state_txn(MDB_txn *txn, void *context, const char **error_r)
 {
-	struct lmdb_mailbox *mbox = ctx->mbox;
+	struct lmdb_sync_lmdb_state *state = context;
+	struct lmdb_mailbox *mbox = state->mbox;
 	struct lmdb_env *env = mbox->storage->env;
-	const struct mail_index_header *hdr =
-		mail_index_get_header(ctx->sync_view);
+	struct lmdb_mailbox_record mrec;
 	struct lmdb_link_iter *iter;
 	struct lmdb_link_record rec;
-	ARRAY(struct lmdb_adopt_link) links;
-	const struct lmdb_adopt_link *link, *first, *last;
-	struct lmdb_adopt_link *new_link;
-	struct mail_keywords *kw;
-	MDB_txn *txn;
-	pool_t pool;
-	const char *error;
-	uint32_t uid, seq;
+	struct lmdb_adopt_link *link;
+	uint32_t highest_uid, uid;
 	int ret;
 
-	pool = pool_alloconly_create("lmdb adopt", 4096);
-	p_array_init(&links, pool, 16);
-	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
-		mailbox_set_critical(&mbox->box, "lmdb: %s", error);
-		pool_unref(&pool);
-		return -1;
-	}
-	iter = lmdb_link_iter_init(env, txn, mbox->mailbox_guid, hdr->next_uid);
-	while ((ret = lmdb_link_iter_next(iter, pool, &uid, &rec)) != 0) {
-		if (ret < 0)
-			break;
-		new_link = array_append_space(&links);
-		new_link->uid = uid;
-		new_link->rec = rec;
-	}
-	ret = lmdb_link_iter_deinit(&iter, &error);
-	lmdb_env_read_end(env, &txn);
-	if (ret < 0) {
-		mailbox_set_critical(&mbox->box, "lmdb: %s", error);
-		pool_unref(&pool);
-		return -1;
-	}
+	array_clear(&state->links);
+	state->min_next_uid = 0;
+	ret = lmdb_mailbox_get(env, txn, mbox->mailbox_guid, state->pool,
+			       &mrec, error_r);
+	if (ret < 0)
+		return MDB_CORRUPTED;
+	if (ret > 0 && mrec.highest_uid < (uint32_t)-1)
+		state->min_next_uid = mrec.highest_uid + 1;
+	if ((ret = lmdb_link_get_highest_uid(env, txn, mbox->mailbox_guid,
+					     &highest_uid, error_r)) != 0)
+		return ret;
+	if (highest_uid < state->next_uid)
+		return 0;
 
-	array_foreach(&links, link) {
+	iter = lmdb_link_iter_init(env, txn, mbox->mailbox_guid,
+				   state->next_uid);
+	while ((ret = lmdb_link_iter_next(iter, state->pool, &uid, &rec)) > 0) {
+		link = array_append_space(&state->links);
+		link->uid = uid;
+		link->rec = rec;
+	}
+	if (lmdb_link_iter_deinit(&iter, error_r) < 0)
+		return MDB_CORRUPTED;
+	return 0;
+}
+
+/* Read in a write transaction, though it writes nothing: a writer killed
+   after its commit reached the disk but before it updated LMDB's lock
+   file leaves readers on the previous state until the next writer
+   repairs it. Taking the writer repairs it now, so links that crash left
+   behind are seen (and adopted) before our UIDs are assigned. */
+static int lmdb_sync_read_state(struct lmdb_sync_lmdb_state *state)
+{
+	struct lmdb_mailbox *mbox = state->mbox;
+	const char *error;
+	int ret;
+
+	ret = lmdb_env_write(mbox->storage->env, lmdb_sync_read_state_txn,
+			     state, FALSE, &error);
+	if (ret != 0) {
+		lmdb_storage_set_lmdb_error(mbox->box.storage, ret,
+			t_strdup_printf("%s: reading LMDB state failed: %s",
+					mbox->box.vname, error));
+		return -1;
+	}
+	return 0;
+}
+
+/* Append the links the index lacks, with their mirrored flags, keywords
+   and modseq. */
+static void lmdb_sync_adopt_links(struct lmdb_sync_context *ctx,
+				  const struct lmdb_sync_lmdb_state *state)
+{
+	struct lmdb_mailbox *mbox = ctx->mbox;
+	const struct lmdb_adopt_link *link, *first, *last;
+	struct mail_keywords *kw;
+	uint32_t seq;
+
+	array_foreach(&state->links, link) {
 		mail_index_append(ctx->trans, link->uid, &seq);
 		mail_index_update_flags(ctx->trans, seq, MODIFY_REPLACE,
 					link->rec.flags & MAIL_FLAGS_NONRECENT);
@@ -289,57 +328,16 @@ static int lmdb_sync_adopt_links(struct lmdb_sync_context *ctx)
 			mail_index_update_modseq(ctx->trans, seq,
 						 link->rec.modseq);
 	}
-	ctx->adopted_count = array_count(&links);
+	ctx->adopted_count = array_count(&state->links);
 	if (ctx->adopted_count > 0) {
-		first = array_front(&links);
-		last = array_back(&links);
+		first = array_front(&state->links);
+		last = array_back(&state->links);
 		e_warning(mbox->box.event, "lmdb: Added %u messages that "
 			  "were in LMDB but missing from the index "
 			  "(UIDs %u..%u)", ctx->adopted_count,
 			  first->uid, last->uid);
 	}
-	pool_unref(&pool);
 	mbox->need_adopt = FALSE;
-	return 0;
-}
-
-/* Looks at what LMDB knows beyond the index: links at or above next_uid
-   (to adopt) and the highest UID ever used, which next_uid must pass so
-   that no UID is ever given twice, even after the index was lost. */
-static int lmdb_sync_check_lmdb(struct lmdb_sync_context *ctx,
-				bool *need_adopt_r, uint32_t *min_next_uid_r)
-{
-	struct lmdb_mailbox *mbox = ctx->mbox;
-	struct lmdb_env *env = mbox->storage->env;
-	const struct mail_index_header *hdr =
-		mail_index_get_header(ctx->sync_view);
-	struct lmdb_mailbox_record mrec;
-	MDB_txn *txn;
-	const char *error;
-	uint32_t highest_uid;
-	int ret;
-
-	*min_next_uid_r = 0;
-	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
-		mailbox_set_critical(&mbox->box, "lmdb: %s", error);
-		return -1;
-	}
-	ret = lmdb_link_get_highest_uid(env, txn, mbox->mailbox_guid,
-					&highest_uid, &error);
-	if (ret == 0) {
-		ret = lmdb_mailbox_get(env, txn, mbox->mailbox_guid,
-				       pool_datastack_create(), &mrec, &error);
-		if (ret > 0 && mrec.highest_uid < (uint32_t)-1)
-			*min_next_uid_r = mrec.highest_uid + 1;
-		ret = ret < 0 ? -1 : 0;
-	}
-	lmdb_env_read_end(env, &txn);
-	if (ret != 0) {
-		mailbox_set_critical(&mbox->box, "lmdb: %s", error);
-		return -1;
-	}
-	*need_adopt_r = highest_uid >= hdr->next_uid;
-	return 0;
 }
 
 static void lmdb_sync_raise_next_uid(struct lmdb_sync_context *ctx,
@@ -365,8 +363,7 @@ int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
 	struct mail_index_sync_rec sync_rec;
 	enum mail_index_sync_flags sync_flags;
 	const char *error;
-	uint32_t seq1, seq2, min_next_uid = 0;
-	bool need_adopt;
+	uint32_t seq1, seq2;
 	int ret, lmdb_ret;
 
 	*ctx_r = NULL;
@@ -432,13 +429,22 @@ int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
 			ret = -1;
 		}
 	} T_END;
-	if (ret == 0 && lmdb_sync_check_lmdb(ctx, &need_adopt,
-					     &min_next_uid) < 0)
-		ret = -1;
-	if (ret == 0 && need_adopt)
-		ret = lmdb_sync_adopt_links(ctx);
-	if (ret == 0)
-		lmdb_sync_raise_next_uid(ctx, min_next_uid);
+	if (ret == 0) {
+		struct lmdb_sync_lmdb_state state;
+
+		i_zero(&state);
+		state.mbox = mbox;
+		state.next_uid = mail_index_get_header(ctx->sync_view)->next_uid;
+		state.pool = pool_alloconly_create("lmdb adopt", 4096);
+		p_array_init(&state.links, state.pool, 8);
+		if (lmdb_sync_read_state(&state) < 0)
+			ret = -1;
+		else {
+			lmdb_sync_adopt_links(ctx, &state);
+			lmdb_sync_raise_next_uid(ctx, state.min_next_uid);
+		}
+		pool_unref(&state.pool);
+	}
 	if (ret < 0) {
 		mail_index_sync_rollback(&ctx->index_sync_ctx);
 		index_storage_expunging_deinit(box);

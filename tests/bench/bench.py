@@ -18,7 +18,9 @@ See tests/bench/README.md for what each row measures.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
+import glob
 import importlib.util
 import json
 import os
@@ -31,6 +33,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -430,9 +433,45 @@ class Bench:
             us.append('big')
         return us
 
+    def snapshot_modules(self) -> str:
+        """Copy the built plugin modules into a private dir: every instance
+        loads the same bytes even if someone rebuilds the tree meanwhile
+        (libtool removes and relinks the .so files during make)."""
+        src = harness.build_dir()
+        snap = tempfile.mkdtemp(prefix='dlmdb-bench-build-', dir='/tmp')
+        atexit.register(shutil.rmtree, snap, True)
+        os.chmod(snap, 0o755)
+        for attempt in range(20):
+            files = []
+            for pattern in harness.BUILD_MODULE_GLOBS:
+                files += glob.glob(os.path.join(src, pattern))
+            try:
+                for f in files:
+                    rel = os.path.relpath(f, src)
+                    dst = os.path.join(snap, rel)
+                    os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)
+                    shutil.copyfile(f, dst)
+                    os.chmod(dst, 0o755)
+                if os.path.getsize(os.path.join(snap, harness.LMDB_MODULE)) > 0:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        for d, _dirs, _f in os.walk(snap):
+            os.chmod(d, 0o755)
+        try:
+            self.build_rev = subprocess.run(
+                ['git', '-C', REPO, 'describe', '--always', '--dirty'],
+                capture_output=True, text=True).stdout.strip()
+        except OSError:
+            self.build_rev = '?'
+        return snap
+
     def start(self):
+        snap = self.snapshot_modules()
         for fmt in self.formats:
             dc = harness.Dovecot(fmt, name='bench-' + fmt, mail_plugins=['storage_lmdb'],
+                                 build=snap,
                                  extra=self.extra_config(),
                                  users=[(u, PASSWORD) for u in self.users()])
             dc.start()
@@ -861,7 +900,8 @@ class Bench:
         w('dovecot-lmdb benchmark (%s): %s' % (self.mode, ' '.join(sys.argv[1:]) or '(defaults)'))
         w('machine: %d CPUs (%s), RAM %s, kernel %s, /tmp on %s, loadavg at end %s' % (
             m['nproc'], m['cpu'], m['ram'], m['kernel'], m['tmp_fs'], ' '.join(m['loadavg'])))
-        w('Dovecot %s, liblmdb %s' % (m['dovecot'], m['liblmdb']))
+        w('Dovecot %s, liblmdb %s, dovecot-lmdb %s' % (m['dovecot'], m['liblmdb'],
+                                                     getattr(self, 'build_rev', '?')))
         w('mail_fsync = %s (same for every format)' % self.args.fsync)
         w('LMDB flags: %s' % self.lmdb_flags())
         w('N = %d messages (2-50 KB, seed %d)%s; stress: %d clients x %d s; fsync count '
@@ -998,6 +1038,11 @@ def main(argv=None):
     finally:
         b.stop()
     text = b.report()
+    if b.errors:
+        # keep config, logs and mail of the instances for the bug report
+        harness.cleanup_all(keep=True)
+        text += '\n(instance dirs kept for inspection: %s)' % ' '.join(
+            sorted({e['config_dir'] for e in b.errors}))
     print(text)
     if args.json:
         with open(args.json, 'w') as f:

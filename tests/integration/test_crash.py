@@ -27,6 +27,7 @@ changes the number of lmdb trials (default 50; maildir runs 20 as the
 control).
 """
 
+import fcntl
 import imaplib
 import os
 import random
@@ -408,3 +409,222 @@ def test_kill9_during_bursts(driver):
         assert kills['victims'] > 0, 'no process was ever killed: %r' % kills
         assert not findings, '%d finding(s) (seed %d):\n%s' % (
             len(findings), seed, '\n'.join(findings[:40]))
+
+
+# ---------------------------------------------------------------------------
+# Deterministic variant of the race the random kills hit now and then: the
+# writer dies right after LMDB wrote the meta page of its synced (link)
+# transaction, i.e. the transaction is committed, but before LMDB published
+# the new txnid in lock.mdb for readers.  An LD_PRELOAD hook (built with cc
+# at test time; skipped without a compiler) raises SIGKILL in the first
+# process that does the N-th such meta-page pwrite() on data.mdb while a
+# trigger file holding N exists.
+
+HOOK_C = r'''
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <unistd.h>
+
+static void maybe_die(int fd, off_t off)
+{
+	/* compiled in: Dovecot cleans the environment of its processes */
+	const char *trigger = DLMDB_DIE_TRIGGER;
+	char link[64], path[4096];
+	ssize_t n;
+	int fl;
+
+	/* LMDB's two meta pages are the first two pages; a synced commit
+	   writes its meta page through the O_DSYNC descriptor */
+	if (trigger == NULL || off >= 2 * 65536)
+		return;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (fl & O_DSYNC) == 0)
+		return;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n < 9)
+		return;
+	path[n] = '\0';
+	if (strcmp(path + n - 9, "/data.mdb") != 0)
+		return;
+	/* the trigger file holds N: die at the N-th such write (a small
+	   message's save commits its pending body first, then its links) */
+	{
+		static int seen;
+		char buf[16] = "";
+		FILE *f = fopen(trigger, "r");
+
+		if (f == NULL)
+			return;
+		if (fgets(buf, sizeof(buf), f) == NULL)
+			buf[0] = '\0';
+		fclose(f);
+		if (++seen >= atoi(buf) && unlink(trigger) == 0)
+			raise(SIGKILL);
+	}
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t count, off_t off)
+{
+	static ssize_t (*real)(int, const void *, size_t, off_t);
+	ssize_t ret;
+
+	if (real == NULL)
+		real = dlsym(RTLD_NEXT, "pwrite");
+	ret = real(fd, buf, count, off);
+	if (ret > 0)
+		maybe_die(fd, off);
+	return ret;
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t count, off_t off)
+{
+	return pwrite(fd, buf, count, off);
+}
+'''
+
+
+def _build_hook(dirpath, trigger):
+    cc = None
+    for c in ('cc', 'gcc', 'clang'):
+        for d in os.environ.get('PATH', '/usr/bin').split(':'):
+            if os.access(os.path.join(d, c), os.X_OK):
+                cc = os.path.join(d, c)
+                break
+        if cc:
+            break
+    if cc is None:
+        raise harness.Skip('no C compiler for the LD_PRELOAD hook')
+    src = os.path.join(dirpath, 'diehook.c')
+    so = os.path.join(dirpath, 'diehook.so')
+    with open(src, 'w') as f:
+        f.write(HOOK_C)
+    r = subprocess.run([cc, '-shared', '-fPIC', '-DDLMDB_DIE_TRIGGER="%s"' % trigger,
+                        '-o', so, src, '-ldl'],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise harness.Skip('building the LD_PRELOAD hook failed: %s' % r.stderr[-500:])
+    os.chmod(so, 0o755)
+    return so
+
+
+def _msg(mid):
+    return ('From: crash@example.com\r\nTo: testuser@example.com\r\n'
+            'Subject: %s\r\nMessage-ID: %s\r\n\r\nbody of %s\r\n' % (mid, mid, mid)).encode()
+
+
+def test_writer_killed_after_lmdb_commit():
+    dc = harness.Dovecot('lmdb', extra='')
+    hookdir = dc.path('hook')
+    os.mkdir(hookdir)
+    os.chmod(hookdir, 0o777)
+    trigger = os.path.join(hookdir, 'die-once')
+    so = _build_hook(hookdir, trigger)
+    dc.extra = ('import_environment = TZ CORE_OUTOFMEM CORE_ERROR LISTEN_PID LISTEN_FDS '
+                'LD_PRELOAD=%s\n' % so)
+    findings = []
+    with dc:
+        r = dc.lmtp_deliver('testuser', _msg('<warm@dlmdb.test>'))
+        assert r.all_ok(), r
+        # a session that keeps the environment open, as in production
+        holder = dc.imap()
+        holder.select('INBOX')
+
+        def arm(n):
+            with open(trigger, 'w') as f:
+                f.write('%d\n' % n)
+            os.chmod(trigger, 0o666)
+            os.chown(trigger, dc.uid, dc.gid)
+
+        # 1. LMTP: the lmtp process dies right after the link transaction
+        arm(2)
+        try:
+            r = dc.lmtp_deliver('testuser', _msg('<killed-lmtp@dlmdb.test>'))
+            findings.append('hook did not fire for LMTP: %r' % r)
+        except harness.HarnessError:
+            pass   # connection closed: the process died
+        assert not os.path.exists(trigger)
+        r = dc.lmtp_deliver('testuser', _msg('<after-lmtp@dlmdb.test>'))
+        if not r.all_ok():
+            findings.append('LMTP delivery right after the killed one failed: %r' % (r,))
+
+        # 2. IMAP APPEND: same for the imap process
+        arm(2)
+        c = dc.imap()
+        try:
+            typ, data = c.append('INBOX', None, None, _msg('<killed-imap@dlmdb.test>'))
+            findings.append('hook did not fire for APPEND: %s %r' % (typ, data))
+        except (OSError, EOFError, imaplib.IMAP4.abort):
+            pass
+        assert not os.path.exists(trigger)
+        c = dc.imap()
+        typ, data = c.append('INBOX', None, None, _msg('<after-imap@dlmdb.test>'))
+        if typ != 'OK':
+            findings.append('APPEND right after the killed one failed: %s %r' % (typ, data))
+        c.logout()
+        after_ok = {'<after-lmtp@dlmdb.test>': r.all_ok(), '<after-imap@dlmdb.test>': typ == 'OK'}
+
+        # 3. The race itself: two deliveries have written their bodies and
+        # wait for the index sync lock (held here by the test: Dovecot's
+        # lock is an fcntl lock on dovecot.index.log).  The first to get
+        # it dies right after its link transaction; the second must not
+        # reuse the UIDs of those links.
+        logpath = os.path.join(dc.mail_dir(), 'mailboxes', 'INBOX', 'lmdb-Mails',
+                               'dovecot.index.log')
+        arm(2)
+        fd = os.open(logpath, os.O_RDWR)
+        results = {}
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+
+            def deliver(name):
+                try:
+                    results[name] = dc.lmtp_deliver('testuser', _msg(name))
+                except harness.HarnessError as e:
+                    results[name] = e
+            ts = [threading.Thread(target=deliver, args=('<race-%d@dlmdb.test>' % i,),
+                                   daemon=True) for i in (1, 2)]
+            for t in ts:
+                t.start()
+            time.sleep(1.5)   # both bodies written, both waiting for the lock
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+            for t in ts:
+                t.join(60)
+        finally:
+            os.close(fd)
+        if os.path.exists(trigger):
+            findings.append('race: hook did not fire: %r' % results)
+        dead = [n for n, r in results.items() if not isinstance(r, harness.LmtpResult)]
+        alive = [n for n, r in results.items() if isinstance(r, harness.LmtpResult)]
+        if len(dead) != 1 or len(alive) != 1:
+            findings.append('race: expected one killed and one finished delivery: %r' % results)
+        for n in alive:
+            after_ok[n] = results[n].all_ok()
+            if not results[n].all_ok():
+                findings.append('race: the delivery that waited for the lock while the other '
+                                'one was killed after its LMDB commit failed: %r' % results[n])
+        holder.logout()
+
+        present = present_mids(dc)
+        mids = [m for _u, m in present]
+        for mid in ['<warm@dlmdb.test>', '<killed-lmtp@dlmdb.test>',
+                    '<killed-imap@dlmdb.test>'] + dead:
+            # the killed ones were committed in LMDB: adopted exactly once
+            if mids.count(mid) != 1:
+                findings.append('%s present %d times' % (mid, mids.count(mid)))
+        for mid, ok in after_ok.items():
+            if mids.count(mid) != (1 if ok else 0):
+                findings.append('%s present %d times' % (mid, mids.count(mid)))
+        if len(set(u for u, _m in present)) != len(present):
+            findings.append('duplicate UIDs: %r' % present)
+        rc, out = lmdb_verify(dc)
+        if rc != 0:
+            findings.append('lmdb verify exit %d: %s' % (rc, out))
+        killed = set(int(x) for x in re.findall(r'child (\d+) killed with signal 9', dc.log()))
+        findings += ['log: ' + l for l in bad_log_lines(dc.log(), killed)]
+        assert not findings, '\n'.join(findings)
