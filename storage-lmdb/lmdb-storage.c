@@ -562,9 +562,19 @@ static int lmdb_mailbox_open(struct mailbox *box)
 	}
 	if (lmdb_read_header(mbox, &hdr, FALSE) < 0) {
 		/* the index is new or was lost: find or create the
-		   mailbox's identity (and let sync adopt its mail) */
-		if (lmdb_mailbox_create_indexes_locked(box, NULL) < 0 ||
-		    lmdb_read_header(mbox, &hdr, TRUE) < 0)
+		   mailbox's identity (and let sync adopt its mail). The
+		   list lock first, as mailbox_create() takes it: a creator
+		   racing with us must never wait for our index lock while
+		   we wait for its list lock. */
+		int ret;
+
+		if (mailbox_list_lock(box->list) < 0) {
+			mail_storage_copy_list_error(box->storage, box->list);
+			return -1;
+		}
+		ret = lmdb_mailbox_create_indexes_locked(box, NULL);
+		mailbox_list_unlock(box->list);
+		if (ret < 0 || lmdb_read_header(mbox, &hdr, TRUE) < 0)
 			return -1;
 	}
 	memcpy(mbox->mailbox_guid, hdr.mailbox_guid,
