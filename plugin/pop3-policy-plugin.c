@@ -199,6 +199,13 @@ static void pop3_policy_mail_user_created(struct mail_user *user)
 	struct pop3_policy_user *puser;
 	const char *error;
 
+	/* LMTP's and LDA's raw user only parses incoming mail: no policy
+	   applies, and an error here would kill the whole process instead
+	   of failing one recipient */
+	if (user->_service_user == NULL &&
+	    strcmp(user->username, "raw mail user") == 0)
+		return;
+
 	puser = p_new(user->pool, struct pop3_policy_user, 1);
 	puser->user = user;
 	if (pop3_policy_settings_read(user, &puser->set, &error) < 0) {

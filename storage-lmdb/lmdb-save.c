@@ -283,6 +283,14 @@ static int lmdb_save_finish_write(struct mail_save_context *_ctx)
 	i_assert(smail->seq == ctx->seq);
 
 	lmdb_save_end_output(ctx);
+	if (mdata->save_date != (time_t)-1) {
+		/* the parser would cache "now" as the save date: a save date
+		   given by dsync must win, in LMDB and in the cache */
+		struct index_mail *imail = INDEX_MAIL(_ctx->dest_mail);
+		uint32_t t = mdata->save_date;
+
+		index_mail_cache_add(imail, MAIL_CACHE_SAVE_DATE, &t, sizeof(t));
+	}
 	index_mail_cache_parse_deinit(_ctx->dest_mail, mdata->received_date,
 				      !ctx->failed);
 

@@ -56,24 +56,24 @@ lmdb_storage_check_refusals(struct mail_storage *_storage,
 	const struct mailbox_list_settings *list_set = &ns->list->set;
 
 	if (list_set->index_dir != NULL && list_set->index_dir[0] == '\0') {
-		*error_r = "lmdb: INDEX=MEMORY is not supported: the lmdb "
+		*error_r = "INDEX=MEMORY is not supported: the lmdb "
 			"storage keeps its IMAP view in index files";
 		return -1;
 	}
 	if (list_set->alt_dir != NULL) {
-		*error_r = "lmdb: ALT= is not supported: all mail of a user "
+		*error_r = "ALT= is not supported: all mail of a user "
 			"lives in one LMDB environment";
 		return -1;
 	}
 	if (ns->type == MAIL_NAMESPACE_TYPE_SHARED) {
 		/* another user's environment would need write access to
 		   its lock.mdb from this user's processes */
-		*error_r = "lmdb: shared namespaces are not supported "
+		*error_r = "shared namespaces are not supported "
 			"(use ACLs within one user, or dsync to share mail)";
 		return -1;
 	}
 	if (_storage->set->mail_attachment_dir[0] != '\0') {
-		*error_r = "lmdb: mail_attachment_dir is not supported: "
+		*error_r = "mail_attachment_dir is not supported: "
 			"bodies are stored once already, in LMDB";
 		return -1;
 	}
@@ -91,14 +91,14 @@ lmdb_storage_create(struct mail_storage *_storage, struct mail_namespace *ns,
 	if (lmdb_storage_check_refusals(_storage, ns, error_r) < 0)
 		return -1;
 	if (lmdb_settings_read(_storage->user, &storage->set, &error) < 0) {
-		*error_r = t_strdup_printf("lmdb: %s", error);
+		*error_r = error;
 		return -1;
 	}
 	/* UIDLs are fixed when a message is saved: the format must be
 	   computable then */
 	if (lmdb_uidl_check_format(_storage->set->pop3_uidl_format,
 				   &error) < 0) {
-		*error_r = t_strdup_printf("lmdb: %s", error);
+		*error_r = error;
 		return -1;
 	}
 	if (_storage->set->parsed_fsync_mode == FSYNC_MODE_NEVER)
@@ -116,7 +116,7 @@ lmdb_storage_create(struct mail_storage *_storage, struct mail_namespace *ns,
 	_storage->unique_root_dir = p_strdup(_storage->pool, root);
 
 	if (lmdb_env_open(root, &storage->set.env, &storage->env, &error) < 0) {
-		*error_r = t_strdup_printf("lmdb: %s", error);
+		*error_r = error;
 		return -1;
 	}
 	return 0;

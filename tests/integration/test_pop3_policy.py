@@ -17,8 +17,17 @@ Time is simulated with libfaketime, never by sleeping:
   and the wrapper reads the offset from a file at each start, so a test
   changes the time of the next POP3 session by writing that file
   (`set_pop3_time(dc, '+8d')`); an empty file means real time.  Dovecot's
-  master wipes the environment of its children, which is why a wrapper
-  (and not import_environment) sets LD_PRELOAD/FAKETIME.
+  master only passes import_environment to its children, hence the
+  wrapper sets LD_PRELOAD/FAKETIME itself.
+* Every Dovecot binary also cleans its own environment at startup (all but
+  import_environment) and libfaketime re-reads FAKETIME at the first clock
+  call, so without `import_environment = ... FAKETIME LD_PRELOAD ...`
+  doveadm silently runs at real time.  make_dc() adds those names.
+* NO_FAKE_STAT=1 keeps stat() times real (libfaketime shifts them by the
+  offset otherwise, which hides every time difference kept in a file's
+  mtime, e.g. the login-delay file).  Consequence: maildir warns "Created
+  dotlock file's timestamp is different than current time" under faketime;
+  that warning is ignored (HARNESS_NOISE).
 
 The 10,000-cycle UIDL test runs 2,000 cycles by default; DLMDB_HEAVY=1
 runs the full 10,000.
@@ -529,6 +538,36 @@ def test_uidl_stability(driver):
 
 
 @harness.drivers('maildir')
+def test_uidl_not_reused_after_uid_reset(driver):
+    """maildir: mail is expunged, then dovecot-uidlist and the indexes are
+    lost, so UIDs start at 1 again, and the old UIDVALIDITY is put back:
+    pop3_uidl_format would now produce the expunged messages' UIDLs for
+    new mail.  The plugin must not reuse them."""
+    with make_dc(driver) as dc:
+        deliver(dc, [make_msg('ru', i) for i in range(3)])
+        old_uv = uidvalidity(dc)
+        first = pop3_view(dc)
+        c = dc.pop3()
+        for n in range(1, 4):
+            c.dele(n)
+        pop3_quit_and_wait(dc, c)
+        dc.stop()
+        os.unlink(os.path.join(dc.mail_dir(), 'dovecot-uidlist'))
+        for f in os.listdir(dc.mail_dir()):
+            if f.startswith('dovecot.index') or f.startswith('dovecot.list.index'):
+                os.unlink(os.path.join(dc.mail_dir(), f))
+        dc.start()
+        deliver(dc, [make_msg('ru2', i) for i in range(3)])
+        dc.doveadm('mailbox', 'update', '--uid-validity', old_uv, 'INBOX', user=USER)
+        uids = [int(r['uid']) for r in mailbox_msgs(dc).values()]
+        assert sorted(uids) == [1, 2, 3], uids     # the scenario really happened
+        second = pop3_view(dc)
+        reused = set(first.values()) & set(second.values())
+        assert not reused, 'UIDLs reused: %r (before %r, now %r)' % (reused, first, second)
+        dc.assert_no_log_errors(ignore=HARNESS_NOISE)
+
+
+@harness.drivers('maildir')
 def test_uidl_uidvalidity_change_without_plugin(driver):
     """Negative control: without the plugin, maildir's default
     pop3_uidl_format (%08Xu%08Xv) changes every UIDL with the UIDVALIDITY."""
@@ -667,6 +706,10 @@ def download_fixture(dc):
     n = pop3_disconnects(dc)
     aborted_retr(dc, ids[mid('dl', 3)])
     wait_pop3_disconnects(dc, n + 1)
+    # the abort was real: Dovecot logs how much of the RETR it sent
+    last = re.findall(r'pop3\([^)]*\)<\d+><[^>]*>: Info: Disconnected.*', dc.log())[-1]
+    m = re.search(r'retr=(\d+)/(\d+)', last)
+    assert m and int(m.group(2)) < BIG, 'RETR not aborted: ' + last
     recs = mailbox_msgs(dc)
     for m, u in view.items():
         recs[m]['uidl'] = u
@@ -958,6 +1001,29 @@ def test_quota_purge_other_backend_refused(driver):
         # lmtp process (which would take every other user's delivery down)
         assert isinstance(lmtp, dict) and 400 <= lmtp[USER] < 600, (
             'LMTP: %s\nlog: %s' % (lmtp, '\n'.join(errs)))
+
+
+@harness.drivers('lmdb', 'maildir')
+def test_quota_purge_other_backend_refused_per_user(driver):
+    """The same with quota_purge set for one user only (userdb field):
+    that user's deliveries are refused with a clear error, the other
+    user's work."""
+    settings = dict(QUOTA_SETTINGS)
+    settings.pop('pop3_policy_quota_purge')
+    if driver == 'maildir':
+        settings['quota'] = 'maildir:User quota'
+    else:
+        settings['quota'] = 'dict:User quota::file:%h/quota.dict'
+    dc = make_dc(driver, settings, plugins=quota_plugins(), extra=QEXTRA)
+    dc.add_user('qp', extra='userdb_pop3_policy_quota_purge=yes')
+    with dc:
+        r = dc.lmtp_deliver(['qp'], make_msg('ob', 1, user='qp'))
+        assert 400 <= r.status['qp'] < 600, r
+        deliver(dc, [make_msg('ob', 2)])
+        time.sleep(0.3)
+        errs = [l for l in dc.log_errors(include_warnings=False)
+                if 'pop3_policy' in l and 'count' in l and 'qp' in l]
+        assert errs, dc.log_tail(20)
 
 
 # ---------------------------------------------------------------------------
