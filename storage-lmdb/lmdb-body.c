@@ -524,7 +524,7 @@ int lmdb_body_verify(struct lmdb_env *env, uint64_t body_id,
 
 int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 			  uint32_t first_idx, uint32_t count, buffer_t *dest,
-			  const char **error_r)
+			  bool verify, const char **error_r)
 {
 	unsigned char key_data[LMDB_CHUNK_KEY_SIZE];
 	MDB_txn *txn;
@@ -552,6 +552,10 @@ int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 						   mdb_strerror(ret));
 			ret = -1;
 			break;
+		} else if (!verify && val.mv_size >= LMDB_CHUNK_HDR_SIZE) {
+			data = CONST_PTR_OFFSET(val.mv_data,
+						LMDB_CHUNK_HDR_SIZE);
+			size = val.mv_size - LMDB_CHUNK_HDR_SIZE;
 		} else if (!lmdb_chunk_decode(val.mv_data, val.mv_size, &data,
 					      &size, error_r)) {
 			*error_r = t_strdup_printf("chunk %u of body %"PRIu64": %s",
@@ -571,7 +575,7 @@ int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 int lmdb_body_read_chunk(struct lmdb_env *env, uint64_t body_id,
 			 uint32_t idx, buffer_t *dest, const char **error_r)
 {
-	return lmdb_body_read_chunks(env, body_id, idx, 1, dest, error_r);
+	return lmdb_body_read_chunks(env, body_id, idx, 1, dest, TRUE, error_r);
 }
 
 int lmdb_body_ref(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,

@@ -73,10 +73,11 @@ int lmdb_body_read_chunk(struct lmdb_env *env, uint64_t body_id,
 /* The same for up to count consecutive chunks in one read transaction.
    Returns how many were read (>0), 0 if the first is missing/damaged,
    -1 on LMDB error. A later missing/damaged chunk ends the run early;
-   the next call reports it. */
+   the next call reports it. verify=FALSE skips the checksums, for a
+   body lmdb_body_verify() has just checked. */
 int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 			  uint32_t first_idx, uint32_t count, buffer_t *dest,
-			  const char **error_r);
+			  bool verify, const char **error_r);
 
 /* Inside a write transaction: add delta to the body's reference count,
    moving it between PENDING/LINKED/DEAD. Returns 0, or an LMDB code

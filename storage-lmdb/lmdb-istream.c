@@ -16,6 +16,7 @@ struct lmdb_istream {
 	uint64_t size;
 	uint32_t chunk_size, chunk_count;
 	buffer_t *buf;
+	bool verified;
 };
 
 static void lmdb_istream_destroy(struct iostream_private *stream)
@@ -33,7 +34,6 @@ static ssize_t lmdb_istream_read(struct istream_private *stream)
 	uoff_t next_offset;
 	uint32_t idx, skip_in_chunk;
 	size_t old_pos;
-	buffer_t *chunk;
 	const char *error;
 	int ret;
 
@@ -61,28 +61,30 @@ static ssize_t lmdb_istream_read(struct istream_private *stream)
 		return -1;
 	}
 	/* several chunks per transaction: fewer reader-slot round trips,
-	   still a short transaction */
-	chunk = t_buffer_create(lstream->chunk_size * LMDB_ISTREAM_READ_CHUNKS);
+	   still a short transaction; straight into our buffer */
+	old_pos = stream->pos;
+	i_assert(lstream->buf->used == old_pos);
 	ret = lmdb_body_read_chunks(lstream->env, lstream->body_id, idx,
 				    I_MIN(LMDB_ISTREAM_READ_CHUNKS,
 					  lstream->chunk_count - idx),
-				    chunk, &error);
+				    lstream->buf, !lstream->verified, &error);
 	if (ret <= 0) {
+		buffer_set_used_size(lstream->buf, old_pos);
 		io_stream_set_error(&stream->iostream, "%s", error);
 		stream->istream.stream_errno = EIO;
 		return -1;
 	}
-	if (chunk->used <= skip_in_chunk) {
+	if (lstream->buf->used - old_pos <= skip_in_chunk) {
+		buffer_set_used_size(lstream->buf, old_pos);
 		io_stream_set_error(&stream->iostream,
 			"lmdb body %"PRIu64" chunk %u is short",
 			lstream->body_id, idx);
 		stream->istream.stream_errno = EIO;
 		return -1;
 	}
-	old_pos = stream->pos;
-	buffer_append(lstream->buf,
-		      CONST_PTR_OFFSET(chunk->data, skip_in_chunk),
-		      chunk->used - skip_in_chunk);
+	/* after a seek into the middle of a chunk */
+	if (skip_in_chunk > 0)
+		buffer_delete(lstream->buf, old_pos, skip_in_chunk);
 	stream->buffer = lstream->buf->data;
 	stream->pos = lstream->buf->used;
 	return stream->pos - old_pos;
@@ -118,6 +120,14 @@ static int lmdb_istream_get_size(struct istream_private *stream,
 
 	*size_r = lstream->size;
 	return 1;
+}
+
+void lmdb_istream_set_verified(struct istream *input)
+{
+	struct lmdb_istream *lstream =
+		container_of(input->real_stream, struct lmdb_istream, istream);
+
+	lstream->verified = TRUE;
 }
 
 struct istream *

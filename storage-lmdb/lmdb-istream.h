@@ -11,5 +11,8 @@ struct lmdb_env;
 struct istream *
 lmdb_istream_create(struct lmdb_env *env, uint64_t body_id,
 		    const struct lmdb_body_record *rec);
+/* Every chunk was verified (lmdb_body_verify): stop checking checksums on
+   each read. */
+void lmdb_istream_set_verified(struct istream *input);
 
 #endif

@@ -237,22 +237,16 @@ lmdb_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 	return index_mail_get_special(_mail, field, value_r);
 }
 
-static int lmdb_mail_open_stream(struct lmdb_mail *mail,
-				 struct istream **stream_r)
+/* Check every chunk before the first byte of the body goes out: a POP3
+   RETR ends with "." even when the stream breaks mid-way, and a client in
+   delete mode would then DELE mail it never got whole. */
+static int lmdb_mail_verify_body(struct lmdb_mail *mail)
 {
 	struct mail *_mail = &mail->imail.mail.mail;
-	struct mail_private *pmail = &mail->imail.mail;
 	struct lmdb_mailbox *mbox = LMDB_MAILBOX(_mail->box);
 	const char *error;
 	int ret;
 
-	if (!mail_stream_access_start(_mail))
-		return -1;
-	if (lmdb_mail_get_records(mail) < 0)
-		return -1;
-	/* verify every chunk before the first byte goes out: a POP3 RETR
-	   ends with "." even when the stream breaks mid-way, and a client
-	   in delete mode would then DELE mail it never got whole */
 	ret = lmdb_body_verify(mbox->storage->env, mail->link.body_id,
 			       &mail->body, FALSE, &error);
 	if (ret <= 0) {
@@ -261,8 +255,32 @@ static int lmdb_mail_open_stream(struct lmdb_mail *mail,
 				  mail->link.body_id, mail->body.guid, error);
 		return -1;
 	}
-	*stream_r = lmdb_istream_create(mbox->storage->env, mail->link.body_id,
-					&mail->body);
+	mail->body_verified = TRUE;
+	return 0;
+}
+
+static int lmdb_mail_open_stream(struct lmdb_mail *mail, bool get_body,
+				 struct istream **stream_r)
+{
+	struct mail *_mail = &mail->imail.mail.mail;
+	struct mail_private *pmail = &mail->imail.mail;
+	struct lmdb_mailbox *mbox = LMDB_MAILBOX(_mail->box);
+	struct istream *input;
+
+	if (!mail_stream_access_start(_mail))
+		return -1;
+	if (lmdb_mail_get_records(mail) < 0)
+		return -1;
+	/* a header-only read checks the chunks it reads as it goes; the
+	   whole body is checked when the body is asked for */
+	mail->body_verified = FALSE;
+	if (get_body && lmdb_mail_verify_body(mail) < 0)
+		return -1;
+	input = lmdb_istream_create(mbox->storage->env, mail->link.body_id,
+				    &mail->body);
+	if (mail->body_verified)
+		lmdb_istream_set_verified(input);
+	*stream_r = input;
 	if (pmail->v.istream_opened != NULL) {
 		if (pmail->v.istream_opened(_mail, stream_r) < 0) {
 			i_stream_unref(stream_r);
@@ -273,7 +291,7 @@ static int lmdb_mail_open_stream(struct lmdb_mail *mail,
 }
 
 static int
-lmdb_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
+lmdb_mail_get_stream(struct mail *_mail, bool get_body,
 		     struct message_size *hdr_size,
 		     struct message_size *body_size,
 		     struct istream **stream_r)
@@ -283,10 +301,13 @@ lmdb_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 	struct istream *input;
 
 	if (data->stream == NULL) {
-		if (lmdb_mail_open_stream(mail, &input) < 0)
+		if (lmdb_mail_open_stream(mail, get_body, &input) < 0)
 			return -1;
 		data->stream = input;
 		index_mail_set_read_buffer_size(_mail, input);
+	} else if (get_body && !mail->body_verified) {
+		if (lmdb_mail_verify_body(mail) < 0)
+			return -1;
 	}
 	return index_mail_init_stream(&mail->imail, hdr_size, body_size,
 				      stream_r);

@@ -15,6 +15,8 @@ struct lmdb_mail {
 	struct lmdb_body_record body;
 	/* FALSE for a message still being saved: only the body exists */
 	bool have_link;
+	/* every chunk of the open stream's body was checked */
+	bool body_verified;
 };
 
 #define LMDB_MAIL(s) (container_of(s, struct lmdb_mail, imail.mail.mail))
