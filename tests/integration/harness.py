@@ -1146,6 +1146,20 @@ class Dovecot:
                                % (' '.join(cmd), r.returncode, r.stdout, r.stderr))
         return r
 
+    def message_ids(self, user: str = 'testuser', mailbox: str = 'INBOX') -> list:
+        """[(uid, Message-ID)] of a mailbox, read by doveadm fetch (a new
+        process, so it sees what was committed, not a session's view)."""
+        r = self.doveadm('fetch', 'uid hdr.message-id', 'mailbox', mailbox, 'all',
+                         user=user)
+        out = []
+        uid = None
+        for line in r.stdout.splitlines():
+            if line.startswith('uid: '):
+                uid = int(line[5:])
+            elif line.startswith('hdr.message-id: '):
+                out.append((uid, line[len('hdr.message-id: '):].strip()))
+        return out
+
     def _doveadm_with_build_plugins(self, cmd):
         """doveadm 2.3 loads its own plugins only from the compiled-in
         module dir: run it in a private mount namespace where the build's

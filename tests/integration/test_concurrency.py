@@ -275,15 +275,7 @@ def final_state(dc):
 
 
 def doveadm_mids(dc):
-    r = dc.doveadm('fetch', 'uid hdr.message-id', 'mailbox', 'INBOX', 'all', user='testuser')
-    out = []
-    uid = None
-    for line in r.stdout.splitlines():
-        if line.startswith('uid: '):
-            uid = int(line[5:])
-        elif line.startswith('hdr.message-id: '):
-            out.append((uid, line[len('hdr.message-id: '):].strip()))
-    return out
+    return dc.message_ids()
 
 
 @harness.drivers('lmdb', 'maildir')

@@ -203,15 +203,7 @@ def kill_services(dc, which):
 
 def present_mids(dc):
     """[(uid, Message-ID)] of INBOX via doveadm fetch (a new process)."""
-    r = dc.doveadm('fetch', 'uid hdr.message-id', 'mailbox', 'INBOX', 'all', user='testuser')
-    out = []
-    uid = None
-    for line in r.stdout.splitlines():
-        if line.startswith('uid: '):
-            uid = int(line[5:])
-        elif line.startswith('hdr.message-id: '):
-            out.append((uid, line[len('hdr.message-id: '):].strip()))
-    return out
+    return dc.message_ids()
 
 
 def check_presence(ledger, present, where):

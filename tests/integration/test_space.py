@@ -29,10 +29,7 @@ def data_mdb(dc) -> str:
 
 
 def message_ids(dc) -> list[str]:
-    out = dc.doveadm('fetch', 'hdr.message-id', 'mailbox', 'INBOX', 'all',
-                     user=USER).stdout
-    return [l.split(': ', 1)[1] for l in out.splitlines()
-            if l.startswith('hdr.message-id: ')]
+    return [mid for _uid, mid in dc.message_ids(USER)]
 
 
 SMALL_MAP = ('plugin {\n'
