@@ -440,39 +440,72 @@ int lmdb_body_get(struct lmdb_env *env, uint64_t body_id, pool_t pool,
 	return ret;
 }
 
+/* Position the cursor on chunk idx of the body: a B-tree search for the
+   first chunk, a step for each following one (chunk keys are adjacent). */
+static int lmdb_body_chunk_next(MDB_cursor *cursor, uint64_t body_id,
+				uint32_t idx, bool first, MDB_val *val_r)
+{
+	unsigned char key_data[LMDB_CHUNK_KEY_SIZE];
+	MDB_val key;
+	uint64_t id;
+	uint32_t got_idx;
+	int ret;
+
+	if (first) {
+		lmdb_chunk_key_encode(body_id, idx, key_data);
+		key.mv_data = key_data;
+		key.mv_size = sizeof(key_data);
+		return mdb_cursor_get(cursor, &key, val_r, MDB_SET_KEY);
+	}
+	ret = mdb_cursor_get(cursor, &key, val_r, MDB_NEXT);
+	if (ret != 0)
+		return ret;
+	if (!lmdb_chunk_key_decode(key.mv_data, key.mv_size, &id, &got_idx) ||
+	    id != body_id || got_idx != idx)
+		return MDB_NOTFOUND;
+	return 0;
+}
+
 static int
 lmdb_body_verify_txn(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 		     const struct lmdb_body_record *rec, EVP_MD_CTX *sha,
 		     const char **error_r)
 {
-	unsigned char key_data[LMDB_CHUNK_KEY_SIZE];
-	MDB_val key, val;
+	MDB_cursor *cursor;
+	MDB_val val;
 	const void *data;
 	size_t size, expected;
 	uint64_t left = rec->physical_size;
 	uint32_t idx;
 	int ret;
 
+	if (rec->chunk_count == 0)
+		return 1;
+	if ((ret = mdb_cursor_open(txn, env->dbi_chunks, &cursor)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open(chunks) failed: %s",
+					   mdb_strerror(ret));
+		return -1;
+	}
 	for (idx = 0; idx < rec->chunk_count; idx++) {
-		lmdb_chunk_key_encode(body_id, idx, key_data);
-		key.mv_data = key_data;
-		key.mv_size = sizeof(key_data);
-		ret = mdb_get(txn, env->dbi_chunks, &key, &val);
+		ret = lmdb_body_chunk_next(cursor, body_id, idx, idx == 0, &val);
 		if (ret == MDB_NOTFOUND) {
 			*error_r = t_strdup_printf("chunk %u of %u is missing",
 						   idx, rec->chunk_count);
-			return 0;
+			ret = 0;
+			break;
 		}
 		if (ret != 0) {
-			*error_r = t_strdup_printf("mdb_get(chunk) failed: %s",
+			*error_r = t_strdup_printf("reading chunk failed: %s",
 						   mdb_strerror(ret));
-			return -1;
+			ret = -1;
+			break;
 		}
 		if (!lmdb_chunk_decode(val.mv_data, val.mv_size, &data, &size,
 				       error_r)) {
 			*error_r = t_strdup_printf("chunk %u of %u: %s", idx,
 						   rec->chunk_count, *error_r);
-			return 0;
+			ret = 0;
+			break;
 		}
 		expected = I_MIN(left, rec->chunk_size);
 		if (size != expected) {
@@ -480,13 +513,16 @@ lmdb_body_verify_txn(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 						   "expected %zu", idx,
 						   rec->chunk_count, size,
 						   expected);
-			return 0;
+			ret = 0;
+			break;
 		}
 		left -= size;
 		if (sha != NULL && EVP_DigestUpdate(sha, data, size) != 1)
 			i_fatal("lmdb: EVP_DigestUpdate() failed");
+		ret = 1;
 	}
-	return 1;
+	mdb_cursor_close(cursor);
+	return ret;
 }
 
 int lmdb_body_verify(struct lmdb_env *env, uint64_t body_id,
@@ -526,9 +562,9 @@ int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 			  uint32_t first_idx, uint32_t count, buffer_t *dest,
 			  bool verify, const char **error_r)
 {
-	unsigned char key_data[LMDB_CHUNK_KEY_SIZE];
 	MDB_txn *txn;
-	MDB_val key, val;
+	MDB_cursor *cursor;
+	MDB_val val;
 	const void *data;
 	size_t size;
 	uint32_t n;
@@ -536,11 +572,15 @@ int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 
 	if (lmdb_env_read_begin(env, &txn, error_r) < 0)
 		return -1;
+	if ((ret = mdb_cursor_open(txn, env->dbi_chunks, &cursor)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open(chunks) failed: %s",
+					   mdb_strerror(ret));
+		lmdb_env_read_end(env, &txn);
+		return -1;
+	}
 	for (n = 0; n < count; n++) {
-		lmdb_chunk_key_encode(body_id, first_idx + n, key_data);
-		key.mv_data = key_data;
-		key.mv_size = sizeof(key_data);
-		ret = mdb_get(txn, env->dbi_chunks, &key, &val);
+		ret = lmdb_body_chunk_next(cursor, body_id, first_idx + n,
+					   n == 0, &val);
 		if (ret == MDB_NOTFOUND) {
 			*error_r = t_strdup_printf("chunk %u of body %"PRIu64
 						   " is missing",
@@ -548,7 +588,7 @@ int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 			ret = 0;
 			break;
 		} else if (ret != 0) {
-			*error_r = t_strdup_printf("mdb_get(chunk) failed: %s",
+			*error_r = t_strdup_printf("reading chunk failed: %s",
 						   mdb_strerror(ret));
 			ret = -1;
 			break;
@@ -566,6 +606,7 @@ int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 		}
 		buffer_append(dest, data, size);
 	}
+	mdb_cursor_close(cursor);
 	lmdb_env_read_end(env, &txn);
 	if (n > 0)
 		return (int)n;

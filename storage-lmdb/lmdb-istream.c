@@ -16,6 +16,8 @@ struct lmdb_istream {
 	uint64_t size;
 	uint32_t chunk_size, chunk_count;
 	buffer_t *buf;
+	/* chunks to copy out on the next read */
+	uint32_t read_chunks;
 	bool verified;
 };
 
@@ -65,9 +67,12 @@ static ssize_t lmdb_istream_read(struct istream_private *stream)
 	old_pos = stream->pos;
 	i_assert(lstream->buf->used == old_pos);
 	ret = lmdb_body_read_chunks(lstream->env, lstream->body_id, idx,
-				    I_MIN(LMDB_ISTREAM_READ_CHUNKS,
+				    I_MIN(lstream->read_chunks,
 					  lstream->chunk_count - idx),
 				    lstream->buf, !lstream->verified, &error);
+	/* start small (a header fetch needs a few KiB), grow for bodies */
+	if (lstream->read_chunks < LMDB_ISTREAM_READ_CHUNKS)
+		lstream->read_chunks *= 2;
 	if (ret <= 0) {
 		buffer_set_used_size(lstream->buf, old_pos);
 		io_stream_set_error(&stream->iostream, "%s", error);
@@ -98,6 +103,7 @@ static void lmdb_istream_seek(struct istream_private *stream,
 
 	stream->istream.v_offset = v_offset;
 	stream->skip = stream->pos = 0;
+	lstream->read_chunks = 2;
 	buffer_set_used_size(lstream->buf, 0);
 	stream->buffer = lstream->buf->data;
 }
@@ -143,6 +149,7 @@ lmdb_istream_create(struct lmdb_env *env, uint64_t body_id,
 	lstream->size = rec->physical_size;
 	lstream->chunk_size = rec->chunk_size == 0 ? 1 : rec->chunk_size;
 	lstream->chunk_count = rec->chunk_count;
+	lstream->read_chunks = 2;
 	lstream->buf = buffer_create_dynamic(default_pool,
 		I_MIN(lstream->chunk_size, 1024*1024));
 

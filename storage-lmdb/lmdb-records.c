@@ -2,7 +2,7 @@
 
 #include "lib.h"
 #include "buffer.h"
-#include "crc32.h"
+#include "lmdb-crc32.h"
 #include "lmdb-records.h"
 
 /* All integers are stored big-endian, so keys sort numerically and the
@@ -486,7 +486,7 @@ void lmdb_chunk_header_encode(unsigned char hdr_r[LMDB_CHUNK_HDR_SIZE],
 	hdr_r[1] = 0;
 	hdr_r[2] = 0;
 	hdr_r[3] = 0;
-	cpu32_to_be_unaligned(crc32_data(data, size), hdr_r + 4);
+	cpu32_to_be_unaligned(lmdb_crc32(data, size), hdr_r + 4);
 }
 
 bool lmdb_chunk_decode(const void *value, size_t value_size,
@@ -507,7 +507,7 @@ bool lmdb_chunk_decode(const void *value, size_t value_size,
 	crc = be32_to_cpu_unaligned(p + 4);
 	*data_r = p + LMDB_CHUNK_HDR_SIZE;
 	*size_r = value_size - LMDB_CHUNK_HDR_SIZE;
-	if (crc32_data(*data_r, *size_r) != crc) {
+	if (lmdb_crc32(*data_r, *size_r) != crc) {
 		*error_r = "chunk checksum mismatch";
 		return FALSE;
 	}

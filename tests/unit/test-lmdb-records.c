@@ -5,6 +5,8 @@
 #include "str.h"
 #include "crc32.h"
 #include "test-common.h"
+#include "crc32.h"
+#include "lmdb-crc32.h"
 #include "lmdb-records.h"
 
 #include <stdlib.h>
@@ -1219,6 +1221,29 @@ static void test_chunk_values(void)
 	test_end();
 }
 
+static void test_crc32_matches_dovecot(void)
+{
+	unsigned char data[1024 + 7];
+	unsigned int i, off, len;
+
+	test_begin("lmdb_crc32 equals crc32_data");
+	for (i = 0; i < sizeof(data); i++)
+		data[i] = (unsigned char)(i * 131 + (i >> 3) * 7 + 1);
+	/* every length up to past one 8-byte block, at every alignment, and
+	   long runs: the sliced loop and the byte tail must agree */
+	for (off = 0; off < 8; off++) {
+		for (len = 0; len <= 40; len++) {
+			test_assert_idx(lmdb_crc32(data + off, len) ==
+					crc32_data(data + off, len), off * 100 + len);
+		}
+		test_assert_idx(lmdb_crc32(data + off, 1024) ==
+				crc32_data(data + off, 1024), off);
+	}
+	/* the standard check value of CRC-32 */
+	test_assert(lmdb_crc32("123456789", 9) == 0xcbf43926);
+	test_end();
+}
+
 static void test_uidl_is_valid(void)
 {
 	char str[4];
@@ -1528,6 +1553,7 @@ int main(void)
 		test_mailbox_record_invalid_fields,
 		test_chunk_values,
 		test_uidl_is_valid,
+		test_crc32_matches_dovecot,
 		test_records_fuzz,
 		test_body_record_layout_bugs,
 		NULL
