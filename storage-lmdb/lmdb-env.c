@@ -344,6 +344,20 @@ int lmdb_env_write(struct lmdb_env *env, lmdb_write_func_t *func,
 	}
 }
 
+int lmdb_env_sync(struct lmdb_env *env, const char **error_r)
+{
+	int ret;
+
+	if (env->set.no_sync)
+		return 0;
+	if ((ret = mdb_env_sync(env->env, 1)) != 0) {
+		*error_r = t_strdup_printf("mdb_env_sync(%s) failed: %s",
+					   env->path, mdb_strerror(ret));
+		return -1;
+	}
+	return 0;
+}
+
 int lmdb_env_read_begin(struct lmdb_env *env, MDB_txn **txn_r,
 			const char **error_r)
 {

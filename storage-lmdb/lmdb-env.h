@@ -81,6 +81,10 @@ int lmdb_env_get_used_bytes(struct lmdb_env *env, uint64_t *used_r,
 int lmdb_env_check_space(struct lmdb_env *env, uint64_t size,
 			 const char **error_r);
 
+/* Flush every commit so far to disk (after unsynced commits). A no-op
+   with no_sync. Returns 0 or -1 with *error_r. */
+int lmdb_env_sync(struct lmdb_env *env, const char **error_r);
+
 /* Rewrite the environment compactly: copy it while holding the writer,
    swap the files, and retire the old ones (their generation changes, so
    every process reopens at its next transaction). Opens wait meanwhile. */

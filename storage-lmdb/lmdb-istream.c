@@ -103,7 +103,7 @@ static void lmdb_istream_seek(struct istream_private *stream,
 
 	stream->istream.v_offset = v_offset;
 	stream->skip = stream->pos = 0;
-	lstream->read_chunks = 2;
+	lstream->read_chunks = lstream->verified ? LMDB_ISTREAM_READ_CHUNKS : 2;
 	buffer_set_used_size(lstream->buf, 0);
 	stream->buffer = lstream->buf->data;
 }
@@ -134,6 +134,8 @@ void lmdb_istream_set_verified(struct istream *input)
 		container_of(input->real_stream, struct lmdb_istream, istream);
 
 	lstream->verified = TRUE;
+	/* the whole body is wanted: large reads from the start */
+	lstream->read_chunks = LMDB_ISTREAM_READ_CHUNKS;
 }
 
 struct istream *

@@ -37,6 +37,9 @@ struct lmdb_save_context {
 	struct lmdb_sync_context *sync_ctx;
 	/* links written at commit_pre, undone if the index commit fails */
 	bool links_written;
+	/* the links were committed without waiting for the disk: sync once
+	   the index lock is released, before the caller acknowledges */
+	bool need_env_sync;
 
 	bool failed:1;
 	bool finished:1;
@@ -444,8 +447,14 @@ static int lmdb_save_write_links(struct lmdb_save_context *ctx, bool undo)
 	lctx.save = ctx;
 	lctx.mailbox_guid = &ctx->mbox->mailbox_guid;
 	lctx.undo = undo;
+	/* no fsync while the mailbox's index lock is held: concurrent
+	   deliveries would queue behind each other's disk waits. The sync
+	   follows in commit_post, outside the lock and before the save is
+	   reported as done. */
 	ret = lmdb_env_write(ctx->mbox->storage->env, lmdb_save_link_txn,
-			     &lctx, TRUE, &error);
+			     &lctx, undo, &error);
+	if (ret == 0 && !undo)
+		ctx->need_env_sync = TRUE;
 	if (ret != 0) {
 		if (ret == MDB_KEYEXIST) {
 			mailbox_set_critical(&ctx->mbox->box,
@@ -604,6 +613,16 @@ void lmdb_transaction_save_commit_post(struct mail_save_context *_ctx,
 		mail_index_sync_set_commit_result(
 			ctx->sync_ctx->index_sync_ctx, result);
 		(void)lmdb_sync_finish(&ctx->sync_ctx, TRUE);
+	}
+	if (ctx->need_env_sync) {
+		const char *error;
+
+		/* concurrent deliveries' syncs of the same file overlap here
+		   instead of queueing under the index lock */
+		if (lmdb_env_sync(ctx->mbox->storage->env, &error) < 0) {
+			e_error(ctx->mbox->box.event, "lmdb: %s (the saved "
+				"mail may not survive a system crash)", error);
+		}
 	}
 	lmdb_save_free(ctx);
 }
