@@ -41,7 +41,7 @@ import harness
 from harness import LmtpClient
 
 # maildir is the control: fewer trials, it is slow to recover
-TRIALS = {'lmdb': int(os.environ.get('DLMDB_CRASH_TRIALS', 50)), 'maildir': 8}
+TRIALS = {'lmdb': int(os.environ.get('DLMDB_CRASH_TRIALS', 50)), 'maildir': 5}
 
 # Stock maildir loses its dovecot-uidlist ordering when a writer is killed
 # mid-update and then gives a message a second UID (seen here: "UIDs not
