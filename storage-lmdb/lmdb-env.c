@@ -519,9 +519,10 @@ static int lmdb_env_open_mdb(struct lmdb_env *env, const char **error_r)
 	(void)mdb_env_set_mapsize(env->env, env->set.map_size_initial);
 
 	/* NOTLS: Dovecot overlaps read transactions in one thread (a mail
-	   stream open while another mail is looked up). NORDAHEAD: mail
-	   access is random, readahead only evicts useful pages. */
-	flags = MDB_NOTLS | MDB_NORDAHEAD;
+	   stream open while another mail is looked up). Readahead stays on:
+	   a body's chunks are written one after another, and reading mail
+	   from a cold cache was 4x slower without it. */
+	flags = MDB_NOTLS;
 	if (env->set.no_sync)
 		flags |= MDB_NOSYNC;
 	ret = mdb_env_open(env->env, env->path, flags, env->set.mode);
