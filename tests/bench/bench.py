@@ -886,9 +886,9 @@ class Bench:
 
     def lmdb_flags(self) -> str:
         if self.args.fsync == 'never':
-            return ('MDB_NOTLS|MDB_NORDAHEAD|MDB_NOSYNC (mail_fsync=never: no commit is '
+            return ('MDB_NOTLS|MDB_NOSYNC (mail_fsync=never: no commit is '
                     'synced)')
-        return ('MDB_NOTLS|MDB_NORDAHEAD, without MDB_NOSYNC (mail_fsync=%s: every commit '
+        return ('MDB_NOTLS, without MDB_NOSYNC (mail_fsync=%s: every commit '
                 'that links a message is synced; MDB_NOSYNC is used only when '
                 'mail_fsync=never)' % self.args.fsync)
 
