@@ -7,6 +7,7 @@
 #include "unlink-directory.h"
 #include "test-common.h"
 #include "lmdb-records.h"
+#include "test-rand.h"
 #include "lmdb-env.h"
 #include "lmdb-body.h"
 #include "lmdb-link.h"
@@ -21,25 +22,6 @@
 
 static char test_dir[64];
 
-/* Deterministic PRNG: body contents and piece sizes must be the same on
-   every run. */
-static uint64_t test_rand_state;
-
-static void test_rand_seed(uint64_t seed)
-{
-	test_rand_state = seed == 0 ? 0x9e3779b97f4a7c15ULL : seed;
-}
-
-static uint64_t test_rand64(void)
-{
-	uint64_t x = test_rand_state;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	test_rand_state = x;
-	return x * 0x2545F4914F6CDD1DULL;
-}
 
 static unsigned char *test_random_data(size_t size, uint64_t seed)
 {

@@ -8,28 +8,10 @@
 #include "crc32.h"
 #include "lmdb-crc32.h"
 #include "lmdb-records.h"
+#include "test-rand.h"
 
 #include <stdlib.h>
 
-/* Deterministic PRNG (xorshift64*): the fuzz loop must find the same
-   inputs on every run, or a failure could never be reproduced. */
-static uint64_t test_rand_state;
-
-static void test_rand_seed(uint64_t seed)
-{
-	test_rand_state = seed == 0 ? 0x9e3779b97f4a7c15ULL : seed;
-}
-
-static uint64_t test_rand64(void)
-{
-	uint64_t x = test_rand_state;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	test_rand_state = x;
-	return x * 0x2545F4914F6CDD1DULL;
-}
 
 static unsigned int test_rand_n(unsigned int n)
 {
