@@ -139,16 +139,7 @@ static int lmdb_body_put_chunk(struct lmdb_env *env, MDB_txn *txn,
 static int lmdb_body_count(struct lmdb_env *env, MDB_txn *txn, int bodies,
 			   int64_t bytes, const char **error_r)
 {
-	struct lmdb_env_record rec;
-	int ret;
-
-	if ((ret = lmdb_env_record_get(env, txn, &rec, error_r)) != 0)
-		return ret;
-	rec.bodies = bodies < 0 && rec.bodies < (uint64_t)-bodies ? 0 :
-		rec.bodies + bodies;
-	rec.body_bytes = bytes < 0 && rec.body_bytes < (uint64_t)-bytes ? 0 :
-		rec.body_bytes + bytes;
-	return lmdb_env_record_put(env, txn, &rec, error_r);
+	return lmdb_env_add_counters(env, txn, 0, 0, bodies, bytes, error_r);
 }
 
 static int

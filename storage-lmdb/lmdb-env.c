@@ -196,6 +196,31 @@ static int lmdb_env_open_dbis_readonly(struct lmdb_env *env)
 	return ret == 0 ? 0 : -1;
 }
 
+static uint64_t lmdb_counter_add(uint64_t value, int64_t delta)
+{
+	if (delta < 0 && value < (uint64_t)-delta)
+		return 0;
+	return value + delta;
+}
+
+int lmdb_env_add_counters(struct lmdb_env *env, MDB_txn *txn,
+			  int64_t links, int64_t link_vsize_bytes,
+			  int64_t bodies, int64_t body_bytes,
+			  const char **error_r)
+{
+	struct lmdb_env_record rec;
+	int ret;
+
+	if ((ret = lmdb_env_record_get(env, txn, &rec, error_r)) != 0)
+		return ret;
+	rec.links = lmdb_counter_add(rec.links, links);
+	rec.link_vsize_bytes = lmdb_counter_add(rec.link_vsize_bytes,
+						link_vsize_bytes);
+	rec.bodies = lmdb_counter_add(rec.bodies, bodies);
+	rec.body_bytes = lmdb_counter_add(rec.body_bytes, body_bytes);
+	return lmdb_env_record_put(env, txn, &rec, error_r);
+}
+
 static int lmdb_env_grow(struct lmdb_env *env, const char **error_r)
 {
 	uint64_t new_size;

@@ -74,6 +74,14 @@ int lmdb_env_record_put(struct lmdb_env *env, MDB_txn *txn,
 			const struct lmdb_env_record *rec,
 			const char **error_r);
 
+/* Add to the env record's counters (links, their virtual bytes, bodies,
+   body bytes). A counter never goes below zero: a wrong count is fixed by
+   verify, not made worse. Returns 0 or an LMDB code. */
+int lmdb_env_add_counters(struct lmdb_env *env, MDB_txn *txn,
+			  int64_t links, int64_t link_vsize_bytes,
+			  int64_t bodies, int64_t body_bytes,
+			  const char **error_r);
+
 /* Bytes in use (pages below the high-water mark that are not free). */
 int lmdb_env_get_used_bytes(struct lmdb_env *env, uint64_t *used_r,
 			    uint64_t *free_pages_r, const char **error_r);

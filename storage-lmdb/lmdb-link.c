@@ -258,15 +258,6 @@ int lmdb_mailbox_put(struct lmdb_env *env, MDB_txn *txn,
 int lmdb_link_count(struct lmdb_env *env, MDB_txn *txn, int links,
 		    int64_t vsize_bytes, const char **error_r)
 {
-	struct lmdb_env_record rec;
-	int ret;
-
-	if ((ret = lmdb_env_record_get(env, txn, &rec, error_r)) != 0)
-		return ret;
-	rec.links = links < 0 && rec.links < (uint64_t)-links ? 0 :
-		rec.links + links;
-	rec.link_vsize_bytes =
-		vsize_bytes < 0 && rec.link_vsize_bytes < (uint64_t)-vsize_bytes ?
-		0 : rec.link_vsize_bytes + vsize_bytes;
-	return lmdb_env_record_put(env, txn, &rec, error_r);
+	return lmdb_env_add_counters(env, txn, links, vsize_bytes, 0, 0,
+				     error_r);
 }
