@@ -146,6 +146,8 @@ struct lmdb_verify_state {
 	ARRAY(struct lmdb_verify_link) links;
 	/* body id -> number of links */
 	HASH_TABLE(void *, void *) refs;
+	/* body ids that have a body record */
+	HASH_TABLE(void *, void *) bodies_seen;
 	/* mailbox GUID (hex) -> name */
 	HASH_TABLE(char *, char *) names;
 	ARRAY(uint64_t) refcount_fixes;
@@ -313,7 +315,8 @@ static int lmdb_verify_bodies(struct lmdb_verify_state *state)
 				array_push_back(&state->refcount_fixes, &body_id);
 			}
 		}
-		(void)hash_table_try_remove(state->refs, POINTER_CAST(body_id));
+		hash_table_update(state->bodies_seen, POINTER_CAST(body_id),
+				  POINTER_CAST(1));
 	} T_END;
 	return 0;
 }
@@ -322,11 +325,9 @@ static void lmdb_verify_dangling_links(struct lmdb_verify_state *state)
 {
 	const struct lmdb_verify_link *vlink;
 
-	/* what is left in refs are bodies that links point at but that
-	   don't exist */
 	array_foreach(&state->links, vlink) {
-		if (hash_table_lookup(state->refs,
-				      POINTER_CAST(vlink->body_id)) == NULL)
+		if (hash_table_lookup(state->bodies_seen,
+				      POINTER_CAST(vlink->body_id)) != NULL)
 			continue;
 		lmdb_verify_report(state,
 			lmdb_verify_mailbox_name(state, vlink->mailbox_guid),
@@ -468,6 +469,7 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	p_array_init(&state.links, state.pool, 1024);
 	p_array_init(&state.refcount_fixes, state.pool, 16);
 	hash_table_create_direct(&state.refs, state.pool, 1024);
+	hash_table_create_direct(&state.bodies_seen, state.pool, 1024);
 	hash_table_create(&state.names, state.pool, 16, str_hash, strcmp);
 
 	ret = lmdb_env_read_begin(state.storage->env, &txn, &error);
@@ -484,7 +486,6 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 		return -1;
 	}
 	lmdb_verify_mailboxes(&state, user);
-	/* bodies last: it consumes the refs table */
 	if (lmdb_verify_bodies(&state) < 0) {
 		doveadm_mail_failed_error(_ctx, MAIL_ERROR_TEMP);
 		ret = -1;
@@ -492,17 +493,6 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	lmdb_verify_dangling_links(&state);
 
 	if (ctx->repair && array_count(&state.refcount_fixes) > 0) {
-		/* refs lost the verified bodies: rebuild it for the fixes */
-		const struct lmdb_verify_link *vlink;
-
-		hash_table_clear(state.refs, FALSE);
-		array_foreach(&state.links, vlink) {
-			void *count = hash_table_lookup(state.refs,
-				POINTER_CAST(vlink->body_id));
-			hash_table_update(state.refs,
-				POINTER_CAST(vlink->body_id),
-				POINTER_CAST(POINTER_CAST_TO(count, uintptr_t) + 1));
-		}
 		if (lmdb_env_write(state.storage->env, lmdb_repair_txn, &state,
 				   TRUE, &error) != 0) {
 			i_error("lmdb verify: repair failed: %s", error);
@@ -515,6 +505,7 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	if (ctx->problems > 0 && !ctx->repair)
 		doveadm_mail_failed_error(_ctx, MAIL_ERROR_NOTPOSSIBLE);
 	hash_table_destroy(&state.refs);
+	hash_table_destroy(&state.bodies_seen);
 	hash_table_destroy(&state.names);
 	pool_unref(&state.pool);
 	return ret;
