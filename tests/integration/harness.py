@@ -116,14 +116,34 @@ def drivers(*names):
     return deco
 
 
+_PORTS_GIVEN: set[int] = set()
+_PORT_LOW, _PORT_HIGH = 20000, 32000
+
+
 def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (bind to port 0)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A free TCP port on 127.0.0.1, never the same one twice in this run.
+
+    Ports come from below the kernel's ephemeral range (32768 and up), so a
+    client connection cannot take one between this check and Dovecot's bind,
+    and the set of ports already handed out keeps two listeners of one config
+    (or two instances of one test) from getting the same port.
+    """
+    start = _PORT_LOW + (os.getpid() * 97) % (_PORT_HIGH - _PORT_LOW)
+    for i in range(_PORT_HIGH - _PORT_LOW):
+        port = _PORT_LOW + (start - _PORT_LOW + i * 7) % (_PORT_HIGH - _PORT_LOW)
+        if port in _PORTS_GIVEN:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(('127.0.0.1', port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _PORTS_GIVEN.add(port)
+        return port
+    raise RuntimeError('no free TCP port on 127.0.0.1 in %d-%d'
+                       % (_PORT_LOW, _PORT_HIGH))
 
 
 def crlf(data: bytes) -> bytes:
