@@ -443,7 +443,7 @@ static int lmdb_repair_txn(MDB_txn *txn, void *context, const char **error_r)
 		/* lmdb_body_ref moves the state (and gc keys) along */
 		if ((ret = lmdb_body_ref(env, txn, *idp,
 					 (int)links - (int)rec.refcount,
-					 ioloop_time, error_r)) != 0)
+					 ioloop_time, NULL, error_r)) != 0)
 			return ret;
 	}
 	return 0;

@@ -611,23 +611,46 @@ int lmdb_body_read_chunk(struct lmdb_env *env, uint64_t body_id,
 }
 
 int lmdb_body_ref(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
-		  int delta, int64_t now, const char **error_r)
+		  int delta, int64_t now, uint64_t *virtual_size_r,
+		  const char **error_r)
 {
+	unsigned char key_data[LMDB_BODY_ID_SIZE];
 	struct lmdb_body_record rec;
+	buffer_t *buf;
+	MDB_cursor *cursor;
+	MDB_val key, val;
 	int64_t old_since;
 	enum lmdb_body_state old_state;
 	int ret;
 
-	ret = lmdb_body_lookup(env, txn, body_id, pool_datastack_create(),
-			       &rec, error_r);
-	if (ret <= 0) {
-		if (ret == 0) {
-			*error_r = t_strdup_printf("body %"PRIu64" not found",
-						   body_id);
-			return MDB_NOTFOUND;
-		}
+	/* a cursor: the record is rewritten where it was found, without a
+	   second B-tree search */
+	if ((ret = mdb_cursor_open(txn, env->dbi_bodies, &cursor)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open(bodies) failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	lmdb_body_id_encode(body_id, key_data);
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
+	ret = mdb_cursor_get(cursor, &key, &val, MDB_SET_KEY);
+	if (ret != 0) {
+		mdb_cursor_close(cursor);
+		*error_r = ret == MDB_NOTFOUND ?
+			t_strdup_printf("body %"PRIu64" not found", body_id) :
+			t_strdup_printf("mdb_get(body %"PRIu64") failed: %s",
+					body_id, mdb_strerror(ret));
+		return ret;
+	}
+	if (!lmdb_body_record_decode(val.mv_data, val.mv_size,
+				     pool_datastack_create(), &rec, error_r)) {
+		mdb_cursor_close(cursor);
+		*error_r = t_strdup_printf("body %"PRIu64" record is corrupted: %s",
+					   body_id, *error_r);
 		return MDB_CORRUPTED;
 	}
+	if (virtual_size_r != NULL)
+		*virtual_size_r = rec.virtual_size;
 	old_state = rec.state;
 	old_since = rec.state_since;
 	if (delta < 0 && rec.refcount < (uint32_t)-delta) {
@@ -647,15 +670,29 @@ int lmdb_body_ref(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 					   LMDB_BODY_STATE_PENDING ?
 					   LMDB_GC_KIND_PENDING :
 					   LMDB_GC_KIND_DEAD, old_since,
-					   body_id, FALSE, error_r)) != 0)
+					   body_id, FALSE, error_r)) != 0) {
+			mdb_cursor_close(cursor);
 			return ret;
+		}
 		rec.state_since = now;
 		if (rec.state == LMDB_BODY_STATE_DEAD &&
 		    (ret = lmdb_gc_key_set(env, txn, LMDB_GC_KIND_DEAD, now,
-					   body_id, TRUE, error_r)) != 0)
+					   body_id, TRUE, error_r)) != 0) {
+			mdb_cursor_close(cursor);
 			return ret;
+		}
 	}
-	return lmdb_body_put_record(env, txn, body_id, &rec, error_r);
+	buf = t_buffer_create(128);
+	lmdb_body_record_encode(buf, &rec);
+	val.mv_data = (void *)buf->data;
+	val.mv_size = buf->used;
+	ret = mdb_cursor_put(cursor, &key, &val, MDB_CURRENT);
+	mdb_cursor_close(cursor);
+	if (ret != 0) {
+		*error_r = t_strdup_printf("mdb_put(body %"PRIu64") failed: %s",
+					   body_id, mdb_strerror(ret));
+	}
+	return ret;
 }
 
 /* Delete a body's record and chunks (no gc key handling). */

@@ -81,9 +81,11 @@ int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 
 /* Inside a write transaction: add delta to the body's reference count,
    moving it between PENDING/LINKED/DEAD. Returns 0, or an LMDB code
-   (MDB_NOTFOUND if the body is gone). */
+   (MDB_NOTFOUND if the body is gone). *virtual_size_r (if not NULL) is
+   the body's virtual size, which the caller's counters need. */
 int lmdb_body_ref(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
-		  int delta, int64_t now, const char **error_r);
+		  int delta, int64_t now, uint64_t *virtual_size_r,
+		  const char **error_r);
 
 /* Free PENDING bodies older than pending_grace seconds and DEAD ones
    older than dead_grace, at most max_bodies of them. */

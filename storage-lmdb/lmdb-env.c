@@ -270,19 +270,59 @@ static int lmdb_env_adopt_map_size(struct lmdb_env *env, const char **error_r)
 
 static int lmdb_env_reopen(struct lmdb_env *env, const char **error_r);
 
+/* The idle read transaction belongs to the MDB_env it was made in. */
+static void lmdb_env_close_mdb(struct lmdb_env *env)
+{
+	if (env->idle_read_txn != NULL) {
+		mdb_txn_abort(env->idle_read_txn);
+		env->idle_read_txn = NULL;
+	}
+	env->checked_txnid = 0;
+	mdb_env_close(env->env);
+	env->env = NULL;
+}
+
 /* Returns TRUE if the environment this transaction sees was retired by
    a compaction after we opened it. */
-static bool lmdb_env_txn_is_stale(struct lmdb_env *env, MDB_txn *txn)
+static bool
+lmdb_env_txn_is_stale(struct lmdb_env *env, MDB_txn *txn, bool rdonly)
 {
 	struct lmdb_env_record rec;
 	const char *error;
+	size_t txnid = mdb_txn_id(txn);
 
 	/* unknown while the environment is still being opened */
 	if (env->generation == 0)
 		return FALSE;
+	/* retiring the files commits the new generation into them, so a
+	   snapshot we already checked can't have become stale */
+	if (rdonly && txnid == env->checked_txnid)
+		return FALSE;
 	if (lmdb_env_record_get(env, txn, &rec, &error) != 0)
 		return FALSE;
-	return rec.generation != env->generation;
+	if (rec.generation != env->generation)
+		return TRUE;
+	if (rdonly)
+		env->checked_txnid = txnid;
+	return FALSE;
+}
+
+static int lmdb_env_txn_start(struct lmdb_env *env, unsigned int flags,
+			      MDB_txn **txn_r)
+{
+	MDB_txn *txn = env->idle_read_txn;
+
+	/* renewing keeps the reader slot: with MDB_NOTLS a new read
+	   transaction would search the reader table under its mutex */
+	if ((flags & MDB_RDONLY) != 0 && txn != NULL) {
+		env->idle_read_txn = NULL;
+		if (mdb_txn_renew(txn) == 0) {
+			*txn_r = txn;
+			return 0;
+		}
+		mdb_txn_abort(txn);
+	}
+	return mdb_txn_begin(env->env, NULL, flags, txn_r);
 }
 
 static int lmdb_env_txn_begin(struct lmdb_env *env, unsigned int flags,
@@ -292,7 +332,7 @@ static int lmdb_env_txn_begin(struct lmdb_env *env, unsigned int flags,
 	int ret;
 
 	for (i = 0;; i++) {
-		ret = mdb_txn_begin(env->env, NULL, flags, txn_r);
+		ret = lmdb_env_txn_start(env, flags, txn_r);
 		if (ret == MDB_MAP_RESIZED) {
 			if ((ret = lmdb_env_adopt_map_size(env, error_r)) != 0)
 				return ret;
@@ -303,7 +343,8 @@ static int lmdb_env_txn_begin(struct lmdb_env *env, unsigned int flags,
 						   env->path, mdb_strerror(ret));
 			return ret;
 		}
-		if (i > 0 || !lmdb_env_txn_is_stale(env, *txn_r))
+		if (i > 0 || !lmdb_env_txn_is_stale(env, *txn_r,
+							 (flags & MDB_RDONLY) != 0))
 			break;
 		mdb_txn_abort(*txn_r);
 		if (lmdb_env_reopen(env, error_r) < 0)
@@ -333,6 +374,25 @@ static bool lmdb_env_fs_is_full(struct lmdb_env *env)
 	return (uint64_t)fs.f_bavail * fs.f_frsize < 1024 * 1024;
 }
 
+/* LMDB 0.9 has no per-transaction sync flag (a MDB_NOSYNC passed to
+   mdb_txn_begin is ignored), and MDB_NOSYNC would let the meta page
+   reach the disk before the pages it points to. An unsynced commit is
+   therefore MDB_NOMETASYNC for just this commit: its pages are flushed,
+   its meta page is not; a crash can undo this commit but never corrupts
+   the file, and the next commit's or lmdb_env_sync()'s flush of the
+   file makes it durable. That saves one synchronous write per commit. */
+static int lmdb_env_commit(struct lmdb_env *env, MDB_txn *txn, bool sync)
+{
+	int ret;
+
+	if (sync || env->set.no_sync)
+		return mdb_txn_commit(txn);
+	(void)mdb_env_set_flags(env->env, MDB_NOMETASYNC, 1);
+	ret = mdb_txn_commit(txn);
+	(void)mdb_env_set_flags(env->env, MDB_NOMETASYNC, 0);
+	return ret;
+}
+
 int lmdb_env_write(struct lmdb_env *env, lmdb_write_func_t *func,
 		   void *context, bool sync, const char **error_r)
 {
@@ -341,8 +401,7 @@ int lmdb_env_write(struct lmdb_env *env, lmdb_write_func_t *func,
 	int ret;
 
 	for (i = 0;; i++) {
-		ret = lmdb_env_txn_begin(env, sync ? 0 : MDB_NOSYNC,
-					 &txn, error_r);
+		ret = lmdb_env_txn_begin(env, 0, &txn, error_r);
 		if (ret != 0)
 			return ret;
 		T_BEGIN {
@@ -350,7 +409,7 @@ int lmdb_env_write(struct lmdb_env *env, lmdb_write_func_t *func,
 		} T_END_PASS_STR_IF(ret != 0, error_r);
 		if (ret == 0) {
 			env->open_txns--;
-			ret = mdb_txn_commit(txn);
+			ret = lmdb_env_commit(env, txn, sync);
 			if (ret == 0)
 				return 0;
 			if (ret == EIO && lmdb_env_fs_is_full(env)) {
@@ -392,8 +451,17 @@ int lmdb_env_read_begin(struct lmdb_env *env, MDB_txn **txn_r,
 
 void lmdb_env_read_end(struct lmdb_env *env, MDB_txn **txn)
 {
-	if (*txn != NULL)
+	if (*txn == NULL)
+		return;
+	if (env->idle_read_txn != NULL) {
 		lmdb_env_txn_abort(env, txn);
+		return;
+	}
+	i_assert(env->open_txns > 0);
+	mdb_txn_reset(*txn);
+	env->idle_read_txn = *txn;
+	*txn = NULL;
+	env->open_txns--;
 }
 
 int lmdb_env_get_used_bytes(struct lmdb_env *env, uint64_t *used_r,
@@ -481,7 +549,7 @@ static struct lmdb_env *lmdb_env_find(dev_t dev, ino_t ino)
 static void lmdb_env_free(struct lmdb_env *env)
 {
 	if (env->env != NULL)
-		mdb_env_close(env->env);
+		lmdb_env_close_mdb(env);
 	i_free(env->path);
 	i_free(env);
 }
@@ -608,8 +676,7 @@ static int lmdb_env_open_mdb(struct lmdb_env *env, const char **error_r)
 	}
 	if (ret != 0) {
 		*error_r = t_strdup_printf("%s: %s", env->path, *error_r);
-		mdb_env_close(env->env);
-		env->env = NULL;
+		lmdb_env_close_mdb(env);
 		return -1;
 	}
 	return 0;
@@ -625,8 +692,7 @@ static int lmdb_env_reopen(struct lmdb_env *env, const char **error_r)
 					   env->path);
 		return -1;
 	}
-	mdb_env_close(env->env);
-	env->env = NULL;
+	lmdb_env_close_mdb(env);
 	return lmdb_env_open_mdb(env, error_r);
 }
 

@@ -39,6 +39,10 @@ struct lmdb_env {
 	/* generation of the files we have open; a different value in the
 	   env record means a compaction replaced them */
 	uint64_t generation;
+	/* last read snapshot whose generation was checked */
+	size_t checked_txnid;
+	/* a reset read transaction kept for mdb_txn_renew() */
+	MDB_txn *idle_read_txn;
 
 	MDB_dbi dbi_meta, dbi_bodies, dbi_chunks, dbi_links;
 	MDB_dbi dbi_mailboxes, dbi_gc;
@@ -57,8 +61,10 @@ int lmdb_env_open(const char *path, const struct lmdb_env_settings *set,
 		  struct lmdb_env **env_r, const char **error_r);
 void lmdb_env_unref(struct lmdb_env **env);
 
-/* Run func in a write transaction and commit it. sync=FALSE commits
-   without waiting for the disk: the next synced commit covers it. */
+/* Run func in a write transaction and commit it. sync=FALSE flushes the
+   transaction's pages but not the meta page that makes it current: a
+   crash may undo it (never corrupt the file) until the next synced
+   commit or lmdb_env_sync(). */
 int lmdb_env_write(struct lmdb_env *env, lmdb_write_func_t *func,
 		   void *context, bool sync, const char **error_r);
 

@@ -42,11 +42,15 @@ int lmdb_link_get(struct lmdb_env *env, MDB_txn *txn,
 	return 1;
 }
 
-int lmdb_link_put(struct lmdb_env *env, MDB_txn *txn,
-		  const guid_128_t mailbox_guid, uint32_t uid,
-		  const struct lmdb_link_record *rec, const char **error_r)
+static int
+lmdb_link_write(struct lmdb_env *env, MDB_txn *txn,
+		const guid_128_t mailbox_guid, uint32_t uid,
+		const struct lmdb_link_record *rec, unsigned int flags,
+		const char **error_r)
 {
 	unsigned char key_data[LMDB_LINK_KEY_SIZE];
+	struct lmdb_link_record old;
+	const char *error;
 	buffer_t *buf = t_buffer_create(128);
 	MDB_val key, val;
 	int ret;
@@ -57,8 +61,129 @@ int lmdb_link_put(struct lmdb_env *env, MDB_txn *txn,
 	key.mv_size = sizeof(key_data);
 	val.mv_data = (void *)buf->data;
 	val.mv_size = buf->used;
-	if ((ret = mdb_put(txn, env->dbi_links, &key, &val, 0)) != 0) {
+	ret = mdb_put(txn, env->dbi_links, &key, &val, flags);
+	if (ret == MDB_KEYEXIST) {
+		/* val now points at the link that is in the way */
+		*error_r = lmdb_link_record_decode(val.mv_data, val.mv_size,
+						   pool_datastack_create(),
+						   &old, &error) ?
+			t_strdup_printf("link for uid=%u already exists "
+					"(body %"PRIu64")", uid, old.body_id) :
+			t_strdup_printf("link for uid=%u already exists "
+					"(malformed: %s)", uid, error);
+	} else if (ret != 0) {
 		*error_r = t_strdup_printf("mdb_put(link uid=%u) failed: %s",
+					   uid, mdb_strerror(ret));
+	}
+	return ret;
+}
+
+int lmdb_link_put(struct lmdb_env *env, MDB_txn *txn,
+		  const guid_128_t mailbox_guid, uint32_t uid,
+		  const struct lmdb_link_record *rec, const char **error_r)
+{
+	return lmdb_link_write(env, txn, mailbox_guid, uid, rec, 0, error_r);
+}
+
+int lmdb_link_add(struct lmdb_env *env, MDB_txn *txn,
+		  const guid_128_t mailbox_guid, uint32_t uid,
+		  const struct lmdb_link_record *rec, const char **error_r)
+{
+	return lmdb_link_write(env, txn, mailbox_guid, uid, rec,
+			       MDB_NOOVERWRITE, error_r);
+}
+
+int lmdb_link_set_flags(struct lmdb_env *env, MDB_txn *txn,
+			const guid_128_t mailbox_guid, uint32_t uid,
+			const struct lmdb_link_record *src,
+			const char **error_r)
+{
+	unsigned char key_data[LMDB_LINK_KEY_SIZE];
+	struct lmdb_link_record link;
+	buffer_t *buf;
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	int ret;
+
+	if ((ret = mdb_cursor_open(txn, env->dbi_links, &cursor)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open(links) failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	lmdb_link_key_encode(mailbox_guid, uid, key_data);
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
+	ret = mdb_cursor_get(cursor, &key, &val, MDB_SET_KEY);
+	if (ret == MDB_NOTFOUND) {
+		mdb_cursor_close(cursor);
+		return 0;
+	}
+	if (ret == 0 && !lmdb_link_record_decode(val.mv_data, val.mv_size,
+						 pool_datastack_create(),
+						 &link, error_r)) {
+		mdb_cursor_close(cursor);
+		*error_r = t_strdup_printf("link uid=%u is corrupted: %s",
+					   uid, *error_r);
+		return MDB_CORRUPTED;
+	}
+	if (ret == 0) {
+		link.flags = src->flags;
+		link.modseq = src->modseq;
+		link.keywords_count = src->keywords_count;
+		link.keywords = src->keywords;
+		buf = t_buffer_create(128);
+		lmdb_link_record_encode(buf, &link);
+		val.mv_data = (void *)buf->data;
+		val.mv_size = buf->used;
+		ret = mdb_cursor_put(cursor, &key, &val, MDB_CURRENT);
+	}
+	mdb_cursor_close(cursor);
+	if (ret != 0) {
+		*error_r = t_strdup_printf("updating link uid=%u failed: %s",
+					   uid, mdb_strerror(ret));
+	}
+	return ret;
+}
+
+int lmdb_link_take(struct lmdb_env *env, MDB_txn *txn,
+		   const guid_128_t mailbox_guid, uint32_t uid, pool_t pool,
+		   struct lmdb_link_record *rec_r, int *found_r,
+		   const char **error_r)
+{
+	unsigned char key_data[LMDB_LINK_KEY_SIZE];
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	int ret;
+
+	*found_r = 0;
+	if ((ret = mdb_cursor_open(txn, env->dbi_links, &cursor)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open(links) failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	lmdb_link_key_encode(mailbox_guid, uid, key_data);
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
+	ret = mdb_cursor_get(cursor, &key, &val, MDB_SET_KEY);
+	if (ret == MDB_NOTFOUND) {
+		mdb_cursor_close(cursor);
+		return 0;
+	}
+	if (ret == 0) {
+		/* decode before the delete: val points into the page */
+		if (lmdb_link_record_decode(val.mv_data, val.mv_size, pool,
+					    rec_r, error_r))
+			*found_r = 1;
+		else {
+			*error_r = t_strdup_printf("link uid=%u is corrupted: %s",
+						   uid, *error_r);
+			*found_r = -1;
+		}
+		ret = mdb_cursor_del(cursor, 0);
+	}
+	mdb_cursor_close(cursor);
+	if (ret != 0) {
+		*error_r = t_strdup_printf("deleting link uid=%u failed: %s",
 					   uid, mdb_strerror(ret));
 	}
 	return ret;

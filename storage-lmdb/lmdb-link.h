@@ -18,6 +18,25 @@ int lmdb_link_get(struct lmdb_env *env, MDB_txn *txn,
 int lmdb_link_put(struct lmdb_env *env, MDB_txn *txn,
 		  const guid_128_t mailbox_guid, uint32_t uid,
 		  const struct lmdb_link_record *rec, const char **error_r);
+/* Like lmdb_link_put(), but MDB_KEYEXIST if the UID already has a link. */
+int lmdb_link_add(struct lmdb_env *env, MDB_txn *txn,
+		  const guid_128_t mailbox_guid, uint32_t uid,
+		  const struct lmdb_link_record *rec, const char **error_r);
+/* Delete the link and return what it held, in one B-tree lookup.
+   *found_r is 1 with *rec_r, 0 if there was no link, -1 if the record
+   was malformed (deleted all the same, *error_r says why). Returns 0 or
+   an LMDB code. */
+int lmdb_link_take(struct lmdb_env *env, MDB_txn *txn,
+		   const guid_128_t mailbox_guid, uint32_t uid, pool_t pool,
+		   struct lmdb_link_record *rec_r, int *found_r,
+		   const char **error_r);
+/* Replace the flag mirror (flags, modseq, keywords) of an existing link
+   with that of *src in place. Returns 0 (also if the link is gone),
+   MDB_CORRUPTED if the stored record is malformed, or an LMDB code. */
+int lmdb_link_set_flags(struct lmdb_env *env, MDB_txn *txn,
+			const guid_128_t mailbox_guid, uint32_t uid,
+			const struct lmdb_link_record *src,
+			const char **error_r);
 int lmdb_link_delete(struct lmdb_env *env, MDB_txn *txn,
 		     const guid_128_t mailbox_guid, uint32_t uid,
 		     const char **error_r);

@@ -56,6 +56,19 @@ static void lmdb_mail_free(struct mail *_mail)
 int lmdb_mail_get_records(struct lmdb_mail *mail)
 {
 	struct mail *_mail = &mail->imail.mail.mail;
+
+	if (mail->records_seq == _mail->seq && mail->records_uid == _mail->uid)
+		return 0;
+	/* metadata only: allowed where reading the body is not, e.g.
+	   POP3 with pop3_fast_size_lookups */
+	if (!mail_metadata_access_start(_mail))
+		return -1;
+	return lmdb_mail_read_records(mail);
+}
+
+int lmdb_mail_read_records(struct lmdb_mail *mail)
+{
+	struct mail *_mail = &mail->imail.mail.mail;
 	struct lmdb_mailbox *mbox = LMDB_MAILBOX(_mail->box);
 	struct lmdb_env *env = mbox->storage->env;
 	const struct lmdb_save_mail *smail;
@@ -66,10 +79,6 @@ int lmdb_mail_get_records(struct lmdb_mail *mail)
 
 	if (mail->records_seq == _mail->seq && mail->records_uid == _mail->uid)
 		return 0;
-	/* metadata only: allowed where reading the body is not, e.g.
-	   POP3 with pop3_fast_size_lookups */
-	if (!mail_metadata_access_start(_mail))
-		return -1;
 	lmdb_mail_forget(mail);
 
 	if (_mail->saving) {

@@ -23,5 +23,9 @@ struct lmdb_mail {
 
 /* Look up the current message's link and body records (cached). */
 int lmdb_mail_get_records(struct lmdb_mail *mail);
+/* The same without opening the mail as far as Dovecot is concerned (no
+   mail event, no lookup_abort check): for copying, which needs only the
+   body id and never shows the mail to anyone. */
+int lmdb_mail_read_records(struct lmdb_mail *mail);
 
 #endif

@@ -34,6 +34,7 @@ struct lmdb_save_context {
 	struct lmdb_body_writer *writer;
 
 	ARRAY_TYPE(lmdb_save_mail) mails;
+	struct lmdb_copy_cache copy_cache;
 	struct lmdb_sync_context *sync_ctx;
 	/* links written at commit_pre, undone if the index commit fails */
 	bool links_written;
@@ -76,6 +77,12 @@ lmdb_save_alloc(struct mailbox_transaction_context *t)
 pool_t lmdb_save_get_pool(struct mail_save_context *_ctx)
 {
 	return LMDB_SAVECTX(_ctx)->pool;
+}
+
+struct lmdb_copy_cache *
+lmdb_save_get_copy_cache(struct mail_save_context *_ctx)
+{
+	return &LMDB_SAVECTX(_ctx)->copy_cache;
 }
 
 void lmdb_save_copy_finished(struct mail_save_context *_ctx)
@@ -372,6 +379,7 @@ lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
 	struct lmdb_mailbox_record mrec;
 	pool_t pool = pool_datastack_create();
 	uint32_t highest_uid = 0;
+	int64_t links = 0, vsize_bytes = 0;
 	int ret;
 
 	array_foreach(&ctx->mails, smail) {
@@ -384,25 +392,12 @@ lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
 					*lctx->mailbox_guid, smail->uid,
 					error_r)) != 0 ||
 			    (ret = lmdb_body_ref(env, txn, smail->body_id, -1,
-						 ioloop_time, error_r)) != 0 ||
-			    (ret = lmdb_link_count(env, txn, -1,
-					-(int64_t)smail->virtual_size,
-					error_r)) != 0)
+						 ioloop_time, NULL,
+						 error_r)) != 0)
 				return ret;
+			links--;
+			vsize_bytes -= smail->virtual_size;
 			continue;
-		}
-		ret = lmdb_link_get(env, txn, *lctx->mailbox_guid, smail->uid,
-				    pool, &old, error_r);
-		if (ret != 0) {
-			/* sync adopted every link at or above next_uid, so
-			   this can only be damage */
-			if (ret > 0) {
-				*error_r = t_strdup_printf(
-					"link for uid=%u already exists "
-					"(body %"PRIu64")", smail->uid,
-					old.body_id);
-			}
-			return MDB_KEYEXIST;
 		}
 		i_zero(&link);
 		link.body_id = smail->body_id;
@@ -412,16 +407,23 @@ lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
 		link.pop3_order = smail->pop3_order;
 		link.keywords = smail->keywords;
 		link.keywords_count = smail->keywords_count;
-		if ((ret = lmdb_link_put(env, txn, *lctx->mailbox_guid,
+		/* an existing link (MDB_KEYEXIST) can only be damage: sync
+		   adopted every link at or above next_uid */
+		if ((ret = lmdb_link_add(env, txn, *lctx->mailbox_guid,
 					 smail->uid, &link, error_r)) != 0 ||
 		    (ret = lmdb_body_ref(env, txn, smail->body_id, 1,
-					 ioloop_time, error_r)) != 0 ||
-		    (ret = lmdb_link_count(env, txn, 1,
-					   (int64_t)smail->virtual_size,
-					   error_r)) != 0)
+					 ioloop_time, NULL, error_r)) != 0)
 			return ret;
+		links++;
+		vsize_bytes += smail->virtual_size;
 		highest_uid = I_MAX(highest_uid, smail->uid);
 	}
+	/* the env record is one key every commit rewrites: once per
+	   transaction, not once per mail */
+	if (links != 0 &&
+	    (ret = lmdb_link_count(env, txn, links, vsize_bytes,
+				   error_r)) != 0)
+		return ret;
 	if (lctx->undo)
 		return 0;
 

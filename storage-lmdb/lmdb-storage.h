@@ -72,6 +72,21 @@ struct lmdb_save_mail {
 
 ARRAY_DEFINE_TYPE(lmdb_save_mail, struct lmdb_save_mail);
 
+/* Which cache fields a copy carries from one source mailbox into the
+   destination, resolved once per transaction instead of once per mail
+   (lmdb-copy.c). */
+struct lmdb_copy_cache_field {
+	unsigned int src_idx, dest_idx;
+	/* date.save is set anew, the sizes also go to the dest mail */
+	bool save_date, physical_size, virtual_size;
+};
+struct lmdb_copy_cache {
+	struct mailbox *src_box;
+	struct mail_cache *src_cache;
+	ARRAY(struct lmdb_copy_cache_field) fields;
+	buffer_t *buf;
+};
+
 extern struct mail_storage lmdb_storage;
 extern struct mail_vfuncs lmdb_mail_vfuncs;
 
@@ -116,6 +131,8 @@ void lmdb_save_cancel(struct mail_save_context *ctx);
    to the save context's list. */
 struct lmdb_save_mail *lmdb_save_add_to_index(struct mail_save_context *ctx);
 pool_t lmdb_save_get_pool(struct mail_save_context *ctx);
+struct lmdb_copy_cache *
+lmdb_save_get_copy_cache(struct mail_save_context *ctx);
 /* A single-instance copy needs no save_finish: mark it done. */
 void lmdb_save_copy_finished(struct mail_save_context *ctx);
 int lmdb_transaction_save_commit_pre(struct mail_save_context *ctx);

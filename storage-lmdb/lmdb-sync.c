@@ -25,6 +25,9 @@ struct lmdb_sync_write_ctx {
 	const ARRAY_TYPE(seq_range) *expunged_uids;
 	ARRAY(struct lmdb_sync_flag_update) updates;
 	uint64_t highest_modseq;
+
+	/* counter changes of this write, applied once at its end */
+	uint64_t links_removed, vsize_removed;
 };
 
 struct lmdb_adopt_link {
@@ -38,36 +41,31 @@ lmdb_sync_expunge_link(struct lmdb_sync_write_ctx *ctx, MDB_txn *txn,
 {
 	struct lmdb_env *env = ctx->mbox->storage->env;
 	struct lmdb_link_record link;
-	struct lmdb_body_record body;
-	pool_t pool = pool_datastack_create();
-	int ret;
+	uint64_t vsize = 0;
+	int found, ret;
 
-	ret = lmdb_link_get(env, txn, ctx->mbox->mailbox_guid, uid, pool,
-			    &link, error_r);
-	if (ret == 0) {
+	ret = lmdb_link_take(env, txn, ctx->mbox->mailbox_guid, uid,
+			     pool_datastack_create(), &link, &found, error_r);
+	if (ret != 0)
+		return ret;
+	if (found == 0) {
 		/* already gone: a sync that crashed after LMDB committed */
 		return 0;
 	}
-	if (ret < 0) {
-		/* a broken link record must not block the expunge */
-		e_error(ctx->mbox->box.event, "lmdb: %s: dropping it", *error_r);
-		return lmdb_link_delete(env, txn, ctx->mbox->mailbox_guid, uid,
-					error_r);
+	ctx->links_removed++;
+	if (found < 0) {
+		/* a broken link record must not block the expunge; its body
+		   is left to doveadm lmdb verify -r */
+		e_error(ctx->mbox->box.event, "lmdb: %s: dropped it", *error_r);
+		return 0;
 	}
-	ret = lmdb_body_lookup(env, txn, link.body_id, pool, &body, error_r);
-	if (ret < 0)
-		return MDB_CORRUPTED;
-	if ((ret = lmdb_link_delete(env, txn, ctx->mbox->mailbox_guid, uid,
-				    error_r)) != 0)
-		return ret;
-	if ((ret = lmdb_link_count(env, txn, -1,
-				   -(int64_t)body.virtual_size, error_r)) != 0)
-		return ret;
-	ret = lmdb_body_ref(env, txn, link.body_id, -1, ioloop_time, error_r);
+	ret = lmdb_body_ref(env, txn, link.body_id, -1, ioloop_time, &vsize,
+			    error_r);
 	if (ret == MDB_NOTFOUND) {
 		/* the link pointed at a body that's gone: nothing to drop */
 		return 0;
 	}
+	ctx->vsize_removed += vsize;
 	return ret;
 }
 
@@ -86,6 +84,8 @@ lmdb_sync_write_txn(MDB_txn *txn, void *context, const char **error_r)
 	uint32_t uid;
 	int ret;
 
+	/* this may run again after the map grew */
+	ctx->links_removed = ctx->vsize_removed = 0;
 	if (ctx->expunged_uids != NULL) {
 		seq_range_array_iter_init(&iter, ctx->expunged_uids);
 		while (seq_range_array_iter_nth(&iter, n++, &uid)) {
@@ -94,19 +94,19 @@ lmdb_sync_write_txn(MDB_txn *txn, void *context, const char **error_r)
 				return ret;
 		}
 	}
+	if (ctx->links_removed > 0 &&
+	    (ret = lmdb_link_count(env, txn, -(int64_t)ctx->links_removed,
+				   -(int64_t)ctx->vsize_removed,
+				   error_r)) != 0)
+		return ret;
 	array_foreach(&ctx->updates, upd) {
-		ret = lmdb_link_get(env, txn, *guid, upd->uid, pool, &link,
-				    error_r);
-		if (ret < 0)
-			return MDB_CORRUPTED;
-		if (ret == 0)
-			continue;
+		i_zero(&link);
 		link.flags = upd->flags;
 		link.modseq = upd->modseq;
 		link.keywords_count = upd->keywords_count;
 		link.keywords = upd->keywords;
-		if ((ret = lmdb_link_put(env, txn, *guid, upd->uid, &link,
-					 error_r)) != 0)
+		if ((ret = lmdb_link_set_flags(env, txn, *guid, upd->uid,
+					       &link, error_r)) != 0)
 			return ret;
 	}
 	if (ctx->highest_modseq != 0) {

@@ -287,7 +287,7 @@ static void test_ref_txn(struct lmdb_env *env, MDB_txn *txn, void *context)
 	const char *error;
 
 	ctx->ret = lmdb_body_ref(env, txn, ctx->body_id, ctx->delta,
-				 ctx->now, &error);
+				 ctx->now, NULL, &error);
 }
 
 static int test_body_ref(struct lmdb_env *env, uint64_t body_id, int delta,
