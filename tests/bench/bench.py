@@ -888,9 +888,10 @@ class Bench:
         if self.args.fsync == 'never':
             return ('MDB_NOTLS|MDB_NOSYNC (mail_fsync=never: no commit is '
                     'synced)')
-        return ('MDB_NOTLS, without MDB_NOSYNC (mail_fsync=%s: every commit '
-                'that links a message is synced; MDB_NOSYNC is used only when '
-                'mail_fsync=never)' % self.args.fsync)
+        return ('MDB_NOTLS, without MDB_NOSYNC (mail_fsync=%s: body and link '
+                'commits flush their pages with MDB_NOMETASYNC, the meta page is '
+                'synced before a save or copy is acknowledged; MDB_NOSYNC only '
+                'with mail_fsync=never)' % self.args.fsync)
 
     def report(self) -> str:
         m = self.machine()
