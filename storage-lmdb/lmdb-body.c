@@ -633,7 +633,7 @@ int lmdb_body_ref(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 	lmdb_body_id_encode(body_id, key_data);
 	key.mv_data = key_data;
 	key.mv_size = sizeof(key_data);
-	ret = mdb_cursor_get(cursor, &key, &val, MDB_SET_KEY);
+	ret = mdb_cursor_get(cursor, &key, &val, MDB_SET);
 	if (ret != 0) {
 		mdb_cursor_close(cursor);
 		*error_r = ret == MDB_NOTFOUND ?
@@ -686,6 +686,10 @@ int lmdb_body_ref(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 	lmdb_body_record_encode(buf, &rec);
 	val.mv_data = (void *)buf->data;
 	val.mv_size = buf->used;
+	/* our own key: a record of another size is deleted and re-added,
+	   which moves what a returned key points to */
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
 	ret = mdb_cursor_put(cursor, &key, &val, MDB_CURRENT);
 	mdb_cursor_close(cursor);
 	if (ret != 0) {

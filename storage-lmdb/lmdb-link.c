@@ -113,7 +113,7 @@ int lmdb_link_set_flags(struct lmdb_env *env, MDB_txn *txn,
 	lmdb_link_key_encode(mailbox_guid, uid, key_data);
 	key.mv_data = key_data;
 	key.mv_size = sizeof(key_data);
-	ret = mdb_cursor_get(cursor, &key, &val, MDB_SET_KEY);
+	ret = mdb_cursor_get(cursor, &key, &val, MDB_SET);
 	if (ret == MDB_NOTFOUND) {
 		mdb_cursor_close(cursor);
 		return 0;
@@ -135,6 +135,10 @@ int lmdb_link_set_flags(struct lmdb_env *env, MDB_txn *txn,
 		lmdb_link_record_encode(buf, &link);
 		val.mv_data = (void *)buf->data;
 		val.mv_size = buf->used;
+		/* our own key: a record of another size is deleted and
+		   re-added, which moves what a returned key points to */
+		key.mv_data = key_data;
+		key.mv_size = sizeof(key_data);
 		ret = mdb_cursor_put(cursor, &key, &val, MDB_CURRENT);
 	}
 	mdb_cursor_close(cursor);
