@@ -1453,6 +1453,106 @@ struct test_count_ctx {
 	int64_t vsize;
 };
 
+struct test_link_update_ctx {
+	const guid_128_t *guid;
+	struct lmdb_link_record rec;
+	int ret[4];
+	int found;
+	struct lmdb_link_record taken;
+};
+
+static void test_link_update_txn(struct lmdb_env *env, MDB_txn *txn,
+				 void *context)
+{
+	static const char *const kw_many[] = {
+		"$Label1", "$Junk", "a-rather-long-keyword-name", NULL
+	};
+	struct test_link_update_ctx *ctx = context;
+	struct lmdb_link_record flags;
+	const char *error;
+
+	/* uids 1 and 3 grow (three keywords); after the first update the
+	   page is dirty, so the second one changes it in place: the bug
+	   this catches re-added uid 3 under a key read from moved bytes */
+	i_zero(&flags);
+	flags.flags = 0x12;
+	flags.modseq = 99;
+	flags.keywords = kw_many;
+	flags.keywords_count = 3;
+	ctx->ret[0] = lmdb_link_set_flags(env, txn, *ctx->guid, 1, &flags,
+					  &error);
+	if (ctx->ret[0] == 0) {
+		ctx->ret[0] = lmdb_link_set_flags(env, txn, *ctx->guid, 3,
+						  &flags, &error);
+	}
+	ctx->ret[1] = lmdb_link_add(env, txn, *ctx->guid, 4, &ctx->rec,
+				    &error);
+	/* a missing link is not an error */
+	ctx->ret[2] = lmdb_link_set_flags(env, txn, *ctx->guid, 77, &flags,
+					  &error);
+	ctx->ret[3] = lmdb_link_take(env, txn, *ctx->guid, 2,
+				     pool_datastack_create(), &ctx->taken,
+				     &ctx->found, &error);
+}
+
+static void test_link_update_in_place(void)
+{
+	struct test_link_update_ctx ctx;
+	struct lmdb_link_record rec;
+	struct lmdb_env *env;
+	guid_128_t guid;
+	MDB_txn *txn;
+	const char *error;
+	uint32_t uid;
+
+	test_begin("links updated in place keep their keys");
+	env = test_env_init();
+	memset(guid, 0x42, sizeof(guid));
+	for (uid = 1; uid <= 5; uid++)
+		test_assert(test_link_put(env, guid, uid, 100 + uid) == 0);
+
+	i_zero(&ctx);
+	ctx.guid = (const guid_128_t *)&guid;
+	ctx.rec.body_id = 999;
+	ctx.rec.pop3_uidl = "";
+	test_write(env, test_link_update_txn, &ctx);
+	test_assert(ctx.ret[0] == 0);
+	test_assert(ctx.ret[1] == MDB_KEYEXIST);
+	test_assert(ctx.ret[2] == 0);
+	test_assert(ctx.ret[3] == 0 && ctx.found == 1 &&
+		    ctx.taken.body_id == 102);
+
+	T_BEGIN {
+		pool_t pool = pool_datastack_create();
+
+		if (lmdb_env_read_begin(env, &txn, &error) < 0)
+			i_fatal("lmdb_env_read_begin() failed: %s", error);
+		/* every link is still under its own key with its own body,
+		   and nothing appeared elsewhere */
+		for (uid = 1; uid <= 5; uid++) {
+			int ret = lmdb_link_get(env, txn, guid, uid, pool,
+						&rec, &error);
+			if (uid == 2) {
+				test_assert_idx(ret == 0, uid);
+				continue;
+			}
+			test_assert_idx(ret == 1 && rec.body_id == 100 + uid,
+					uid);
+			if (uid == 1 || uid == 3) {
+				test_assert(rec.flags == 0x12 &&
+					    rec.modseq == 99 &&
+					    rec.keywords_count == 3 &&
+					    strcmp(rec.keywords[2],
+						   "a-rather-long-keyword-name") == 0);
+			}
+		}
+		lmdb_env_read_end(env, &txn);
+	} T_END;
+	test_assert(test_highest_uid(env, guid) == 5);
+	test_env_deinit(&env);
+	test_end();
+}
+
 static void test_link_count_txn(struct lmdb_env *env, MDB_txn *txn,
 				void *context)
 {
@@ -1711,6 +1811,7 @@ int main(void)
 		test_env_share,
 		test_env_newer_schema,
 		test_links,
+		test_link_update_in_place,
 		test_link_counters,
 		test_mailbox_records,
 		test_body_counter_bugs,
