@@ -93,6 +93,38 @@ int lmdb_link_add(struct lmdb_env *env, MDB_txn *txn,
 			       MDB_NOOVERWRITE, error_r);
 }
 
+/* Position a new cursor on the link of uid. Returns 0 (the caller closes
+   *cursor_r), MDB_NOTFOUND, or another LMDB code with *error_r. */
+static int
+lmdb_link_seek(struct lmdb_env *env, MDB_txn *txn,
+	       const guid_128_t mailbox_guid, uint32_t uid,
+	       unsigned char key_data[LMDB_LINK_KEY_SIZE],
+	       MDB_cursor **cursor_r, MDB_val *val_r, const char **error_r)
+{
+	MDB_val key;
+	int ret;
+
+	if ((ret = mdb_cursor_open(txn, env->dbi_links, cursor_r)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open(links) failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	lmdb_link_key_encode(mailbox_guid, uid, key_data);
+	key.mv_data = key_data;
+	key.mv_size = LMDB_LINK_KEY_SIZE;
+	ret = mdb_cursor_get(*cursor_r, &key, val_r, MDB_SET);
+	if (ret != 0) {
+		mdb_cursor_close(*cursor_r);
+		*cursor_r = NULL;
+		if (ret != MDB_NOTFOUND) {
+			*error_r = t_strdup_printf(
+				"looking up link uid=%u failed: %s",
+				uid, mdb_strerror(ret));
+		}
+	}
+	return ret;
+}
+
 int lmdb_link_set_flags(struct lmdb_env *env, MDB_txn *txn,
 			const guid_128_t mailbox_guid, uint32_t uid,
 			const struct lmdb_link_record *src,
@@ -105,42 +137,31 @@ int lmdb_link_set_flags(struct lmdb_env *env, MDB_txn *txn,
 	MDB_val key, val;
 	int ret;
 
-	if ((ret = mdb_cursor_open(txn, env->dbi_links, &cursor)) != 0) {
-		*error_r = t_strdup_printf("mdb_cursor_open(links) failed: %s",
-					   mdb_strerror(ret));
-		return ret;
-	}
-	lmdb_link_key_encode(mailbox_guid, uid, key_data);
-	key.mv_data = key_data;
-	key.mv_size = sizeof(key_data);
-	ret = mdb_cursor_get(cursor, &key, &val, MDB_SET);
-	if (ret == MDB_NOTFOUND) {
-		mdb_cursor_close(cursor);
-		return 0;
-	}
-	if (ret == 0 && !lmdb_link_record_decode(val.mv_data, val.mv_size,
-						 pool_datastack_create(),
-						 &link, error_r)) {
+	ret = lmdb_link_seek(env, txn, mailbox_guid, uid, key_data,
+			     &cursor, &val, error_r);
+	if (ret != 0)
+		return ret == MDB_NOTFOUND ? 0 : ret;
+	if (!lmdb_link_record_decode(val.mv_data, val.mv_size,
+				     pool_datastack_create(), &link,
+				     error_r)) {
 		mdb_cursor_close(cursor);
 		*error_r = t_strdup_printf("link uid=%u is corrupted: %s",
 					   uid, *error_r);
 		return MDB_CORRUPTED;
 	}
-	if (ret == 0) {
-		link.flags = src->flags;
-		link.modseq = src->modseq;
-		link.keywords_count = src->keywords_count;
-		link.keywords = src->keywords;
-		buf = t_buffer_create(128);
-		lmdb_link_record_encode(buf, &link);
-		val.mv_data = (void *)buf->data;
-		val.mv_size = buf->used;
-		/* our own key: a record of another size is deleted and
-		   re-added, which moves what a returned key points to */
-		key.mv_data = key_data;
-		key.mv_size = sizeof(key_data);
-		ret = mdb_cursor_put(cursor, &key, &val, MDB_CURRENT);
-	}
+	link.flags = src->flags;
+	link.modseq = src->modseq;
+	link.keywords_count = src->keywords_count;
+	link.keywords = src->keywords;
+	buf = t_buffer_create(128);
+	lmdb_link_record_encode(buf, &link);
+	val.mv_data = (void *)buf->data;
+	val.mv_size = buf->used;
+	/* our own key: a record of another size is deleted and re-added,
+	   which moves what a key returned by LMDB points to */
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
+	ret = mdb_cursor_put(cursor, &key, &val, MDB_CURRENT);
 	mdb_cursor_close(cursor);
 	if (ret != 0) {
 		*error_r = t_strdup_printf("updating link uid=%u failed: %s",
@@ -156,35 +177,24 @@ int lmdb_link_take(struct lmdb_env *env, MDB_txn *txn,
 {
 	unsigned char key_data[LMDB_LINK_KEY_SIZE];
 	MDB_cursor *cursor;
-	MDB_val key, val;
+	MDB_val val;
 	int ret;
 
 	*found_r = 0;
-	if ((ret = mdb_cursor_open(txn, env->dbi_links, &cursor)) != 0) {
-		*error_r = t_strdup_printf("mdb_cursor_open(links) failed: %s",
-					   mdb_strerror(ret));
-		return ret;
+	ret = lmdb_link_seek(env, txn, mailbox_guid, uid, key_data,
+			     &cursor, &val, error_r);
+	if (ret != 0)
+		return ret == MDB_NOTFOUND ? 0 : ret;
+	/* decode before the delete: val points into the page */
+	if (lmdb_link_record_decode(val.mv_data, val.mv_size, pool,
+				    rec_r, error_r))
+		*found_r = 1;
+	else {
+		*error_r = t_strdup_printf("link uid=%u is corrupted: %s",
+					   uid, *error_r);
+		*found_r = -1;
 	}
-	lmdb_link_key_encode(mailbox_guid, uid, key_data);
-	key.mv_data = key_data;
-	key.mv_size = sizeof(key_data);
-	ret = mdb_cursor_get(cursor, &key, &val, MDB_SET_KEY);
-	if (ret == MDB_NOTFOUND) {
-		mdb_cursor_close(cursor);
-		return 0;
-	}
-	if (ret == 0) {
-		/* decode before the delete: val points into the page */
-		if (lmdb_link_record_decode(val.mv_data, val.mv_size, pool,
-					    rec_r, error_r))
-			*found_r = 1;
-		else {
-			*error_r = t_strdup_printf("link uid=%u is corrupted: %s",
-						   uid, *error_r);
-			*found_r = -1;
-		}
-		ret = mdb_cursor_del(cursor, 0);
-	}
+	ret = mdb_cursor_del(cursor, 0);
 	mdb_cursor_close(cursor);
 	if (ret != 0) {
 		*error_r = t_strdup_printf("deleting link uid=%u failed: %s",
