@@ -32,6 +32,7 @@ static void lmdb_mail_forget(struct lmdb_mail *mail)
 {
 	mail->records_seq = 0;
 	mail->have_link = FALSE;
+	mail->have_body = FALSE;
 	/* NULL while the mail is being freed */
 	if (mail->records_pool != NULL)
 		p_clear(mail->records_pool);
@@ -53,33 +54,46 @@ static void lmdb_mail_free(struct mail *_mail)
 	index_mail_free(_mail);
 }
 
+static int lmdb_mail_read(struct lmdb_mail *mail, bool want_body);
+
 int lmdb_mail_get_records(struct lmdb_mail *mail)
 {
 	struct mail *_mail = &mail->imail.mail.mail;
 
-	if (mail->records_seq == _mail->seq && mail->records_uid == _mail->uid)
+	if (mail->records_seq == _mail->seq &&
+	    mail->records_uid == _mail->uid && mail->have_body)
 		return 0;
 	/* metadata only: allowed where reading the body is not, e.g.
 	   POP3 with pop3_fast_size_lookups */
 	if (!mail_metadata_access_start(_mail))
 		return -1;
-	return lmdb_mail_read_records(mail);
+	return lmdb_mail_read(mail, TRUE);
+}
+
+int lmdb_mail_get_link(struct lmdb_mail *mail)
+{
+	struct mail *_mail = &mail->imail.mail.mail;
+
+	if (mail->records_seq == _mail->seq &&
+	    mail->records_uid == _mail->uid)
+		return 0;
+	if (!mail_metadata_access_start(_mail))
+		return -1;
+	return lmdb_mail_read(mail, FALSE);
 }
 
 int lmdb_mail_read_records(struct lmdb_mail *mail)
 {
+	return lmdb_mail_read(mail, TRUE);
+}
+
+static int lmdb_mail_read_link(struct lmdb_mail *mail, MDB_txn *txn)
+{
 	struct mail *_mail = &mail->imail.mail.mail;
 	struct lmdb_mailbox *mbox = LMDB_MAILBOX(_mail->box);
-	struct lmdb_env *env = mbox->storage->env;
 	const struct lmdb_save_mail *smail;
-	uint64_t body_id;
-	MDB_txn *txn;
 	const char *error;
 	int ret;
-
-	if (mail->records_seq == _mail->seq && mail->records_uid == _mail->uid)
-		return 0;
-	lmdb_mail_forget(mail);
 
 	if (_mail->saving) {
 		/* not committed yet: the save context knows the body */
@@ -96,26 +110,51 @@ int lmdb_mail_read_records(struct lmdb_mail *mail)
 			p_strdup(mail->records_pool, smail->pop3_uidl);
 		mail->link.pop3_order = smail->pop3_order;
 		mail->have_link = FALSE;
+		return 0;
 	}
+	ret = lmdb_link_get(mbox->storage->env, txn, mbox->mailbox_guid,
+			    _mail->uid, mail->records_pool, &mail->link, &error);
+	if (ret <= 0) {
+		if (ret < 0)
+			mail_set_critical(_mail, "lmdb: %s", error);
+		else
+			mail_set_expunged(_mail);
+		return -1;
+	}
+	mail->have_link = TRUE;
+	return 0;
+}
+
+static int lmdb_mail_read(struct lmdb_mail *mail, bool want_body)
+{
+	struct mail *_mail = &mail->imail.mail.mail;
+	struct lmdb_mailbox *mbox = LMDB_MAILBOX(_mail->box);
+	struct lmdb_env *env = mbox->storage->env;
+	uint64_t body_id;
+	MDB_txn *txn;
+	const char *error;
+	int ret;
+
+	if (mail->records_seq != _mail->seq ||
+	    mail->records_uid != _mail->uid)
+		lmdb_mail_forget(mail);
+	else if (mail->have_body || !want_body)
+		return 0;
 
 	_mail->transaction->stats.open_lookup_count++;
 	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
 		mail_set_critical(_mail, "lmdb: %s", error);
 		return -1;
 	}
-	if (!_mail->saving) {
-		ret = lmdb_link_get(env, txn, mbox->mailbox_guid, _mail->uid,
-				    mail->records_pool, &mail->link, &error);
-		if (ret <= 0) {
-			lmdb_env_read_end(env, &txn);
-			if (ret < 0) {
-				mail_set_critical(_mail, "lmdb: %s", error);
-				return -1;
-			}
-			mail_set_expunged(_mail);
-			return -1;
-		}
-		mail->have_link = TRUE;
+	if (mail->records_seq == 0 && lmdb_mail_read_link(mail, txn) < 0) {
+		lmdb_env_read_end(env, &txn);
+		return -1;
+	}
+	mail->records_seq = _mail->seq;
+	mail->records_uid = _mail->uid;
+	if (!want_body) {
+		lmdb_env_read_end(env, &txn);
+		return 0;
 	}
 	body_id = mail->link.body_id;
 	ret = lmdb_body_lookup(env, txn, body_id, mail->records_pool,
@@ -129,8 +168,7 @@ int lmdb_mail_read_records(struct lmdb_mail *mail)
 		mail_set_critical(_mail, "lmdb: uid=%u: %s", _mail->uid, error);
 		return -1;
 	}
-	mail->records_seq = _mail->seq;
-	mail->records_uid = _mail->uid;
+	mail->have_body = TRUE;
 	return 0;
 }
 
@@ -183,11 +221,41 @@ static int lmdb_mail_get_save_date(struct mail *_mail, time_t *date_r)
 
 	if (index_mail_get_save_date(_mail, date_r) > 0)
 		return 1;
-	if (lmdb_mail_get_records(mail) < 0)
+	if (lmdb_mail_get_link(mail) < 0)
 		return -1;
 	data->save_date = (time_t)mail->link.save_date;
 	*date_r = data->save_date;
 	return 1;
+}
+
+/* A stored UIDL never changes, so Dovecot's cache may answer for it: a
+   POP3 listing then touches no LMDB page, where a cold one would fault
+   in the link pages of the whole maildrop.  "" is not cached, so a UIDL
+   stored later (pop3_save_uidl) is never hidden behind it. */
+static int lmdb_mail_get_pop3_uidl(struct lmdb_mail *mail,
+				   const char **value_r)
+{
+	struct index_mail *imail = &mail->imail;
+	struct index_mailbox_context *ibox =
+		INDEX_STORAGE_CONTEXT(imail->mail.mail.box);
+	unsigned int field_idx = ibox->cache_fields[MAIL_CACHE_POP3_UIDL].idx;
+	string_t *str;
+
+	str = str_new(imail->mail.data_pool, 32);
+	if (index_mail_cache_lookup_field(imail, str, field_idx) > 0 &&
+	    str_len(str) > 0 && strlen(str_c(str)) == str_len(str) &&
+	    lmdb_uidl_is_valid(str_c(str))) {
+		*value_r = str_c(str);
+		return 0;
+	}
+	if (lmdb_mail_get_link(mail) < 0)
+		return -1;
+	*value_r = p_strdup(imail->mail.data_pool, mail->link.pop3_uidl);
+	if ((*value_r)[0] != '\0') {
+		index_mail_cache_add_idx(imail, field_idx, *value_r,
+					 strlen(*value_r));
+	}
+	return 0;
 }
 
 static int
@@ -202,10 +270,8 @@ lmdb_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 			*value_r = "";
 			return 0;
 		}
-		if (lmdb_mail_get_records(mail) < 0)
+		if (lmdb_mail_get_pop3_uidl(mail, value_r) < 0)
 			return -1;
-		*value_r = p_strdup(mail->imail.mail.data_pool,
-				    mail->link.pop3_uidl);
 		index_pop3_uidl_update_exists(_mail, (*value_r)[0] != '\0');
 		return 0;
 	case MAIL_FETCH_POP3_ORDER:
@@ -215,7 +281,7 @@ lmdb_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 			*value_r = "";
 			return 0;
 		}
-		if (lmdb_mail_get_records(mail) < 0)
+		if (lmdb_mail_get_link(mail) < 0)
 			return -1;
 		*value_r = mail->link.pop3_order == 0 ? "" :
 			p_strdup_printf(mail->imail.mail.data_pool, "%u",
@@ -235,7 +301,7 @@ lmdb_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 		return 0;
 	case MAIL_FETCH_REFCOUNT_ID:
 	case MAIL_FETCH_STORAGE_ID:
-		if (lmdb_mail_get_records(mail) < 0)
+		if (lmdb_mail_get_link(mail) < 0)
 			return -1;
 		*value_r = p_strdup_printf(mail->imail.mail.data_pool,
 					   "%"PRIx64, mail->link.body_id);

@@ -15,6 +15,9 @@ struct lmdb_mail {
 	struct lmdb_body_record body;
 	/* FALSE for a message still being saved: only the body exists */
 	bool have_link;
+	/* body is valid too, not only link (a POP3 listing needs only the
+	   link: one page per many messages instead of one per message) */
+	bool have_body;
 	/* every chunk of the open stream's body was checked */
 	bool body_verified;
 };
@@ -23,6 +26,8 @@ struct lmdb_mail {
 
 /* Look up the current message's link and body records (cached). */
 int lmdb_mail_get_records(struct lmdb_mail *mail);
+/* The same for the link record only. */
+int lmdb_mail_get_link(struct lmdb_mail *mail);
 /* The same without opening the mail as far as Dovecot is concerned (no
    mail event, no lookup_abort check): for copying, which needs only the
    body id and never shows the mail to anyone. */

@@ -766,6 +766,46 @@ def test_pop3_uidl_in_storage(driver):
             assert any(re.search(r'(Error|Fatal):', l) and fmt in l for l in err), err
 
 
+def _uidl_list(dc):
+    pop = dc.pop3()
+    resp, lines, _ = pop.uidl()
+    pop.quit()
+    return [l.decode().split()[1] for l in lines]
+
+
+@harness.drivers('lmdb')
+def test_pop3_uidl_from_cache(driver):
+    """A listing is answered from dovecot.index.cache once the UIDLs are
+    there (no LMDB page read per message); neither the cache nor its loss
+    ever changes a UIDL, even when pop3_uidl_format changes."""
+    msgs = [make_msg('cached uidl %d' % i, [b'body %d' % i]) for i in range(4)]
+    with harness.Dovecot(driver, extra=NO_RECEIVED + 'pop3_uidl_format = %08Xu%08Xv\n') as dc:
+        deliver(dc, msgs)
+        first = _uidl_list(dc)
+        assert len(first) == 4 and len(set(first)) == 4, first
+        assert _uidl_list(dc) == first
+        caches = [os.path.join(d, f) for d, _, fs in os.walk(dc.mail_dir())
+                  for f in fs if f == 'dovecot.index.cache']
+        assert caches, 'no dovecot.index.cache under %s' % dc.mail_dir()
+        cached = b''.join(open(c, 'rb').read() for c in caches)
+        assert all(u.encode() in cached for u in first), 'UIDLs not in the cache'
+
+        # a new format does not change stored UIDLs: from the cache ...
+        dc.stop()
+        dc.extra = NO_RECEIVED + 'pop3_uidl_format = %g\n'
+        dc.start()
+        assert _uidl_list(dc) == first
+        # ... nor from the storage when the cache is gone
+        dc.stop()
+        for c in caches:
+            os.unlink(c)
+        dc.start()
+        assert _uidl_list(dc) == first
+        rows = doveadm_fetch(dc, 'uid pop3.uidl', 'mailbox', 'INBOX', 'all')
+        assert [r['pop3.uidl'] for r in rows] == first, rows
+        dc.assert_no_log_errors()
+
+
 # ---------------------------------------------------------------------------
 # 11. damaged chunk (lmdb)
 
