@@ -4,6 +4,7 @@
 #include "array.h"
 #include "buffer.h"
 #include "ioloop.h"
+#include "strnum.h"
 #include "lmdb-records.h"
 #include "lmdb-env.h"
 
@@ -12,6 +13,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/statvfs.h>
@@ -22,6 +24,9 @@
 #define LMDB_ENV_COMPACT_DIR_NAME "compact.tmp"
 /* an open waits this long for a running compaction's file swap */
 #define LMDB_ENV_OPEN_LOCK_TIMEOUT_SECS 30
+/* address space left for everything but the map: heap growth, streams,
+   a second user's map in doveadm */
+#define LMDB_ENV_VSZ_MARGIN (32 * 1024 * 1024ULL)
 
 /* filesystems LMDB's locking and mmap coherency don't work on */
 #define LMDB_FS_NFS 0x6969
@@ -221,11 +226,90 @@ int lmdb_env_add_counters(struct lmdb_env *env, MDB_txn *txn,
 	return lmdb_env_record_put(env, txn, &rec, error_r);
 }
 
-static int lmdb_env_grow(struct lmdb_env *env, const char **error_r)
+static int lmdb_env_open_mdb(struct lmdb_env *env, const char **error_r);
+static int lmdb_env_reopen(struct lmdb_env *env, const char **error_r);
+
+static bool lmdb_env_process_vsz(uint64_t *vsz_r)
 {
-	uint64_t new_size;
+	char buf[128];
+	ssize_t ret;
+	int fd;
+
+	fd = open("/proc/self/statm", O_RDONLY);
+	if (fd == -1)
+		return FALSE;
+	ret = read(fd, buf, sizeof(buf) - 1);
+	i_close_fd(&fd);
+	if (ret <= 0)
+		return FALSE;
+	buf[ret] = '\0';
+	if (str_parse_uint64(buf, vsz_r, NULL) < 0)
+		return FALSE;
+	*vsz_r *= (uint64_t)sysconf(_SC_PAGESIZE);
+	return TRUE;
+}
+
+/* The largest map this process can hold: Dovecot limits every service's
+   address space (vsz_limit, 256 MiB by default) and the map counts
+   whole.  A map that doesn't fit fails in mmap(), after LMDB has
+   already unmapped the old one, so stay below the limit instead. */
+static uint64_t lmdb_env_map_limit(struct lmdb_env *env, uint64_t *vsz_limit_r)
+{
+	struct rlimit rl;
+	uint64_t vsz, others;
+
+	*vsz_limit_r = 0;
+	if (getrlimit(RLIMIT_AS, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return UINT64_MAX;
+	*vsz_limit_r = rl.rlim_cur;
+	if (!lmdb_env_process_vsz(&vsz))
+		return UINT64_MAX;
+	others = (vsz > env->map_size ? vsz - env->map_size : 0) +
+		LMDB_ENV_VSZ_MARGIN;
+	if (rl.rlim_cur <= others)
+		return 0;
+	return (rl.rlim_cur - others) / env->page_size * env->page_size;
+}
+
+/* Map want_size bytes, or as much of it as fits, but at least min_size. */
+static int lmdb_env_set_map_size(struct lmdb_env *env, uint64_t min_size,
+				 uint64_t want_size, const char **error_r)
+{
+	uint64_t limit, vsz_limit, size = want_size;
+	const char *error;
 	int ret;
 
+	limit = lmdb_env_map_limit(env, &vsz_limit);
+	if (size > limit)
+		size = limit;
+	if (size < min_size || size == 0) {
+		*error_r = t_strdup_printf(
+			"%s needs an LMDB map of more than %"PRIu64" bytes, "
+			"which this process's address space limit of %"PRIu64
+			" bytes doesn't leave room for: raise vsz_limit of the "
+			"mail services (default_vsz_limit) above the size of "
+			"the user's mail plus 256M", env->path,
+			I_MAX(min_size, env->map_size), vsz_limit);
+		return ENOMEM;
+	}
+	if ((ret = mdb_env_set_mapsize(env->env, size)) == 0) {
+		env->map_size = size;
+		return 0;
+	}
+	*error_r = t_strdup_printf("mdb_env_set_mapsize(%s, %"PRIu64") "
+				   "failed: %s", env->path, size,
+				   mdb_strerror(ret));
+	/* LMDB unmapped the file before the new map failed: it is unusable
+	   until opened again */
+	if (lmdb_env_reopen(env, &error) < 0) {
+		*error_r = t_strdup_printf("%s; reopening failed: %s",
+					   *error_r, error);
+	}
+	return ret;
+}
+
+static int lmdb_env_grow(struct lmdb_env *env, const char **error_r)
+{
 	if (env->map_size >= env->set.map_size_max) {
 		*error_r = t_strdup_printf(
 			"LMDB map is full at its ceiling of %"PRIu64" bytes "
@@ -241,34 +325,24 @@ static int lmdb_env_grow(struct lmdb_env *env, const char **error_r)
 			"transaction is open";
 		return MDB_MAP_FULL;
 	}
-	new_size = I_MIN(env->map_size * 2, env->set.map_size_max);
-	if ((ret = mdb_env_set_mapsize(env->env, new_size)) != 0) {
-		*error_r = t_strdup_printf("mdb_env_set_mapsize(%"PRIu64") "
-					   "failed: %s", new_size,
-					   mdb_strerror(ret));
-		return ret;
-	}
-	env->map_size = new_size;
-	return 0;
+	return lmdb_env_set_map_size(env, env->map_size + env->page_size,
+		I_MIN(env->map_size * 2, env->set.map_size_max), error_r);
 }
 
-/* Another process grew the map: adopt its size. */
+/* Another process grew the data beyond our map: follow it, as far as
+   our address space allows. */
 static int lmdb_env_adopt_map_size(struct lmdb_env *env, const char **error_r)
 {
 	MDB_envinfo info;
-	int ret;
+	uint64_t needed, want;
 
-	if ((ret = mdb_env_set_mapsize(env->env, 0)) != 0) {
-		*error_r = t_strdup_printf("mdb_env_set_mapsize(0) failed: %s",
-					   mdb_strerror(ret));
-		return ret;
-	}
 	(void)mdb_env_info(env->env, &info);
-	env->map_size = info.me_mapsize;
-	return 0;
+	needed = ((uint64_t)info.me_last_pgno + 1) * env->page_size;
+	for (want = I_MAX(env->map_size, 1); want < needed; want *= 2) ;
+	want = I_MIN(want, I_MAX(env->set.map_size_max, needed));
+	return lmdb_env_set_map_size(env, needed, want, error_r);
 }
 
-static int lmdb_env_reopen(struct lmdb_env *env, const char **error_r);
 
 /* The idle read transaction belongs to the MDB_env it was made in. */
 static void lmdb_env_close_mdb(struct lmdb_env *env)
@@ -331,6 +405,9 @@ static int lmdb_env_txn_begin(struct lmdb_env *env, unsigned int flags,
 	unsigned int i;
 	int ret;
 
+	/* a failed map resize closed it and could not open it again */
+	if (env->env == NULL && lmdb_env_open_mdb(env, error_r) < 0)
+		return EIO;
 	for (i = 0;; i++) {
 		ret = lmdb_env_txn_start(env, flags, txn_r);
 		if (ret == MDB_MAP_RESIZED) {
@@ -434,6 +511,11 @@ int lmdb_env_sync(struct lmdb_env *env, const char **error_r)
 
 	if (env->set.no_sync)
 		return 0;
+	if (env->env == NULL) {
+		*error_r = t_strdup_printf("%s is closed after a failed "
+					   "reopen", env->path);
+		return -1;
+	}
 	if ((ret = mdb_env_sync(env->env, 1)) != 0) {
 		*error_r = t_strdup_printf("mdb_env_sync(%s) failed: %s",
 					   env->path, mdb_strerror(ret));
@@ -515,6 +597,8 @@ int lmdb_env_check_space(struct lmdb_env *env, uint64_t size,
 
 	limit = env->set.map_size_max > env->set.map_reserve ?
 		env->set.map_size_max - env->set.map_reserve : 0;
+	if (env->env == NULL && lmdb_env_open_mdb(env, error_r) < 0)
+		return -1;
 	(void)mdb_env_info(env->env, &info);
 	high_water = (info.me_last_pgno + 1) * (uint64_t)env->page_size;
 	/* cheap case: even without reusing free pages it fits */
@@ -620,8 +704,11 @@ static int lmdb_env_open_mdb(struct lmdb_env *env, const char **error_r)
 		flags |= MDB_NOSYNC;
 	ret = mdb_env_open(env->env, env->path, flags, env->set.mode);
 	if (ret != 0) {
-		*error_r = t_strdup_printf("mdb_env_open(%s) failed: %s",
-					   env->path, mdb_strerror(ret));
+		*error_r = t_strdup_printf("mdb_env_open(%s) failed: %s%s",
+			env->path, mdb_strerror(ret), ret != ENOMEM ? "" :
+			" (the map must cover all of the user's mail: raise "
+			"vsz_limit of the mail services, default_vsz_limit, "
+			"above its size plus 256M)");
 		mdb_env_close(env->env);
 		env->env = NULL;
 		file_unlock(&lock);

@@ -87,6 +87,9 @@ METRICS = [
 METRIC = {m[0]: m for m in METRICS}
 
 
+VSZ_LIMIT = '8G'
+
+
 class PhaseError(Exception):
     pass
 
@@ -416,6 +419,9 @@ class Bench:
     def extra_config(self) -> str:
         return '\n'.join([
             'mail_fsync = %s' % self.args.fsync,
+            # an lmdb map must fit in the address space (256M by
+            # default): the full run's 100,000-message user has ~2.6 GB
+            'default_vsz_limit = %s' % VSZ_LIMIT,
             'protocol imap {',
             '  mail_max_userip_connections = 1000',
             '}',
@@ -903,7 +909,8 @@ class Bench:
             m['nproc'], m['cpu'], m['ram'], m['kernel'], m['tmp_fs'], ' '.join(m['loadavg'])))
         w('Dovecot %s, liblmdb %s, dovecot-lmdb %s' % (m['dovecot'], m['liblmdb'],
                                                      getattr(self, 'build_rev', '?')))
-        w('mail_fsync = %s (same for every format)' % self.args.fsync)
+        w('mail_fsync = %s, default_vsz_limit = %s (same for every format)'
+          % (self.args.fsync, VSZ_LIMIT))
         w('LMDB flags: %s' % self.lmdb_flags())
         w('N = %d messages (2-50 KB, seed %d)%s; stress: %d clients x %d s; fsync count '
           'over %d deliveries; %d run(s), median shown, format order rotated per run' % (

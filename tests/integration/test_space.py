@@ -92,6 +92,49 @@ def test_map_ceiling():
         assert flags.count('$AtCeiling') == len(delivered) - 10
 
 
+def test_address_space_limit():
+    """The map must fit in the process's address space (Dovecot's
+    vsz_limit). When growing it would not, delivery is refused with a
+    temporary failure and an error naming vsz_limit, the process survives
+    (LMDB unmaps the old map before a failed mmap: that used to crash it),
+    nothing acknowledged is lost, and a larger vsz_limit lets mail in
+    again."""
+    config = ('default_vsz_limit = 200M\n'
+              'plugin {\n  lmdb_map_size_initial = 8M\n}\n')
+    with harness.Dovecot('lmdb', extra=config) as dc:
+        dc.start()
+        client = dc.lmtp()
+        delivered, refused = 0, None
+        for i in range(400):
+            r = client.deliver('sender@example.com', [USER], message(i, 1_000_000))
+            if r.status[USER] != 250:
+                refused = (i, r.status[USER], r.data[USER])
+                break
+            delivered += 1
+        client.quit()
+        assert refused is not None, '400 MB fit under a 200M vsz_limit?'
+        assert refused[1] == 451, refused
+        # the map grew from 8M for as long as the limit allowed
+        assert delivered > 60, delivered
+        log = dc.log()
+        assert 'vsz_limit' in log and 'default_vsz_limit' in log, log[-2000:]
+        assert 'killed with signal' not in log, log[-2000:]
+
+        imap = dc.imap(USER)
+        typ, data = imap.select('INBOX')
+        assert int(data[0]) == delivered, (data, delivered)
+        imap.logout()
+        assert dc.doveadm('lmdb', 'verify', user=USER, check=False).returncode == 0
+
+        dc.stop()
+        dc.extra = config.replace('200M', '1G')
+        dc.start()
+        r = dc.lmtp_deliver([USER], message(1000, 1_000_000))
+        assert r.status == {USER: 250}, r
+        assert len(message_ids(dc)) == delivered + 1
+        assert 'killed with signal' not in dc.log()
+
+
 def test_full_filesystem():
     """A full filesystem gives deliveries a temporary failure and loses
     nothing that was acknowledged."""
