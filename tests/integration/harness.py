@@ -1019,6 +1019,18 @@ class Dovecot:
     def log(self) -> str:
         return self._read(self.log_path)
 
+    def wait_log(self, *needles: str, timeout: float = 10.0) -> str:
+        """The log once it holds every needle (Dovecot's log process
+        writes a moment after the client got its reply), or as it is
+        when the timeout passes: the caller's assertion says what's
+        missing."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log()
+            if all(n in text for n in needles) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.1)
+
     def log_tail(self, n: int = 200) -> str:
         lines = self.log().splitlines()
         return '\n'.join(lines[-n:])

@@ -64,7 +64,8 @@ def test_map_ceiling():
         assert refused[1] == 451, refused
         # the map grew past its 1M start by itself
         assert len(delivered) * 100_000 > 4_000_000, len(delivered)
-        assert 'is full' in dc.log() and 'lmdb_map_size_max' in dc.log()
+        log = dc.wait_log('is full', 'lmdb_map_size_max')
+        assert 'is full' in log and 'lmdb_map_size_max' in log, log[-2000:]
 
         imap = dc.imap(USER)
         typ, data = imap.select('INBOX')
@@ -116,7 +117,7 @@ def test_address_space_limit():
         assert refused[1] == 451, refused
         # the map grew from 8M for as long as the limit allowed
         assert delivered > 60, delivered
-        log = dc.log()
+        log = dc.wait_log('vsz_limit', 'default_vsz_limit')
         assert 'vsz_limit' in log and 'default_vsz_limit' in log, log[-2000:]
         assert 'killed with signal' not in log, log[-2000:]
 
