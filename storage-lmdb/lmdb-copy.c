@@ -70,6 +70,12 @@ lmdb_copy_cache_init(struct lmdb_copy_cache *cc, pool_t pool,
 						      field->name);
 		if (src_idx == UINT_MAX || dest_idx == UINT_MAX)
 			continue;
+		/* the copy's stored UIDL may be the caller's (dsync), not the
+		   source's, and a cached UIDL is answered before the stored
+		   one: the first listing caches what was stored */
+		if (strcmp(field->name, "pop3.uidl") == 0 ||
+		    strcmp(field->name, "pop3.order") == 0)
+			continue;
 		dest_field = mail_cache_register_get_field(dest_box->cache,
 							   dest_idx);
 		if ((dest_field->decision &

@@ -336,6 +336,12 @@ static int lmdb_env_adopt_map_size(struct lmdb_env *env, const char **error_r)
 	MDB_envinfo info;
 	uint64_t needed, want;
 
+	/* remapping would pull the map from under the open transaction */
+	if (env->open_txns > 0) {
+		*error_r = "LMDB map was grown by another process and can't "
+			"follow while a transaction is open";
+		return MDB_MAP_RESIZED;
+	}
 	(void)mdb_env_info(env->env, &info);
 	needed = ((uint64_t)info.me_last_pgno + 1) * env->page_size;
 	for (want = I_MAX(env->map_size, 1); want < needed; want *= 2) ;

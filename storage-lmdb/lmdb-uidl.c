@@ -87,8 +87,6 @@ void lmdb_mail_update_pop3_uidl(struct mail *mail, const char *uidl)
 	struct mailbox_transaction_context *t = mail->transaction;
 	struct lmdb_transaction_context *lt = LMDB_TRANSACTION_CONTEXT(t);
 	struct lmdb_uidl_update *upd;
-	struct index_mail *imail = INDEX_MAIL(mail);
-	struct index_mailbox_context *ibox = INDEX_STORAGE_CONTEXT(mail->box);
 
 	if (mail->saving || !lmdb_uidl_is_valid(uidl))
 		return;
@@ -104,12 +102,11 @@ void lmdb_mail_update_pop3_uidl(struct mail *mail, const char *uidl)
 	upd->uid = mail->uid;
 	upd->uidl = p_strdup(lt->pool, uidl);
 
-	/* visible at once: the header says a UIDL may exist for this UID,
-	   and the cache (which may hold "" for "none") gets the value */
+	/* the header says a UIDL may exist for this UID. Not cached here:
+	   the write may fail or find a UIDL already stored, and a cached
+	   UIDL is answered before the stored one; the next listing caches
+	   what was stored. */
 	index_pop3_uidl_set_max_uid(mail->box, t->itrans, mail->uid);
-	index_mail_cache_add_idx(imail,
-		ibox->cache_fields[MAIL_CACHE_POP3_UIDL].idx,
-		uidl, strlen(uidl));
 }
 
 struct lmdb_uidl_write_ctx {
