@@ -16,6 +16,7 @@ import importlib.util
 import inspect
 import os
 import signal
+import re
 import sys
 import time
 import traceback
@@ -97,6 +98,12 @@ def run_case(name, func, args, timeout, verbose):
                 inst.stop()
             except Exception:
                 pass
+            # a busy test pushes its first error out of the tail
+            bad = [l for l in inst.log().splitlines()
+                   if re.search(r': (Error|Fatal|Panic|Warning):', l)]
+            logs.append('--- Dovecot log (%s, %s): %d Error/Fatal/Panic/Warning '
+                        'lines (first 50) ---\n%s'
+                        % (inst.name, inst.dir, len(bad), '\n'.join(bad[:50])))
             logs.append('--- Dovecot log (%s, %s), last 200 lines ---\n%s'
                         % (inst.name, inst.dir, inst.log_tail(200)))
     # stop everything the test started, remove temp dirs
