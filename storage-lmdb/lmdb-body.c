@@ -684,13 +684,8 @@ int lmdb_body_ref(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 	}
 	buf = t_buffer_create(128);
 	lmdb_body_record_encode(buf, &rec);
-	val.mv_data = (void *)buf->data;
-	val.mv_size = buf->used;
-	/* our own key: a record of another size is deleted and re-added,
-	   which moves what a returned key points to */
-	key.mv_data = key_data;
-	key.mv_size = sizeof(key_data);
-	ret = mdb_cursor_put(cursor, &key, &val, MDB_CURRENT);
+	ret = lmdb_env_cursor_put_current(cursor, key_data, sizeof(key_data),
+					  buf);
 	mdb_cursor_close(cursor);
 	if (ret != 0) {
 		*error_r = t_strdup_printf("mdb_put(body %"PRIu64") failed: %s",

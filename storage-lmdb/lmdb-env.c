@@ -27,6 +27,9 @@
 /* address space left for everything but the map: heap growth, streams,
    a second user's map in doveadm */
 #define LMDB_ENV_VSZ_MARGIN (32 * 1024 * 1024ULL)
+/* what an admin does when the map doesn't fit in the address space */
+#define LMDB_ENV_VSZ_HINT "raise vsz_limit of the mail services " \
+	"(default_vsz_limit) above the size of the user's mail plus 256M"
 
 /* filesystems LMDB's locking and mmap coherency don't work on */
 #define LMDB_FS_NFS 0x6969
@@ -286,9 +289,8 @@ static int lmdb_env_set_map_size(struct lmdb_env *env, uint64_t min_size,
 		*error_r = t_strdup_printf(
 			"%s needs an LMDB map of more than %"PRIu64" bytes, "
 			"which this process's address space limit of %"PRIu64
-			" bytes doesn't leave room for: raise vsz_limit of the "
-			"mail services (default_vsz_limit) above the size of "
-			"the user's mail plus 256M", env->path,
+			" bytes doesn't leave room for: "LMDB_ENV_VSZ_HINT,
+			env->path,
 			I_MAX(min_size, env->map_size), vsz_limit);
 		return ENOMEM;
 	}
@@ -349,6 +351,15 @@ static int lmdb_env_adopt_map_size(struct lmdb_env *env, const char **error_r)
 	return lmdb_env_set_map_size(env, needed, want, error_r);
 }
 
+
+/* A failed map resize closes the environment when it can't open it
+   again; the next use tries once more. */
+static int lmdb_env_ensure_open(struct lmdb_env *env, const char **error_r)
+{
+	if (env->env != NULL)
+		return 0;
+	return lmdb_env_open_mdb(env, error_r);
+}
 
 /* The idle read transaction belongs to the MDB_env it was made in. */
 static void lmdb_env_close_mdb(struct lmdb_env *env)
@@ -411,8 +422,7 @@ static int lmdb_env_txn_begin(struct lmdb_env *env, unsigned int flags,
 	unsigned int i;
 	int ret;
 
-	/* a failed map resize closed it and could not open it again */
-	if (env->env == NULL && lmdb_env_open_mdb(env, error_r) < 0)
+	if (lmdb_env_ensure_open(env, error_r) < 0)
 		return EIO;
 	for (i = 0;; i++) {
 		ret = lmdb_env_txn_start(env, flags, txn_r);
@@ -511,6 +521,20 @@ int lmdb_env_write(struct lmdb_env *env, lmdb_write_func_t *func,
 	}
 }
 
+int lmdb_env_cursor_put_current(MDB_cursor *cursor, const void *key_data,
+				size_t key_size, const buffer_t *value)
+{
+	MDB_val key, val;
+
+	/* our own key, never the one LMDB returned: a record of another
+	   size is deleted and re-added, which moves what that points to */
+	key.mv_data = (void *)key_data;
+	key.mv_size = key_size;
+	val.mv_data = (void *)value->data;
+	val.mv_size = value->used;
+	return mdb_cursor_put(cursor, &key, &val, MDB_CURRENT);
+}
+
 int lmdb_env_sync(struct lmdb_env *env, const char **error_r)
 {
 	int ret;
@@ -603,7 +627,7 @@ int lmdb_env_check_space(struct lmdb_env *env, uint64_t size,
 
 	limit = env->set.map_size_max > env->set.map_reserve ?
 		env->set.map_size_max - env->set.map_reserve : 0;
-	if (env->env == NULL && lmdb_env_open_mdb(env, error_r) < 0)
+	if (lmdb_env_ensure_open(env, error_r) < 0)
 		return -1;
 	(void)mdb_env_info(env->env, &info);
 	high_water = (info.me_last_pgno + 1) * (uint64_t)env->page_size;
@@ -712,9 +736,8 @@ static int lmdb_env_open_mdb(struct lmdb_env *env, const char **error_r)
 	if (ret != 0) {
 		*error_r = t_strdup_printf("mdb_env_open(%s) failed: %s%s",
 			env->path, mdb_strerror(ret), ret != ENOMEM ? "" :
-			" (the map must cover all of the user's mail: raise "
-			"vsz_limit of the mail services, default_vsz_limit, "
-			"above its size plus 256M)");
+			" (the map must cover all of the user's mail: "
+			LMDB_ENV_VSZ_HINT")");
 		mdb_env_close(env->env);
 		env->env = NULL;
 		file_unlock(&lock);

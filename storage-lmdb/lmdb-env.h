@@ -95,6 +95,12 @@ int lmdb_env_get_used_bytes(struct lmdb_env *env, uint64_t *used_r,
 int lmdb_env_check_space(struct lmdb_env *env, uint64_t size,
 			 const char **error_r);
 
+/* Replace the record under the cursor with value, in place when it
+   keeps its size; key_data is the caller's copy of the key. Returns an
+   LMDB code. */
+int lmdb_env_cursor_put_current(MDB_cursor *cursor, const void *key_data,
+				size_t key_size, const buffer_t *value);
+
 /* Flush every commit so far to disk (after unsynced commits). A no-op
    with no_sync. Returns 0 or -1 with *error_r. */
 int lmdb_env_sync(struct lmdb_env *env, const char **error_r);

@@ -134,7 +134,7 @@ int lmdb_link_set_flags(struct lmdb_env *env, MDB_txn *txn,
 	struct lmdb_link_record link;
 	buffer_t *buf;
 	MDB_cursor *cursor;
-	MDB_val key, val;
+	MDB_val val;
 	int ret;
 
 	ret = lmdb_link_seek(env, txn, mailbox_guid, uid, key_data,
@@ -155,13 +155,8 @@ int lmdb_link_set_flags(struct lmdb_env *env, MDB_txn *txn,
 	link.keywords = src->keywords;
 	buf = t_buffer_create(128);
 	lmdb_link_record_encode(buf, &link);
-	val.mv_data = (void *)buf->data;
-	val.mv_size = buf->used;
-	/* our own key: a record of another size is deleted and re-added,
-	   which moves what a key returned by LMDB points to */
-	key.mv_data = key_data;
-	key.mv_size = sizeof(key_data);
-	ret = mdb_cursor_put(cursor, &key, &val, MDB_CURRENT);
+	ret = lmdb_env_cursor_put_current(cursor, key_data, sizeof(key_data),
+					  buf);
 	mdb_cursor_close(cursor);
 	if (ret != 0) {
 		*error_r = t_strdup_printf("updating link uid=%u failed: %s",

@@ -56,30 +56,36 @@ static void lmdb_mail_free(struct mail *_mail)
 
 static int lmdb_mail_read(struct lmdb_mail *mail, bool want_body);
 
-int lmdb_mail_get_records(struct lmdb_mail *mail)
+/* The records of the current message are loaded: the link, and the body
+   record too if want_body. */
+static bool lmdb_mail_have_records(struct lmdb_mail *mail, bool want_body)
 {
 	struct mail *_mail = &mail->imail.mail.mail;
 
-	if (mail->records_seq == _mail->seq &&
-	    mail->records_uid == _mail->uid && mail->have_body)
+	return mail->records_seq == _mail->seq &&
+		mail->records_uid == _mail->uid &&
+		(mail->have_body || !want_body);
+}
+
+static int lmdb_mail_get(struct lmdb_mail *mail, bool want_body)
+{
+	if (lmdb_mail_have_records(mail, want_body))
 		return 0;
 	/* metadata only: allowed where reading the body is not, e.g.
 	   POP3 with pop3_fast_size_lookups */
-	if (!mail_metadata_access_start(_mail))
+	if (!mail_metadata_access_start(&mail->imail.mail.mail))
 		return -1;
-	return lmdb_mail_read(mail, TRUE);
+	return lmdb_mail_read(mail, want_body);
+}
+
+int lmdb_mail_get_records(struct lmdb_mail *mail)
+{
+	return lmdb_mail_get(mail, TRUE);
 }
 
 int lmdb_mail_get_link(struct lmdb_mail *mail)
 {
-	struct mail *_mail = &mail->imail.mail.mail;
-
-	if (mail->records_seq == _mail->seq &&
-	    mail->records_uid == _mail->uid)
-		return 0;
-	if (!mail_metadata_access_start(_mail))
-		return -1;
-	return lmdb_mail_read(mail, FALSE);
+	return lmdb_mail_get(mail, FALSE);
 }
 
 int lmdb_mail_read_records(struct lmdb_mail *mail)
@@ -135,11 +141,11 @@ static int lmdb_mail_read(struct lmdb_mail *mail, bool want_body)
 	const char *error;
 	int ret;
 
+	if (lmdb_mail_have_records(mail, want_body))
+		return 0;
 	if (mail->records_seq != _mail->seq ||
 	    mail->records_uid != _mail->uid)
 		lmdb_mail_forget(mail);
-	else if (mail->have_body || !want_body)
-		return 0;
 
 	_mail->transaction->stats.open_lookup_count++;
 	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
