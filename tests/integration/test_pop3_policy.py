@@ -9,8 +9,9 @@ show that the scenario really would change the UIDLs.
 
 Time is simulated with libfaketime, never by sleeping:
 
-* doveadm runs as `faketime -f +8d doveadm ...` (inside the harness's
-  private mount namespace for the build's doveadm plugins);
+* doveadm runs with LD_PRELOAD=libfaketime.so.1 FAKETIME=+8d (inside the
+  harness's private mount namespace for the build's doveadm plugins), not
+  through the `faketime` command: see reap_faketime_objects();
 * POP3 sessions that must happen "later" (or "earlier") run in a pop3
   process started through a small wrapper (`service pop3 { executable =
   <tmp>/pop3-faketime }`).  Dovecot starts one pop3 process per session
@@ -29,12 +30,22 @@ Time is simulated with libfaketime, never by sleeping:
   dotlock file's timestamp is different than current time" under faketime;
   that warning is ignored (HARNESS_NOISE).
 
+* libfaketime keeps a POSIX semaphore and shared memory object per process
+  in /dev/shm, named by pid.  A Dovecot process loses them: it cleans its
+  environment (FAKETIME_SHARED, the names) or changes its uid before
+  libfaketime's destructor unlinks them.  Once pids wrap, the `faketime`
+  command meets such a leftover under its own pid and exits with
+  "sem_open: File exists" (a CI failure); the preloaded library just runs
+  without them.  reap_faketime_objects() removes the leftovers of dead
+  processes before each faketime step.
+
 The 10,000-cycle UIDL test runs 2,000 cycles by default; DLMDB_HEAVY=1
 runs the full 10,000.
 """
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import poplib
@@ -119,26 +130,58 @@ def make_dc(driver, settings=None, *, plugins=('pop3_policy',), extra='',
     return dc
 
 
+FAKETIME_OBJ_RE = re.compile(r'\A(?:sem\.faketime_sem|faketime_shm)_(\d+)\Z')
+
+
+def reap_faketime_objects() -> int:
+    """Remove libfaketime's /dev/shm objects whose process is gone (see the
+    module docstring); a live process's objects stay.  Returns how many."""
+    n = 0
+    try:
+        names = os.listdir('/dev/shm')
+    except OSError:
+        return 0
+    for name in names:
+        m = FAKETIME_OBJ_RE.match(name)
+        if m is None or os.path.exists('/proc/' + m.group(1)):
+            continue
+        try:
+            os.unlink(os.path.join('/dev/shm', name))
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
+# the last test's processes leave theirs too
+atexit.register(reap_faketime_objects)
+
+
 def set_pop3_time(dc, offset: str = '') -> None:
     """Offset (libfaketime syntax, e.g. '+8d', '-3d', '+61s') for the pop3
     processes started from now on; '' = real time."""
+    reap_faketime_objects()
     with open(dc.path('pop3-faketime-offset'), 'w') as f:
         f.write(offset + '\n' if offset else '')
 
 
 def doveadm_at(dc, offset: str, *args, user=None, check=True):
-    """doveadm under `faketime -f OFFSET`."""
+    """doveadm with libfaketime preloaded, FAKETIME=OFFSET."""
     args = [str(a) for a in args]
     if user is not None:
         n = harness._doveadm_cmd_words(args)
         args = args[:n] + ['-u', user] + args[n:]
-    cmd = ['faketime', '-f', offset, harness.DOVEADM, '-c', dc.conf_path] + args
-    if args[0] in harness.DOVEADM_PLUGIN_COMMANDS:
-        cmd = dc._doveadm_with_build_plugins(cmd)
+    if not os.path.exists(LIBFAKETIME):
+        raise harness.HarnessError('libfaketime missing: apt-get install -y faketime')
+    reap_faketime_objects()
+    # only doveadm is preloaded, not unshare/sh/mount before it;
     # NO_FAKE_STAT: file times stay real (libfaketime would shift stat()
     # results by the offset too)
-    env = dict(os.environ, NO_FAKE_STAT='1')
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=dc.dir, env=env)
+    cmd = ['env', 'LD_PRELOAD=' + LIBFAKETIME, 'FAKETIME=' + offset, 'NO_FAKE_STAT=1',
+           harness.DOVEADM, '-c', dc.conf_path] + args
+    if args[0] in harness.DOVEADM_PLUGIN_COMMANDS:
+        cmd = dc._doveadm_with_build_plugins(cmd)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=dc.dir)
     if check and r.returncode != 0:
         raise harness.HarnessError('%s failed (exit %d):\nstdout: %s\nstderr: %s'
                                    % (' '.join(cmd), r.returncode, r.stdout, r.stderr))
