@@ -535,8 +535,10 @@ int lmdb_transaction_save_commit_pre(struct mail_save_context *_ctx)
 		return 0;
 
 	for (i = 0;; i++) {
-		if (lmdb_sync_begin(ctx->mbox, LMDB_SYNC_FLAG_FORCE |
-				    LMDB_SYNC_FLAG_FSYNC, &ctx->sync_ctx) < 0) {
+		/* no index fsync: the links in LMDB are what makes the
+		   save durable (see lmdb_mailbox_open()) */
+		if (lmdb_sync_begin(ctx->mbox, LMDB_SYNC_FLAG_FORCE,
+				    &ctx->sync_ctx) < 0) {
 			lmdb_transaction_save_rollback(_ctx);
 			return -1;
 		}

@@ -552,9 +552,14 @@ static int lmdb_mailbox_open(struct mailbox *box)
 		return -1;
 	if (index_storage_mailbox_open(box, FALSE) < 0)
 		return -1;
+	/* Appends need no index fsync: a save is durable once its links
+	   are in LMDB, and a sync adopts links that a crash kept from the
+	   index (with their UIDs; next_uid never goes below LMDB's highest
+	   UID). Expunge requests do: they must be on disk before a sync
+	   drops the links, or a crash could leave index records whose
+	   links are gone. */
 	mail_index_set_fsync_mode(box->index,
 				  box->storage->set->parsed_fsync_mode,
-				  MAIL_INDEX_FSYNC_MASK_APPENDS |
 				  MAIL_INDEX_FSYNC_MASK_EXPUNGES);
 	if (box->creating) {
 		/* create_box initialises the index */

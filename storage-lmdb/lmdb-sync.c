@@ -314,6 +314,14 @@ static void lmdb_sync_adopt_links(struct lmdb_sync_context *ctx,
 	uint32_t seq;
 
 	array_foreach(&state->links, link) {
+		if (link->rec.modseq != 0 &&
+		    !mail_index_have_modseq_tracking(mbox->box.index)) {
+			/* an index older than the links (a crash lost its
+			   unsynced tail) may predate modseq tracking, and
+			   applying a modseq update without it breaks the
+			   index */
+			mail_index_modseq_enable(mbox->box.index);
+		}
 		mail_index_append(ctx->trans, link->uid, &seq);
 		mail_index_update_flags(ctx->trans, seq, MODIFY_REPLACE,
 					link->rec.flags & MAIL_FLAGS_NONRECENT);
@@ -371,8 +379,6 @@ int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
 		MAIL_INDEX_SYNC_FLAG_AVOID_FLAG_UPDATES;
 	if ((flags & LMDB_SYNC_FLAG_FORCE) == 0 && !mbox->need_adopt)
 		sync_flags |= MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES;
-	if ((flags & LMDB_SYNC_FLAG_FSYNC) != 0)
-		sync_flags |= MAIL_INDEX_SYNC_FLAG_FSYNC;
 
 	ctx = i_new(struct lmdb_sync_context, 1);
 	ctx->mbox = mbox;

@@ -8,7 +8,6 @@ struct lmdb_mailbox;
 enum lmdb_sync_flags {
 	/* lock and sync even when the index has no changes for us */
 	LMDB_SYNC_FLAG_FORCE = 0x01,
-	LMDB_SYNC_FLAG_FSYNC = 0x02,
 	/* rebuild the index from LMDB first (force-resync) */
 	LMDB_SYNC_FLAG_REBUILD = 0x04,
 };

@@ -284,38 +284,6 @@ def du_bytes(path: str) -> int:
     return total
 
 
-def server_pid(dc, sock: socket.socket, service: str, timeout: float = 5.0) -> int:
-    """pid of the process of instance dc (title ending in /service) that
-    holds the server side of the TCP connection sock."""
-    lport = sock.getsockname()[1]
-    sport = sock.getpeername()[1]
-    deadline = time.monotonic() + timeout
-    while True:
-        inode = None
-        with open('/proc/net/tcp') as f:
-            next(f)
-            for row in f:
-                c = row.split()
-                if int(c[1].split(':')[1], 16) == sport and int(c[2].split(':')[1], 16) == lport:
-                    inode = c[9]
-                    break
-        if inode:
-            want = 'socket:[%s]' % inode
-            for pid in dc._service_pids(service):
-                try:
-                    for fd in os.listdir('/proc/%d/fd' % pid):
-                        try:
-                            if os.readlink('/proc/%d/fd/%s' % (pid, fd)) == want:
-                                return pid
-                        except OSError:
-                            pass
-                except OSError:
-                    pass
-        if time.monotonic() > deadline:
-            raise PhaseError('no %s process holds the connection (port %d)' % (service, lport))
-        time.sleep(0.05)
-
-
 def smaps_rollup(pid: int) -> dict:
     out = {}
     with open('/proc/%d/smaps_rollup' % pid) as f:
@@ -622,7 +590,7 @@ class Bench:
         _t, _unt, lb = c.ok('FETCH 1:* (BODY.PEEK[])', keep=False)
         dt = time.perf_counter() - t0
         out['imap_fetch_body'] = lb / dt / 1e6
-        pid = server_pid(dc, c.sock, 'imap')
+        pid = dc.server_pid(c.sock, 'imap')
         sm = smaps_rollup(pid)
         out['imap_pss'] = sm.get('Pss', 0)
         out['imap_priv_dirty'] = sm.get('Private_Dirty', 0)
@@ -743,7 +711,7 @@ class Bench:
         out = os.path.join(dc.dir, 'strace-lmtp.txt')
         st = None
         try:
-            pid = server_pid(dc, c.sock, 'lmtp')
+            pid = dc.server_pid(c.sock, 'lmtp')
             st = subprocess.Popen(['strace', '-f', '-c', '-o', out, '-e',
                                    'trace=fsync,fdatasync,msync,sync_file_range', '-p', str(pid)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -931,6 +931,39 @@ class Dovecot:
                 out.append(int(d))
         return out
 
+    def server_pid(self, sock: socket.socket, service: str, timeout: float = 5.0) -> int:
+        """pid of this instance's process (title ending in /service) that
+        holds the server side of the TCP connection sock."""
+        lport = sock.getsockname()[1]
+        sport = sock.getpeername()[1]
+        deadline = time.monotonic() + timeout
+        while True:
+            inode = None
+            with open('/proc/net/tcp') as f:
+                next(f)
+                for row in f:
+                    c = row.split()
+                    if int(c[1].split(':')[1], 16) == sport and \
+                            int(c[2].split(':')[1], 16) == lport:
+                        inode = c[9]
+                        break
+            if inode:
+                want = 'socket:[%s]' % inode
+                for pid in self._service_pids(service):
+                    try:
+                        for fd in os.listdir('/proc/%d/fd' % pid):
+                            try:
+                                if os.readlink('/proc/%d/fd/%s' % (pid, fd)) == want:
+                                    return pid
+                            except OSError:
+                                pass
+                    except OSError:
+                        pass
+            if time.monotonic() > deadline:
+                raise HarnessError('no %s process holds the connection (port %d)'
+                                   % (service, lport))
+            time.sleep(0.05)
+
     def _service_pids(self, service: str) -> list[int]:
         """pids of this instance's processes whose title ends in /service."""
         out = []

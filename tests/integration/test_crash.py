@@ -32,6 +32,7 @@ import imaplib
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -635,3 +636,121 @@ def test_writer_killed_after_lmdb_commit():
         killed = set(int(x) for x in re.findall(r'child (\d+) killed with signal 9', dc.log()))
         findings += ['log: ' + l for l in bad_log_lines(dc.log(), killed)]
         assert not findings, '\n'.join(findings)
+
+
+def _index_files(dc):
+    d = os.path.join(dc.mail_dir(), 'mailboxes', 'INBOX', 'lmdb-Mails')
+    return d, sorted(n for n in os.listdir(d) if n.startswith('dovecot.index'))
+
+
+def test_index_behind_lmdb_after_system_crash():
+    """Appends don't fsync Dovecot's index (the links in LMDB make a save
+    durable), so a system crash may lose the index's record of mail that
+    was acknowledged.  Simulated by putting back the index files as they
+    were before two deliveries: both come back with their UIDs, UIDLs and
+    the flag set on one of them, and the next delivery gets a new UID."""
+    with harness.Dovecot('lmdb') as dc:
+        dc.start()
+        assert dc.lmtp_deliver('testuser', _msg('<before@dlmdb.test>')).all_ok()
+        idx_dir, names = _index_files(dc)
+        saved = {}
+        for n in names:
+            with open(os.path.join(idx_dir, n), 'rb') as f:
+                saved[n] = f.read()
+        st = os.stat(os.path.join(idx_dir, names[0]))
+
+        for mid in ('<lost-1@dlmdb.test>', '<lost-2@dlmdb.test>'):
+            assert dc.lmtp_deliver('testuser', _msg(mid)).all_ok()
+        c = dc.imap()
+        c.select('INBOX')
+        typ, data = c.uid('STORE', '2', '+FLAGS', '(\\Flagged)')
+        assert typ == 'OK', data
+        c.noop()
+        c.logout()
+        p = dc.pop3()
+        uidls_before = [l.split()[1] for l in p.uidl()[1]]
+        p.quit()
+        acked = dc.message_ids()
+        assert [m for _u, m in acked] == ['<before@dlmdb.test>', '<lost-1@dlmdb.test>',
+                                          '<lost-2@dlmdb.test>'], acked
+
+        # the "crash": the index writes after the first delivery are gone
+        dc.stop()
+        for n in os.listdir(idx_dir):
+            if n.startswith('dovecot.index'):
+                os.unlink(os.path.join(idx_dir, n))
+        for n, data in saved.items():
+            path = os.path.join(idx_dir, n)
+            with open(path, 'wb') as f:
+                f.write(data)
+            os.chown(path, st.st_uid, st.st_gid)
+            os.chmod(path, 0o600)
+        dc.start()
+
+        # IMAP first, so that the recovery is logged in dovecot.log
+        c = dc.imap()
+        c.select('INBOX')
+        typ, data = c.uid('FETCH', '1:*', '(FLAGS)')
+        assert typ == 'OK', data
+        flags = {int(re.search(rb'UID (\d+)', l).group(1)): l for l in data}
+        assert sorted(flags) == [1, 2, 3], data
+        assert b'\\Flagged' in flags[2] and b'\\Flagged' not in flags[3], data
+        c.logout()
+        adopted = 'missing from the index (UIDs 2..3)'
+        assert adopted in dc.wait_log(adopted), dc.log_tail(20)
+        assert dc.message_ids() == acked
+        p = dc.pop3()
+        assert [l.split()[1] for l in p.uidl()[1]] == uidls_before
+        p.quit()
+        assert dc.lmtp_deliver('testuser', _msg('<after@dlmdb.test>')).all_ok()
+        assert dc.message_ids() == acked + [(4, '<after@dlmdb.test>')]
+        rc, out = lmdb_verify(dc)
+        assert rc == 0, out
+        dc.assert_no_log_errors(ignore=[r'were in LMDB but missing from the index'])
+
+
+def _delivery_sync_calls(dc, count):
+    """fsync/fdatasync calls of the lmdb process serving one LMTP
+    connection while it delivers count messages, by file."""
+    c = LmtpClient('127.0.0.1', dc.ports['lmtp'])
+    try:
+        assert c.deliver('s@example.com', ['testuser'], _msg('<warm@dlmdb.test>')).all_ok()
+        pid = dc.server_pid(c.sock, 'lmtp')
+        out = dc.path('strace-%d.txt' % count)
+        st = subprocess.Popen(['strace', '-f', '-y', '-o', out, '-e', 'trace=fsync,fdatasync',
+                               '-p', str(pid)], stderr=subprocess.PIPE)
+        try:
+            line = st.stderr.readline().decode('utf-8', 'replace')
+            assert 'attached' in line, line
+            for i in range(count):
+                r = c.deliver('s@example.com', ['testuser'], _msg('<s%d@dlmdb.test>' % i))
+                assert r.all_ok(), r
+        finally:
+            st.send_signal(signal.SIGINT)
+            st.wait(30)
+    finally:
+        c.quit()
+    calls = {}
+    with open(out) as f:
+        for line in f:
+            m = re.search(r'\b(fsync|fdatasync)\(\d+<([^>]*)>\)\s*=\s*0', line)
+            if m:
+                name = os.path.basename(m.group(2))
+                calls[name] = calls.get(name, 0) + 1
+    return calls
+
+
+def test_delivery_sync_calls():
+    """An acknowledged delivery costs three flushes of data.mdb (the body's
+    pages, the link's pages, the meta page) and none of Dovecot's index;
+    with mail_fsync = never, none at all."""
+    if shutil.which('strace') is None:
+        raise harness.HarnessError('strace not installed (apt-get install -y strace)')
+    with harness.Dovecot('lmdb') as dc:
+        dc.start()
+        calls = _delivery_sync_calls(dc, 10)
+        assert calls == {'data.mdb': 30}, calls
+    with harness.Dovecot('lmdb', extra='mail_fsync = never\n') as dc:
+        dc.start()
+        calls = _delivery_sync_calls(dc, 10)
+        assert calls == {}, calls
