@@ -38,6 +38,10 @@
 #define LMDB_FS_SMB2 0xFE534D42
 
 static ARRAY(struct lmdb_env *) lmdb_envs = ARRAY_INIT;
+/* The last environment whose last reference went, still open (see
+   lmdb_env_unref()); at most one, so that it never takes address space
+   another user's environment needs. */
+static struct lmdb_env *lmdb_env_idle = NULL;
 
 const char *lmdb_env_strerror(int ret)
 {
@@ -812,6 +816,72 @@ static int lmdb_env_reopen(struct lmdb_env *env, const char **error_r)
 	return lmdb_env_open_mdb(env, error_r);
 }
 
+static void lmdb_env_remove(struct lmdb_env *env)
+{
+	struct lmdb_env *const *envs;
+	unsigned int i, count;
+
+	i_assert(env->refcount == 0 && env != lmdb_env_idle);
+	envs = array_get(&lmdb_envs, &count);
+	for (i = 0; i < count; i++) {
+		if (envs[i] == env) {
+			array_delete(&lmdb_envs, i, 1);
+			break;
+		}
+	}
+	if (array_count(&lmdb_envs) == 0)
+		array_free(&lmdb_envs);
+	lmdb_env_free(env);
+}
+
+static void lmdb_env_free_idle(void)
+{
+	struct lmdb_env *env = lmdb_env_idle;
+
+	if (env != NULL) {
+		lmdb_env_idle = NULL;
+		lmdb_env_remove(env);
+	}
+}
+
+static bool lmdb_env_settings_equal(const struct lmdb_env_settings *a,
+				    const struct lmdb_env_settings *b)
+{
+	return a->map_size_initial == b->map_size_initial &&
+		a->map_size_max == b->map_size_max &&
+		a->map_reserve == b->map_reserve &&
+		a->max_readers == b->max_readers &&
+		a->no_sync == b->no_sync && a->mode == b->mode;
+}
+
+/* May the idle environment serve a new open of the same directory? Not
+   if the settings differ, or the files it maps are no longer the ones
+   in the directory (deleted, or the directory was recreated and got the
+   old inode number), or another version changed the schema since. */
+static bool lmdb_env_idle_usable(struct lmdb_env *env,
+				 const struct lmdb_env_settings *set)
+{
+	struct lmdb_env_record rec;
+	struct stat st_open, st_path;
+	const char *error;
+	MDB_txn *txn;
+	int fd, ret;
+
+	if (!lmdb_env_settings_equal(&env->set, set) ||
+	    mdb_env_get_fd(env->env, &fd) != 0 ||
+	    fstat(fd, &st_open) < 0 || st_open.st_nlink == 0 ||
+	    stat(t_strconcat(env->path, "/data.mdb", NULL), &st_path) < 0 ||
+	    st_open.st_dev != st_path.st_dev ||
+	    st_open.st_ino != st_path.st_ino)
+		return FALSE;
+	if (lmdb_env_read_begin(env, &txn, &error) < 0)
+		return FALSE;
+	ret = lmdb_env_record_get(env, txn, &rec, &error);
+	lmdb_env_read_end(env, &txn);
+	return ret == 0 && rec.schema_version == LMDB_SCHEMA_VERSION &&
+		rec.generation == env->generation;
+}
+
 int lmdb_env_open(const char *path, const struct lmdb_env_settings *set,
 		  struct lmdb_env **env_r, const char **error_r)
 {
@@ -823,11 +893,20 @@ int lmdb_env_open(const char *path, const struct lmdb_env_settings *set,
 		return -1;
 	}
 	env = lmdb_env_find(st.st_dev, st.st_ino);
+	if (env != NULL && env == lmdb_env_idle) {
+		lmdb_env_idle = NULL;
+		if (!lmdb_env_idle_usable(env, set)) {
+			lmdb_env_remove(env);
+			env = NULL;
+		}
+	}
 	if (env != NULL) {
 		env->refcount++;
 		*env_r = env;
 		return 0;
 	}
+	/* before the new map is made: both count against vsz_limit */
+	lmdb_env_free_idle();
 	if (lmdb_env_check_fs(path, error_r) < 0)
 		return -1;
 
@@ -1014,8 +1093,6 @@ int lmdb_env_compact(struct lmdb_env *env, uint64_t *old_size_r,
 void lmdb_env_unref(struct lmdb_env **_env)
 {
 	struct lmdb_env *env = *_env;
-	struct lmdb_env *const *envs;
-	unsigned int i, count;
 
 	*_env = NULL;
 	i_assert(env->refcount > 0);
@@ -1023,14 +1100,20 @@ void lmdb_env_unref(struct lmdb_env **_env)
 		return;
 
 	i_assert(env->open_txns == 0);
-	envs = array_get(&lmdb_envs, &count);
-	for (i = 0; i < count; i++) {
-		if (envs[i] == env) {
-			array_delete(&lmdb_envs, i, 1);
-			break;
-		}
+	lmdb_env_free_idle();
+	if (env->env == NULL) {
+		lmdb_env_remove(env);
+		return;
 	}
-	if (array_count(&lmdb_envs) == 0)
-		array_free(&lmdb_envs);
-	lmdb_env_free(env);
+	/* kept open for the process's next user of it: LMTP opens the
+	   recipient's environment for every delivery, and opening one
+	   cost more CPU than storing a small mail (LMDB allocates and
+	   zeroes a 2 MiB dirty list, maps the files, sets up the lock
+	   table) */
+	lmdb_env_idle = env;
+}
+
+void lmdb_env_deinit(void)
+{
+	lmdb_env_free_idle();
 }

@@ -59,7 +59,11 @@ typedef int lmdb_write_func_t(MDB_txn *txn, void *context,
    failure is worth retrying (compaction in progress, out of space). */
 int lmdb_env_open(const char *path, const struct lmdb_env_settings *set,
 		  struct lmdb_env **env_r, const char **error_r);
+/* The last reference keeps the environment open until another one is
+   opened or lmdb_env_deinit(). */
 void lmdb_env_unref(struct lmdb_env **env);
+/* Close what lmdb_env_unref() kept open (at module unload). */
+void lmdb_env_deinit(void);
 
 /* Run func in a write transaction and commit it. sync=FALSE flushes the
    transaction's pages but not the meta page that makes it current: a

@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "mail-storage-private.h"
+#include "lmdb-env.h"
 #include "lmdb-storage.h"
 #include "lmdb-plugin.h"
 
@@ -15,4 +16,5 @@ void storage_lmdb_plugin_init(struct module *module ATTR_UNUSED)
 void storage_lmdb_plugin_deinit(void)
 {
 	mail_storage_class_unregister(&lmdb_storage);
+	lmdb_env_deinit();
 }

@@ -77,6 +77,8 @@ static void test_env_deinit(struct lmdb_env **env)
 
 	if (*env != NULL)
 		lmdb_env_unref(env);
+	/* each test starts without the environment kept open */
+	lmdb_env_deinit();
 	if (unlink_directory(test_dir, UNLINK_DIRECTORY_FLAG_RMDIR, &error) < 0)
 		i_error("unlink_directory(%s) failed: %s", test_dir, error);
 }
@@ -1177,6 +1179,76 @@ static void test_env_share(void)
 	test_end();
 }
 
+/* Does this process map path? */
+static bool test_maps_file(const char *path)
+{
+	char line[1024];
+	bool found = FALSE;
+	FILE *f;
+
+	if ((f = fopen("/proc/self/maps", "r")) == NULL)
+		i_fatal("fopen(/proc/self/maps) failed: %m");
+	while (!found && fgets(line, sizeof(line), f) != NULL)
+		found = strstr(line, path) != NULL;
+	fclose(f);
+	return found;
+}
+
+static void test_env_idle(void)
+{
+	struct lmdb_env *env, *env2;
+	struct lmdb_env_settings set;
+	struct lmdb_body_record rec;
+	const char *error;
+	uint64_t body_id;
+	struct stat st;
+	char dir2[64];
+
+	test_begin("env kept open after the last reference");
+	env = test_env_init();
+	body_id = test_body_write(env, "idle", 4);
+	set = env->set;
+	env2 = env;
+	lmdb_env_unref(&env);
+	/* the same directory and settings: the same, still open env */
+	test_assert(lmdb_env_open(test_dir, &set, &env, &error) == 0);
+	test_assert(env == env2 && env->refcount == 1);
+	test_assert(test_body_verify(env, body_id, TRUE, &error) == 1);
+
+	/* other settings: opened anew */
+	lmdb_env_unref(&env);
+	set.map_reserve = 2 * MB;
+	test_assert(lmdb_env_open(test_dir, &set, &env, &error) == 0);
+	test_assert(env->refcount == 1 && env->set.map_reserve == 2 * MB);
+	test_assert(test_body_verify(env, body_id, TRUE, &error) == 1);
+
+	/* the files were deleted and the directory made again: the kept
+	   map of the deleted files must not be used */
+	lmdb_env_unref(&env);
+	if (unlink_directory(test_dir, UNLINK_DIRECTORY_FLAG_RMDIR, &error) < 0 ||
+	    mkdir(test_dir, 0700) < 0 || stat(test_dir, &st) < 0)
+		i_fatal("recreating %s failed: %m", test_dir);
+	test_assert(lmdb_env_open(test_dir, &set, &env, &error) == 0);
+	test_assert(test_body_get(env, body_id, &rec) == 0);
+	test_assert(test_env_record(env).next_body_id == 1);
+
+	/* opening another environment unmaps the kept one first */
+	lmdb_env_unref(&env);
+	test_assert(test_maps_file(t_strconcat(test_dir, "/data.mdb", NULL)));
+	i_strocpy(dir2, "/tmp/test-lmdb-body.XXXXXX", sizeof(dir2));
+	if (mkdtemp(dir2) == NULL)
+		i_fatal("mkdtemp() failed: %m");
+	test_assert(lmdb_env_open(dir2, &set, &env2, &error) == 0);
+	test_assert(!test_maps_file(t_strconcat(test_dir, "/data.mdb", NULL)));
+	lmdb_env_unref(&env2);
+	lmdb_env_deinit();
+	test_assert(!test_maps_file(t_strconcat(dir2, "/data.mdb", NULL)));
+	if (unlink_directory(dir2, UNLINK_DIRECTORY_FLAG_RMDIR, &error) < 0)
+		i_error("unlink_directory(%s) failed: %s", dir2, error);
+	test_env_deinit(&env);
+	test_end();
+}
+
 static void test_env_newer_schema_txn(struct lmdb_env *env, MDB_txn *txn,
 				      void *context ATTR_UNUSED)
 {
@@ -1809,6 +1881,7 @@ int main(void)
 		test_body_interleaved_writers,
 		test_env_map_growth,
 		test_env_share,
+		test_env_idle,
 		test_env_newer_schema,
 		test_links,
 		test_link_update_in_place,
