@@ -4,6 +4,7 @@
 #include "array.h"
 #include "buffer.h"
 #include "ioloop.h"
+#include "istream.h"
 #include "lmdb-body.h"
 
 #include <openssl/evp.h>
@@ -26,6 +27,10 @@ struct lmdb_body_writer {
 	int last_ret;
 	bool last_was_cr;
 	bool failed, finished;
+	/* finished without writing (lmdb_body_writer_finish_deferred()) */
+	bool deferred;
+	struct lmdb_body_info info;
+	char *info_guid;
 };
 
 struct lmdb_body_flush_ctx {
@@ -142,6 +147,34 @@ static int lmdb_body_count(struct lmdb_env *env, MDB_txn *txn, int bodies,
 	return lmdb_env_add_counters(env, txn, 0, 0, bodies, bytes, error_r);
 }
 
+/* The PENDING record of a finished body; state_since is the caller's. */
+static void
+lmdb_body_writer_fill_record(const struct lmdb_body_writer *writer,
+			     const struct lmdb_body_info *info,
+			     struct lmdb_body_record *rec)
+{
+	rec->state = LMDB_BODY_STATE_PENDING;
+	rec->refcount = 0;
+	rec->physical_size = writer->size;
+	if (info->message_size != 0 || info->virtual_size != 0) {
+		rec->message_size = info->message_size;
+		rec->virtual_size = I_MAX(info->virtual_size,
+					  rec->message_size);
+	} else {
+		rec->message_size = writer->size;
+		rec->virtual_size = writer->size + writer->bare_lf_count;
+	}
+	rec->received_date = info->received_date;
+	rec->save_date = info->save_date;
+	rec->chunk_size = LMDB_BODY_CHUNK_SIZE;
+	rec->chunk_count = (writer->size + LMDB_BODY_CHUNK_SIZE - 1) /
+		LMDB_BODY_CHUNK_SIZE;
+	memcpy(rec->orig_mailbox_guid, info->orig_mailbox_guid,
+	       sizeof(rec->orig_mailbox_guid));
+	rec->guid = info->guid;
+	memcpy(rec->sha256, writer->sha256, sizeof(rec->sha256));
+}
+
 static int
 lmdb_body_flush_txn(MDB_txn *txn, void *context, const char **error_r)
 {
@@ -216,27 +249,8 @@ lmdb_body_flush_txn(MDB_txn *txn, void *context, const char **error_r)
 	} else {
 		rec.state_since = ioloop_time;
 	}
-	rec.state = LMDB_BODY_STATE_PENDING;
-	rec.refcount = 0;
-	rec.physical_size = writer->size;
-	if (ctx->info->message_size != 0 || ctx->info->virtual_size != 0) {
-		rec.message_size = ctx->info->message_size;
-		rec.virtual_size = I_MAX(ctx->info->virtual_size,
-					 rec.message_size);
-	} else {
-		rec.message_size = writer->size;
-		rec.virtual_size = writer->size + writer->bare_lf_count;
-	}
-	rec.received_date = ctx->info->received_date;
-	rec.save_date = ctx->info->save_date;
-	rec.chunk_size = LMDB_BODY_CHUNK_SIZE;
-	rec.chunk_count = ctx->chunks_written;
-	i_assert(rec.chunk_count == (rec.physical_size + rec.chunk_size - 1) /
-		 rec.chunk_size);
-	memcpy(rec.orig_mailbox_guid, ctx->info->orig_mailbox_guid,
-	       sizeof(rec.orig_mailbox_guid));
-	rec.guid = ctx->info->guid;
-	memcpy(rec.sha256, writer->sha256, sizeof(rec.sha256));
+	lmdb_body_writer_fill_record(writer, ctx->info, &rec);
+	i_assert(rec.chunk_count == ctx->chunks_written);
 	if ((ret = lmdb_body_put_record(env, txn, ctx->body_id, &rec,
 					error_r)) != 0)
 		return ret;
@@ -339,6 +353,80 @@ int lmdb_body_writer_finish(struct lmdb_body_writer *writer,
 	return 0;
 }
 
+int lmdb_body_writer_finish_deferred(struct lmdb_body_writer *writer,
+				     const struct lmdb_body_info *info,
+				     uint64_t max_size,
+				     uint64_t *physical_size_r,
+				     uint64_t *virtual_size_r,
+				     const char **error_r)
+{
+	struct lmdb_body_record rec;
+	int ret;
+
+	i_assert(!writer->finished);
+	if (writer->failed) {
+		*error_r = "body writer already failed";
+		return -1;
+	}
+	if (writer->body_id != 0 || writer->size > max_size)
+		return 0;
+	/* refused now, as a written body would be, not at commit */
+	ret = lmdb_env_check_space(writer->env, writer->buf->used, error_r);
+	if (ret <= 0) {
+		writer->last_ret = ret < 0 ? EIO : MDB_MAP_FULL;
+		writer->failed = TRUE;
+		return -1;
+	}
+	if (EVP_DigestFinal_ex(writer->sha, writer->sha256, NULL) != 1)
+		i_fatal("lmdb: EVP_DigestFinal_ex() failed");
+	writer->info = *info;
+	writer->info_guid = i_strdup(info->guid);
+	writer->info.guid = writer->info_guid;
+	writer->finished = TRUE;
+	writer->deferred = TRUE;
+	lmdb_body_writer_fill_record(writer, &writer->info, &rec);
+	*physical_size_r = rec.physical_size;
+	*virtual_size_r = rec.virtual_size;
+	return 1;
+}
+
+int lmdb_body_writer_write_txn(struct lmdb_body_writer *writer,
+			       MDB_txn *txn, uint64_t *body_id_r,
+			       const char **error_r)
+{
+	struct lmdb_body_flush_ctx ctx;
+	int ret;
+
+	i_assert(writer->deferred && writer->body_id == 0);
+	i_zero(&ctx);
+	ctx.writer = writer;
+	ctx.info = &writer->info;
+	ctx.final = TRUE;
+	ctx.full_chunks = writer->buf->used / LMDB_BODY_CHUNK_SIZE;
+	if ((ret = lmdb_body_flush_txn(txn, &ctx, error_r)) != 0)
+		return ret;
+	*body_id_r = ctx.body_id;
+	return 0;
+}
+
+void lmdb_body_writer_get_record(const struct lmdb_body_writer *writer,
+				 struct lmdb_body_record *rec_r)
+{
+	i_assert(writer->deferred);
+	i_zero(rec_r);
+	lmdb_body_writer_fill_record(writer, &writer->info, rec_r);
+	rec_r->state_since = ioloop_time;
+}
+
+struct istream *
+lmdb_body_writer_open_stream(const struct lmdb_body_writer *writer)
+{
+	i_assert(writer->deferred);
+	/* a copy: the stream may outlive the writer */
+	return i_stream_create_copy_from_data(writer->buf->data,
+					      writer->buf->used);
+}
+
 static int lmdb_body_delete_txn(MDB_txn *txn, void *context,
 				const char **error_r);
 
@@ -387,6 +475,7 @@ void lmdb_body_writer_free(struct lmdb_body_writer **_writer)
 	}
 	EVP_MD_CTX_free(writer->sha);
 	buffer_free(&writer->buf);
+	i_free(writer->info_guid);
 	i_free(writer);
 }
 

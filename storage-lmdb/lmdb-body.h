@@ -39,6 +39,29 @@ int lmdb_body_writer_finish(struct lmdb_body_writer *writer,
 			    const struct lmdb_body_info *info,
 			    uint64_t *body_id_r, uint64_t *physical_size_r,
 			    uint64_t *virtual_size_r, const char **error_r);
+/* Finish without writing, if nothing was written yet and the body is
+   at most max_size bytes: returns 1, and lmdb_body_writer_write_txn()
+   writes it later in the transaction that links it (one commit, and one
+   flush, less per saved mail). Returns 0 if the body must be finished
+   with lmdb_body_writer_finish() instead, -1 on error (a full map is
+   refused here, as a written body would be). */
+int lmdb_body_writer_finish_deferred(struct lmdb_body_writer *writer,
+				     const struct lmdb_body_info *info,
+				     uint64_t max_size,
+				     uint64_t *physical_size_r,
+				     uint64_t *virtual_size_r,
+				     const char **error_r);
+/* Write a deferred body as PENDING in txn; may run again in a new
+   transaction after the map grew. */
+int lmdb_body_writer_write_txn(struct lmdb_body_writer *writer,
+			       MDB_txn *txn, uint64_t *body_id_r,
+			       const char **error_r);
+/* A deferred body's record (no id yet) and contents, for reading the
+   mail before it is committed. */
+void lmdb_body_writer_get_record(const struct lmdb_body_writer *writer,
+				 struct lmdb_body_record *rec_r);
+struct istream *
+lmdb_body_writer_open_stream(const struct lmdb_body_writer *writer);
 /* The LMDB/errno code of the writer's last failure (0 if none), so that
    a full map can be told from an internal error. */
 int lmdb_body_writer_get_last_ret(struct lmdb_body_writer *writer);

@@ -33,6 +33,7 @@ static void lmdb_mail_forget(struct lmdb_mail *mail)
 	mail->records_seq = 0;
 	mail->have_link = FALSE;
 	mail->have_body = FALSE;
+	mail->deferred = NULL;
 	/* NULL while the mail is being freed */
 	if (mail->records_pool != NULL)
 		p_clear(mail->records_pool);
@@ -104,7 +105,8 @@ static int lmdb_mail_read_link(struct lmdb_mail *mail, MDB_txn *txn)
 	if (_mail->saving) {
 		/* not committed yet: the save context knows the body */
 		smail = lmdb_save_get_mail(_mail->transaction, _mail->seq);
-		if (smail == NULL || smail->body_id == 0) {
+		if (smail == NULL ||
+		    (smail->body_id == 0 && smail->deferred == NULL)) {
 			mail_set_critical(_mail,
 				"lmdb: Mail being saved has no body yet");
 			return -1;
@@ -116,6 +118,7 @@ static int lmdb_mail_read_link(struct lmdb_mail *mail, MDB_txn *txn)
 			p_strdup(mail->records_pool, smail->pop3_uidl);
 		mail->link.pop3_order = smail->pop3_order;
 		mail->have_link = FALSE;
+		mail->deferred = smail->body_id == 0 ? smail->deferred : NULL;
 		return 0;
 	}
 	ret = lmdb_link_get(mbox->storage->env, txn, mbox->mailbox_guid,
@@ -160,6 +163,12 @@ static int lmdb_mail_read(struct lmdb_mail *mail, bool want_body)
 	mail->records_uid = _mail->uid;
 	if (!want_body) {
 		lmdb_env_read_end(env, &txn);
+		return 0;
+	}
+	if (mail->deferred != NULL) {
+		lmdb_env_read_end(env, &txn);
+		lmdb_body_writer_get_record(mail->deferred, &mail->body);
+		mail->have_body = TRUE;
 		return 0;
 	}
 	body_id = mail->link.body_id;
@@ -355,12 +364,18 @@ static int lmdb_mail_open_stream(struct lmdb_mail *mail, bool get_body,
 	/* a header-only read checks the chunks it reads as it goes; the
 	   whole body is checked when the body is asked for */
 	mail->body_verified = FALSE;
-	if (get_body && lmdb_mail_verify_body(mail) < 0)
-		return -1;
-	input = lmdb_istream_create(mbox->storage->env, mail->link.body_id,
-				    &mail->body);
-	if (mail->body_verified)
-		lmdb_istream_set_verified(input);
+	if (mail->deferred != NULL) {
+		/* in memory, never on disk yet: nothing to check */
+		input = lmdb_body_writer_open_stream(mail->deferred);
+		mail->body_verified = TRUE;
+	} else {
+		if (get_body && lmdb_mail_verify_body(mail) < 0)
+			return -1;
+		input = lmdb_istream_create(mbox->storage->env,
+					    mail->link.body_id, &mail->body);
+		if (mail->body_verified)
+			lmdb_istream_set_verified(input);
+	}
 	*stream_r = input;
 	if (pmail->v.istream_opened != NULL) {
 		if (pmail->v.istream_opened(_mail, stream_r) < 0) {

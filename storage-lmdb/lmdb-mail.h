@@ -20,6 +20,9 @@ struct lmdb_mail {
 	bool have_body;
 	/* every chunk of the open stream's body was checked */
 	bool body_verified;
+	/* a message being saved whose body is still in memory (the save
+	   context owns it) */
+	const struct lmdb_body_writer *deferred;
 };
 
 #define LMDB_MAIL(s) (container_of(s, struct lmdb_mail, imail.mail.mail))

@@ -19,7 +19,13 @@
 /* Save flow: each message's body goes into LMDB at save_finish as a
    PENDING body, without the index lock. At commit, under the mailbox's
    index sync lock, UIDs are assigned and all links are written in one
-   short LMDB transaction, before the index commit. */
+   short LMDB transaction, before the index commit. Small bodies skip the
+   first step: they stay in memory and are written in the link
+   transaction, so a delivery costs one LMDB commit, not two. */
+
+/* How many bytes of bodies one transaction keeps in memory for the link
+   transaction (a MULTIAPPEND or dsync writes the rest at save_finish) */
+#define LMDB_SAVE_DEFER_MAX_BYTES (4 * 1024 * 1024)
 
 struct lmdb_save_context {
 	struct mail_save_context ctx;
@@ -41,6 +47,8 @@ struct lmdb_save_context {
 	/* the links were committed without waiting for the disk: sync once
 	   the index lock is released, before the caller acknowledges */
 	bool need_env_sync;
+	/* bytes of the deferred bodies in mails */
+	uint64_t deferred_bytes;
 
 	bool failed:1;
 	bool finished:1;
@@ -285,6 +293,7 @@ static int lmdb_save_finish_write(struct mail_save_context *_ctx)
 	uint64_t physical_size, virtual_size;
 	guid_128_t guid_128;
 	const char *error;
+	int ret;
 
 	ctx->finished = TRUE;
 	if (ctx->writer == NULL)
@@ -317,9 +326,20 @@ static int lmdb_save_finish_write(struct mail_save_context *_ctx)
 		info.save_date = smail->save_date;
 		memcpy(info.orig_mailbox_guid, ctx->mbox->mailbox_guid,
 		       sizeof(info.orig_mailbox_guid));
-		if (lmdb_body_writer_finish(ctx->writer, &info, &smail->body_id,
-					    &physical_size, &virtual_size,
-					    &error) < 0) {
+		ret = lmdb_body_writer_finish_deferred(ctx->writer, &info,
+			LMDB_SAVE_DEFER_MAX_BYTES - ctx->deferred_bytes,
+			&physical_size, &virtual_size, &error);
+		if (ret > 0) {
+			smail->deferred = ctx->writer;
+			ctx->writer = NULL;
+			ctx->deferred_bytes += physical_size;
+		} else if (ret == 0) {
+			ret = lmdb_body_writer_finish(ctx->writer, &info,
+						      &smail->body_id,
+						      &physical_size,
+						      &virtual_size, &error);
+		}
+		if (ret < 0) {
 			lmdb_storage_set_lmdb_error(&ctx->mbox->storage->storage,
 				lmdb_body_writer_get_last_ret(ctx->writer),
 				t_strdup_printf("Saving mail to %s failed: %s",
@@ -334,7 +354,8 @@ static int lmdb_save_finish_write(struct mail_save_context *_ctx)
 		index_mail_cache_pop3_data(_ctx->dest_mail, mdata->pop3_uidl,
 					   mdata->pop3_order);
 	}
-	lmdb_body_writer_free(&ctx->writer);
+	if (ctx->writer != NULL)
+		lmdb_body_writer_free(&ctx->writer);
 
 	if (ctx->failed) {
 		index_storage_save_abort_last(_ctx, ctx->seq);
@@ -374,7 +395,7 @@ lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
 	struct lmdb_save_link_ctx *lctx = context;
 	struct lmdb_save_context *ctx = lctx->save;
 	struct lmdb_env *env = ctx->mbox->storage->env;
-	const struct lmdb_save_mail *smail;
+	struct lmdb_save_mail *smail;
 	struct lmdb_link_record link, old;
 	struct lmdb_mailbox_record mrec;
 	pool_t pool = pool_datastack_create();
@@ -382,7 +403,7 @@ lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
 	int64_t links = 0, vsize_bytes = 0;
 	int ret;
 
-	array_foreach(&ctx->mails, smail) {
+	array_foreach_modifiable(&ctx->mails, smail) {
 		if (lctx->undo) {
 			ret = lmdb_link_get(env, txn, *lctx->mailbox_guid,
 					    smail->uid, pool, &old, error_r);
@@ -399,6 +420,10 @@ lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
 			vsize_bytes -= smail->virtual_size;
 			continue;
 		}
+		if (smail->deferred != NULL &&
+		    (ret = lmdb_body_writer_write_txn(smail->deferred, txn,
+					&smail->body_id, error_r)) != 0)
+			return ret;
 		i_zero(&link);
 		link.body_id = smail->body_id;
 		link.save_date = smail->save_date;
@@ -457,6 +482,15 @@ static int lmdb_save_write_links(struct lmdb_save_context *ctx, bool undo)
 			     &lctx, undo, &error);
 	if (ret == 0 && !undo)
 		ctx->need_env_sync = TRUE;
+	if (ret != 0 && !undo) {
+		struct lmdb_save_mail *smail;
+
+		/* ids of deferred bodies from the aborted transaction */
+		array_foreach_modifiable(&ctx->mails, smail) {
+			if (smail->deferred != NULL)
+				smail->body_id = 0;
+		}
+	}
 	if (ret != 0) {
 		if (ret == MDB_KEYEXIST) {
 			mailbox_set_critical(&ctx->mbox->box,
@@ -589,8 +623,14 @@ static void lmdb_save_discard_pending(struct lmdb_save_context *ctx)
 
 static void lmdb_save_free(struct lmdb_save_context *ctx)
 {
+	struct lmdb_save_mail *smail;
+
 	if (ctx->writer != NULL)
 		lmdb_body_writer_free(&ctx->writer);
+	array_foreach_modifiable(&ctx->mails, smail) {
+		if (smail->deferred != NULL)
+			lmdb_body_writer_free(&smail->deferred);
+	}
 	pool_unref(&ctx->pool);
 }
 

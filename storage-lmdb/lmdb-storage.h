@@ -66,6 +66,9 @@ struct lmdb_save_mail {
 	const char *guid;
 	const char *pop3_uidl;
 	uint32_t pop3_order;
+	/* a small body kept in memory until the link transaction writes
+	   it (body_id is 0 until then) */
+	struct lmdb_body_writer *deferred;
 	/* single-instance copy: the body already had a reference */
 	bool copied;
 };

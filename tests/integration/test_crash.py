@@ -461,7 +461,7 @@ static void maybe_die(int fd, size_t count, off_t off)
 	if (strcmp(path + n - 9, "/data.mdb") != 0)
 		return;
 	/* the trigger file holds N: die at the N-th such write (a small
-	   message's save commits its pending body first, then its links) */
+	   message's save commits body and links in one transaction) */
 	{
 		static int seen;
 		char buf[16] = "";
@@ -550,7 +550,7 @@ def test_writer_killed_after_lmdb_commit():
             os.chown(trigger, dc.uid, dc.gid)
 
         # 1. LMTP: the lmtp process dies right after the link transaction
-        arm(2)
+        arm(1)
         try:
             r = dc.lmtp_deliver('testuser', _msg('<killed-lmtp@dlmdb.test>'))
             findings.append('hook did not fire for LMTP: %r' % r)
@@ -562,7 +562,7 @@ def test_writer_killed_after_lmdb_commit():
             findings.append('LMTP delivery right after the killed one failed: %r' % (r,))
 
         # 2. IMAP APPEND: same for the imap process
-        arm(2)
+        arm(1)
         c = dc.imap()
         try:
             typ, data = c.append('INBOX', None, None, _msg('<killed-imap@dlmdb.test>'))
@@ -577,14 +577,14 @@ def test_writer_killed_after_lmdb_commit():
         c.logout()
         after_ok = {'<after-lmtp@dlmdb.test>': r.all_ok(), '<after-imap@dlmdb.test>': typ == 'OK'}
 
-        # 3. The race itself: two deliveries have written their bodies and
-        # wait for the index sync lock (held here by the test: Dovecot's
+        # 3. The race itself: two deliveries have received their messages
+        # and wait for the index sync lock (held here by the test: Dovecot's
         # lock is an fcntl lock on dovecot.index.log).  The first to get
         # it dies right after its link transaction; the second must not
         # reuse the UIDs of those links.
         logpath = os.path.join(dc.mail_dir(), 'mailboxes', 'INBOX', 'lmdb-Mails',
                                'dovecot.index.log')
-        arm(2)
+        arm(1)
         fd = os.open(logpath, os.O_RDWR)
         results = {}
         try:
@@ -599,7 +599,7 @@ def test_writer_killed_after_lmdb_commit():
                                    daemon=True) for i in (1, 2)]
             for t in ts:
                 t.start()
-            time.sleep(1.5)   # both bodies written, both waiting for the lock
+            time.sleep(1.5)   # both messages received, both waiting for the lock
             fcntl.lockf(fd, fcntl.LOCK_UN)
             for t in ts:
                 t.join(60)
@@ -709,9 +709,10 @@ def test_index_behind_lmdb_after_system_crash():
         dc.assert_no_log_errors(ignore=[r'were in LMDB but missing from the index'])
 
 
-def _delivery_sync_calls(dc, count):
-    """fsync/fdatasync calls of the lmdb process serving one LMTP
-    connection while it delivers count messages, by file."""
+def _delivery_sync_calls(dc, count, body=b''):
+    """fsync/fdatasync calls of the lmtp process serving one LMTP
+    connection while it delivers count messages (with body appended),
+    by file."""
     c = LmtpClient('127.0.0.1', dc.ports['lmtp'])
     try:
         assert c.deliver('s@example.com', ['testuser'], _msg('<warm@dlmdb.test>')).all_ok()
@@ -723,7 +724,8 @@ def _delivery_sync_calls(dc, count):
             line = st.stderr.readline().decode('utf-8', 'replace')
             assert 'attached' in line, line
             for i in range(count):
-                r = c.deliver('s@example.com', ['testuser'], _msg('<s%d@dlmdb.test>' % i))
+                r = c.deliver('s@example.com', ['testuser'],
+                              _msg('<s%d-%d@dlmdb.test>' % (i, len(body))) + body)
                 assert r.all_ok(), r
         finally:
             st.send_signal(signal.SIGINT)
@@ -741,15 +743,25 @@ def _delivery_sync_calls(dc, count):
 
 
 def test_delivery_sync_calls():
-    """An acknowledged delivery costs three flushes of data.mdb (the body's
-    pages, the link's pages, the meta page) and none of Dovecot's index;
-    with mail_fsync = never, none at all."""
+    """An acknowledged delivery of a small mail costs two flushes of
+    data.mdb (the pages of the one transaction that writes body and link,
+    then the meta page) and none of Dovecot's index; a body too big to
+    keep in memory until the link transaction (over 1 MiB) one more; with
+    mail_fsync = never, none at all."""
     if shutil.which('strace') is None:
         raise harness.HarnessError('strace not installed (apt-get install -y strace)')
     with harness.Dovecot('lmdb') as dc:
         dc.start()
         calls = _delivery_sync_calls(dc, 10)
-        assert calls == {'data.mdb': 30}, calls
+        assert calls == {'data.mdb': 20}, calls
+        line = b'x' * 76 + b'\r\n'
+        # still kept in memory until the link transaction
+        calls = _delivery_sync_calls(dc, 2, line * (600 * 1000 // len(line)))
+        assert calls == {'data.mdb': 4}, calls
+        # past the writer's 1 MiB buffer: a commit for the first MiB,
+        # one for the rest, then the link and the meta page
+        calls = _delivery_sync_calls(dc, 2, line * (1200 * 1000 // len(line)))
+        assert calls == {'data.mdb': 8}, calls
     with harness.Dovecot('lmdb', extra='mail_fsync = never\n') as dc:
         dc.start()
         calls = _delivery_sync_calls(dc, 10)

@@ -4,6 +4,7 @@
 #include "buffer.h"
 #include "str.h"
 #include "ioloop.h"
+#include "istream.h"
 #include "unlink-directory.h"
 #include "test-common.h"
 #include "lmdb-records.h"
@@ -1179,6 +1180,89 @@ static void test_env_share(void)
 	test_end();
 }
 
+struct test_deferred_ctx {
+	struct lmdb_body_writer *writer;
+	uint64_t body_id;
+};
+
+static void test_deferred_write_txn(struct lmdb_env *env ATTR_UNUSED,
+				    MDB_txn *txn, void *context)
+{
+	struct test_deferred_ctx *ctx = context;
+	const char *error;
+
+	if (lmdb_body_writer_write_txn(ctx->writer, txn, &ctx->body_id,
+				       &error) != 0)
+		i_fatal("lmdb_body_writer_write_txn() failed: %s", error);
+}
+
+static void test_body_deferred(void)
+{
+	struct lmdb_env *env = test_env_init();
+	struct test_deferred_ctx ctx;
+	struct lmdb_body_record rec;
+	struct istream *input;
+	const unsigned char *data;
+	unsigned char *body;
+	uint64_t psize, vsize, body_id;
+	size_t size, body_size = CHUNK * 2 + 100;
+	const char *error;
+	unsigned int i;
+
+	test_begin("body written in the caller's transaction");
+	body = i_malloc(body_size);
+	for (i = 0; i < body_size; i++)
+		body[i] = i % 71 == 70 ? '\n' : 'a' + i % 26;
+
+	/* over max_size: finished the ordinary way */
+	ctx.writer = lmdb_body_writer_init(env);
+	test_assert(lmdb_body_writer_append(ctx.writer, body, body_size,
+					    &error) == 0);
+	test_assert(lmdb_body_writer_finish_deferred(ctx.writer, &test_info,
+			body_size - 1, &psize, &vsize, &error) == 0);
+	test_assert(lmdb_body_writer_finish(ctx.writer, &test_info, &body_id,
+					    &psize, &vsize, &error) == 0);
+	lmdb_body_writer_free(&ctx.writer);
+	test_assert(test_body_verify(env, body_id, TRUE, &error) == 1);
+
+	/* deferred: nothing in LMDB until the caller's transaction */
+	ctx.writer = lmdb_body_writer_init(env);
+	test_assert(lmdb_body_writer_append(ctx.writer, body, body_size,
+					    &error) == 0);
+	test_assert(lmdb_body_writer_finish_deferred(ctx.writer, &test_info,
+			body_size, &psize, &vsize, &error) == 1);
+	test_assert(psize == body_size);
+	test_assert(vsize == body_size + body_size / 71);
+	test_assert(test_env_record(env).next_body_id == body_id + 1);
+
+	/* readable from memory meanwhile */
+	lmdb_body_writer_get_record(ctx.writer, &rec);
+	test_assert(rec.physical_size == body_size &&
+		    rec.virtual_size == vsize && rec.chunk_count == 3 &&
+		    strcmp(rec.guid, test_info.guid) == 0 &&
+		    rec.received_date == test_info.received_date);
+	input = lmdb_body_writer_open_stream(ctx.writer);
+	test_assert(i_stream_read_more(input, &data, &size) > 0);
+	while (size < body_size && i_stream_read_more(input, &data, &size) > 0) ;
+	test_assert(size == body_size && memcmp(data, body, size) == 0);
+
+	test_write(env, test_deferred_write_txn, &ctx);
+	test_assert(ctx.body_id == body_id + 1);
+	lmdb_body_writer_free(&ctx.writer);
+	/* the stream has its own copy */
+	test_assert(i_stream_get_data_size(input) == body_size &&
+		    memcmp(i_stream_get_data(input, &size), body, body_size) == 0);
+	i_stream_unref(&input);
+
+	test_assert(test_body_get(env, ctx.body_id, &rec) == 1);
+	test_assert(rec.state == LMDB_BODY_STATE_PENDING &&
+		    rec.physical_size == body_size && rec.virtual_size == vsize);
+	test_assert(test_body_verify(env, ctx.body_id, TRUE, &error) == 1);
+	i_free(body);
+	test_env_deinit(&env);
+	test_end();
+}
+
 /* Does this process map path? */
 static bool test_maps_file(const char *path)
 {
@@ -1878,6 +1962,7 @@ int main(void)
 		test_body_gc_max_bodies,
 		test_body_discard,
 		test_body_writer_abort,
+		test_body_deferred,
 		test_body_interleaved_writers,
 		test_env_map_growth,
 		test_env_share,
