@@ -194,8 +194,14 @@ int lmdb_sync_mirror_flags(struct lmdb_mailbox *mbox,
 		*lmdb_ret_r = 0;
 		return 0;
 	}
+	/* Flags alone need no synced commit: Dovecot doesn't fsync flag
+	   changes in the index either (mail_fsync=optimized), and the
+	   mirror is read only when the index is lost. Expunges must be
+	   durable: a link back after a crash would be mail the index
+	   dropped but a rebuild brings back. */
 	ret = lmdb_env_write(mbox->storage->env, lmdb_sync_write_txn, &ctx,
-			     TRUE, error_r);
+			     expunged_uids != NULL &&
+			     array_count(expunged_uids) > 0, error_r);
 	*lmdb_ret_r = ret;
 	return ret == 0 ? 0 : -1;
 }
