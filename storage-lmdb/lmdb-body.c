@@ -355,7 +355,7 @@ int lmdb_body_writer_finish(struct lmdb_body_writer *writer,
 
 int lmdb_body_writer_finish_deferred(struct lmdb_body_writer *writer,
 				     const struct lmdb_body_info *info,
-				     uint64_t max_size,
+				     uint64_t kept_bytes, uint64_t max_size,
 				     uint64_t *physical_size_r,
 				     uint64_t *virtual_size_r,
 				     const char **error_r)
@@ -370,8 +370,10 @@ int lmdb_body_writer_finish_deferred(struct lmdb_body_writer *writer,
 	}
 	if (writer->body_id != 0 || writer->size > max_size)
 		return 0;
-	/* refused now, as a written body would be, not at commit */
-	ret = lmdb_env_check_space(writer->env, writer->buf->used, error_r);
+	/* refused now, as a written body would be, not at commit; the
+	   bodies already kept for the same transaction count too */
+	ret = lmdb_env_check_space(writer->env, kept_bytes + writer->buf->used,
+				   error_r);
 	if (ret <= 0) {
 		writer->last_ret = ret < 0 ? EIO : MDB_MAP_FULL;
 		writer->failed = TRUE;

@@ -44,10 +44,11 @@ int lmdb_body_writer_finish(struct lmdb_body_writer *writer,
    writes it later in the transaction that links it (one commit, and one
    flush, less per saved mail). Returns 0 if the body must be finished
    with lmdb_body_writer_finish() instead, -1 on error (a full map is
-   refused here, as a written body would be). */
+   refused here, as a written body would be; kept_bytes are the bodies
+   already kept for the same transaction). */
 int lmdb_body_writer_finish_deferred(struct lmdb_body_writer *writer,
 				     const struct lmdb_body_info *info,
-				     uint64_t max_size,
+				     uint64_t kept_bytes, uint64_t max_size,
 				     uint64_t *physical_size_r,
 				     uint64_t *virtual_size_r,
 				     const char **error_r);

@@ -24,6 +24,11 @@ static bool lmdb_copy_can_link(struct mail_save_context *ctx,
 		return FALSE;
 	if (ctx->transaction->box->disable_reflink_copy_to)
 		return FALSE;
+	if (mail->saving) {
+		/* its body may still be only in memory (no id to link to):
+		   copied from the stream instead */
+		return FALSE;
+	}
 	if (ctx->data.guid != NULL) {
 		/* the caller wants a different GUID: the body would
 		   have to change */

@@ -861,19 +861,28 @@ static bool lmdb_env_settings_equal(const struct lmdb_env_settings *a,
 static bool lmdb_env_idle_usable(struct lmdb_env *env,
 				 const struct lmdb_env_settings *set)
 {
+	struct lmdb_env_settings want = *set;
 	struct lmdb_env_record rec;
 	struct stat st_open, st_path;
 	const char *error;
 	MDB_txn *txn;
-	int fd, ret;
+	int fd, ret, dead;
 
-	if (!lmdb_env_settings_equal(&env->set, set) ||
+	/* as lmdb_env_open() stores them */
+	if (want.map_size_initial > want.map_size_max)
+		want.map_size_initial = want.map_size_max;
+	/* the files were opened with another identity's permissions */
+	if (env->euid != geteuid() || env->egid != getegid())
+		return FALSE;
+	if (!lmdb_env_settings_equal(&env->set, &want) ||
 	    mdb_env_get_fd(env->env, &fd) != 0 ||
 	    fstat(fd, &st_open) < 0 || st_open.st_nlink == 0 ||
 	    stat(t_strconcat(env->path, "/data.mdb", NULL), &st_path) < 0 ||
 	    st_open.st_dev != st_path.st_dev ||
 	    st_open.st_ino != st_path.st_ino)
 		return FALSE;
+	/* as a real open would: slots of readers that died since */
+	(void)mdb_reader_check(env->env, &dead);
 	if (lmdb_env_read_begin(env, &txn, &error) < 0)
 		return FALSE;
 	ret = lmdb_env_record_get(env, txn, &rec, &error);
@@ -915,6 +924,8 @@ int lmdb_env_open(const char *path, const struct lmdb_env_settings *set,
 	env->path = i_strdup(path);
 	env->dev = st.st_dev;
 	env->ino = st.st_ino;
+	env->euid = geteuid();
+	env->egid = getegid();
 	env->set = *set;
 	if (env->set.map_size_initial > env->set.map_size_max)
 		env->set.map_size_initial = env->set.map_size_max;

@@ -30,6 +30,10 @@ struct lmdb_env {
 	char *path;
 	dev_t dev;
 	ino_t ino;
+	/* the identity the files were opened with (LMTP switches it per
+	   recipient) */
+	uid_t euid;
+	gid_t egid;
 	MDB_env *env;
 	struct lmdb_env_settings set;
 	uint64_t map_size;

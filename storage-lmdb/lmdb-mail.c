@@ -318,6 +318,11 @@ lmdb_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 	case MAIL_FETCH_STORAGE_ID:
 		if (lmdb_mail_get_link(mail) < 0)
 			return -1;
+		if (mail->link.body_id == 0) {
+			/* being saved, the body still in memory */
+			*value_r = "";
+			return 0;
+		}
 		*value_r = p_strdup_printf(mail->imail.mail.data_pool,
 					   "%"PRIx64, mail->link.body_id);
 		return 0;

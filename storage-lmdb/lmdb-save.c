@@ -327,6 +327,7 @@ static int lmdb_save_finish_write(struct mail_save_context *_ctx)
 		memcpy(info.orig_mailbox_guid, ctx->mbox->mailbox_guid,
 		       sizeof(info.orig_mailbox_guid));
 		ret = lmdb_body_writer_finish_deferred(ctx->writer, &info,
+			ctx->deferred_bytes,
 			LMDB_SAVE_DEFER_MAX_BYTES - ctx->deferred_bytes,
 			&physical_size, &virtual_size, &error);
 		if (ret > 0) {
@@ -525,35 +526,20 @@ static void lmdb_save_assign_uids(struct lmdb_save_context *ctx,
 	i_assert(!seq_range_array_iter_nth(&iter, n, &uid));
 }
 
-/* Tell the index which UIDs may have a backend UIDL or order, so that
-   lookups for all others stay free. */
 static void lmdb_save_update_pop3_header(struct lmdb_save_context *ctx)
 {
 	const struct lmdb_save_mail *smail;
-	struct lmdb_index_header hdr;
 	uint32_t highest_uidl_uid = 0;
-	bool have_uidl = FALSE, have_order = FALSE;
+	bool have_order = FALSE;
 
 	array_foreach(&ctx->mails, smail) {
-		if (smail->pop3_uidl != NULL && smail->pop3_uidl[0] != '\0') {
-			have_uidl = TRUE;
+		if (smail->pop3_uidl != NULL && smail->pop3_uidl[0] != '\0')
 			highest_uidl_uid = I_MAX(highest_uidl_uid, smail->uid);
-		}
 		if (smail->pop3_order != 0)
 			have_order = TRUE;
 	}
-	if (highest_uidl_uid != 0) {
-		index_pop3_uidl_set_max_uid(&ctx->mbox->box, ctx->trans,
-					    highest_uidl_uid);
-	}
-	if ((have_uidl || have_order) &&
-	    lmdb_read_header(ctx->mbox, &hdr, TRUE) == 0) {
-		if (have_uidl)
-			hdr.flags |= LMDB_INDEX_HEADER_FLAG_HAVE_POP3_UIDLS;
-		if (have_order)
-			hdr.flags |= LMDB_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS;
-		lmdb_update_header(ctx->mbox, ctx->trans, &hdr);
-	}
+	lmdb_uidl_note_saved(ctx->mbox, ctx->trans, highest_uidl_uid,
+			     have_order);
 }
 
 int lmdb_transaction_save_commit_pre(struct mail_save_context *_ctx)
@@ -577,10 +563,12 @@ int lmdb_transaction_save_commit_pre(struct mail_save_context *_ctx)
 			return -1;
 		}
 		i_assert(ctx->sync_ctx != NULL);
-		if (ctx->sync_ctx->adopted_count == 0 || i > 0)
+		if ((ctx->sync_ctx->adopted_count == 0 &&
+		     !ctx->sync_ctx->raised_next_uid) || i > 0)
 			break;
-		/* links left by a crash were appended in the sync
-		   transaction: commit them first, so our UIDs come after */
+		/* links left by a crash were appended, or next_uid raised
+		   past UIDs a lost index tail had used, in the sync
+		   transaction: commit that first, so our UIDs come after */
 		if (lmdb_sync_finish(&ctx->sync_ctx, TRUE) < 0) {
 			lmdb_transaction_save_rollback(_ctx);
 			return -1;

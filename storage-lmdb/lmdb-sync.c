@@ -9,6 +9,7 @@
 #include "lmdb-link.h"
 #include "lmdb-sync.h"
 #include "lmdb-storage.h"
+#include "lmdb-uidl.h"
 
 /* a link's state as read from the index before the LMDB transaction:
    the transaction itself never calls back into Dovecot */
@@ -246,6 +247,8 @@ struct lmdb_sync_lmdb_state {
 
 	ARRAY(struct lmdb_adopt_link) links;
 	uint32_t min_next_uid;
+	/* the mirrored HIGHESTMODSEQ */
+	uint64_t highest_modseq;
 };
 
 static int
@@ -263,12 +266,15 @@ lmdb_sync_read_state_txn(MDB_txn *txn, void *context, const char **error_r)
 
 	array_clear(&state->links);
 	state->min_next_uid = 0;
+	state->highest_modseq = 0;
 	ret = lmdb_mailbox_get(env, txn, mbox->mailbox_guid, state->pool,
 			       &mrec, error_r);
 	if (ret < 0)
 		return MDB_CORRUPTED;
 	if (ret > 0 && mrec.highest_uid < (uint32_t)-1)
 		state->min_next_uid = mrec.highest_uid + 1;
+	if (ret > 0)
+		state->highest_modseq = mrec.highest_modseq;
 	if ((ret = lmdb_link_get_highest_uid(env, txn, mbox->mailbox_guid,
 					     &highest_uid, error_r)) != 0)
 		return ret;
@@ -315,24 +321,29 @@ static void lmdb_sync_adopt_links(struct lmdb_sync_context *ctx,
 				  const struct lmdb_sync_lmdb_state *state)
 {
 	struct lmdb_mailbox *mbox = ctx->mbox;
+	struct mail_index *index = mbox->box.index;
 	const struct lmdb_adopt_link *link, *first, *last;
 	struct mail_keywords *kw;
-	uint32_t seq;
+	uint32_t seq, highest_uidl_uid = 0;
+	bool have_order = FALSE, have_modseq = FALSE;
 
 	array_foreach(&state->links, link) {
-		if (link->rec.modseq != 0 &&
-		    !mail_index_have_modseq_tracking(mbox->box.index)) {
-			/* an index older than the links (a crash lost its
-			   unsynced tail) may predate modseq tracking, and
-			   applying a modseq update without it breaks the
-			   index */
-			mail_index_modseq_enable(mbox->box.index);
-		}
+		if (link->rec.modseq != 0)
+			have_modseq = TRUE;
+	}
+	if (have_modseq && !mail_index_have_modseq_tracking(index)) {
+		/* an index older than the links (a crash lost its unsynced
+		   tail) may predate modseq tracking, and a modseq update
+		   without it breaks the index; once: the index isn't
+		   refreshed during the sync, so the check stays FALSE */
+		mail_index_modseq_enable(index);
+	}
+	array_foreach(&state->links, link) {
 		mail_index_append(ctx->trans, link->uid, &seq);
 		mail_index_update_flags(ctx->trans, seq, MODIFY_REPLACE,
 					link->rec.flags & MAIL_FLAGS_NONRECENT);
 		if (link->rec.keywords_count > 0) {
-			kw = mail_index_keywords_create(mbox->box.index,
+			kw = mail_index_keywords_create(index,
 							link->rec.keywords);
 			mail_index_update_keywords(ctx->trans, seq,
 						   MODIFY_REPLACE, kw);
@@ -341,9 +352,23 @@ static void lmdb_sync_adopt_links(struct lmdb_sync_context *ctx,
 		if (link->rec.modseq != 0)
 			mail_index_update_modseq(ctx->trans, seq,
 						 link->rec.modseq);
+		if (link->rec.pop3_uidl != NULL &&
+		    link->rec.pop3_uidl[0] != '\0')
+			highest_uidl_uid = link->uid;
+		if (link->rec.pop3_order != 0)
+			have_order = TRUE;
 	}
 	ctx->adopted_count = array_count(&state->links);
 	if (ctx->adopted_count > 0) {
+		/* what the saves wrote into the lost index tail besides
+		   the records */
+		lmdb_uidl_note_saved(mbox, ctx->trans, highest_uidl_uid,
+				     have_order);
+		if (state->highest_modseq >
+		    mail_index_modseq_get_highest(ctx->sync_view)) {
+			mail_index_update_highest_modseq(ctx->trans,
+							 state->highest_modseq);
+		}
 		first = array_front(&state->links);
 		last = array_back(&state->links);
 		e_warning(mbox->box.event, "lmdb: Added %u messages that "
@@ -362,6 +387,7 @@ static void lmdb_sync_raise_next_uid(struct lmdb_sync_context *ctx,
 
 	if (min_next_uid <= hdr->next_uid)
 		return;
+	ctx->raised_next_uid = TRUE;
 	/* applied after the adopted appends of this transaction */
 	mail_index_update_header(ctx->trans,
 		offsetof(struct mail_index_header, next_uid),

@@ -28,6 +28,9 @@ struct lmdb_sync_context {
 	ARRAY_TYPE(seq_range) flag_uids;
 	/* UIDs above the index's next_uid that were adopted from LMDB */
 	unsigned int adopted_count;
+	/* next_uid is raised to above LMDB's highest UID ever used (in
+	   this sync's transaction: the sync view doesn't show it yet) */
+	bool raised_next_uid;
 };
 
 int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,

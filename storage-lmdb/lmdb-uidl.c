@@ -82,6 +82,24 @@ static MODULE_CONTEXT_DEFINE_INIT(lmdb_transaction_module,
 #define LMDB_TRANSACTION_CONTEXT(obj) \
 	MODULE_CONTEXT(obj, lmdb_transaction_module)
 
+void lmdb_uidl_note_saved(struct lmdb_mailbox *mbox,
+			  struct mail_index_transaction *trans,
+			  uint32_t highest_uidl_uid, bool have_order)
+{
+	struct lmdb_index_header hdr;
+
+	if (highest_uidl_uid != 0)
+		index_pop3_uidl_set_max_uid(&mbox->box, trans, highest_uidl_uid);
+	if ((highest_uidl_uid != 0 || have_order) &&
+	    lmdb_read_header(mbox, &hdr, TRUE) == 0) {
+		if (highest_uidl_uid != 0)
+			hdr.flags |= LMDB_INDEX_HEADER_FLAG_HAVE_POP3_UIDLS;
+		if (have_order)
+			hdr.flags |= LMDB_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS;
+		lmdb_update_header(mbox, trans, &hdr);
+	}
+}
+
 void lmdb_mail_update_pop3_uidl(struct mail *mail, const char *uidl)
 {
 	struct mailbox_transaction_context *t = mail->transaction;

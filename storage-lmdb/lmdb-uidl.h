@@ -13,6 +13,13 @@ int lmdb_uidl_check_format(const char *format, const char **error_r);
 void lmdb_uidl_assign(struct lmdb_mailbox *mbox, uint32_t uid_validity, pool_t pool,
 		      ARRAY_TYPE(lmdb_save_mail) *mails);
 
+/* Tell the index which UIDs may have a backend UIDL or POP3 order, so
+   that lookups for all others stay free: raise the POP3 max UID to
+   highest_uidl_uid (0 = none) and set the header flags (never lowered). */
+void lmdb_uidl_note_saved(struct lmdb_mailbox *mbox,
+			  struct mail_index_transaction *trans,
+			  uint32_t highest_uidl_uid, bool have_order);
+
 /* mail vfunc: remember the UIDL; written at transaction commit, all in
    one LMDB transaction (a first UIDL listing of a big maildrop must not
    cost a commit per message) */

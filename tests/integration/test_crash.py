@@ -638,9 +638,45 @@ def test_writer_killed_after_lmdb_commit():
         assert not findings, '\n'.join(findings)
 
 
-def _index_files(dc):
-    d = os.path.join(dc.mail_dir(), 'mailboxes', 'INBOX', 'lmdb-Mails')
-    return d, sorted(n for n in os.listdir(d) if n.startswith('dovecot.index'))
+def _index_dir(dc):
+    return os.path.join(dc.mail_dir(), 'mailboxes', 'INBOX', 'lmdb-Mails')
+
+
+def _index_snapshot(dc):
+    """INBOX's index files as they are now: {name: bytes}."""
+    d = _index_dir(dc)
+    saved = {}
+    for n in os.listdir(d):
+        if n.startswith('dovecot.index'):
+            with open(os.path.join(d, n), 'rb') as f:
+                saved[n] = f.read()
+    return saved
+
+
+def _index_restore(dc, saved):
+    """Stop, put back the index files of a snapshot (what a crash that
+    lost their unsynced writes leaves), start."""
+    d = _index_dir(dc)
+    st = os.stat(d)
+    dc.stop()
+    for n in os.listdir(d):
+        if n.startswith('dovecot.index'):
+            os.unlink(os.path.join(d, n))
+    for n, data in saved.items():
+        path = os.path.join(d, n)
+        with open(path, 'wb') as f:
+            f.write(data)
+        os.chown(path, st.st_uid, st.st_gid)
+        os.chmod(path, 0o600)
+    dc.start()
+
+
+def _highestmodseq(dc):
+    c = dc.imap()
+    typ, data = c.status('INBOX', '(HIGHESTMODSEQ)')
+    c.logout()
+    assert typ == 'OK', data
+    return int(re.search(rb'HIGHESTMODSEQ (\d+)', data[0]).group(1))
 
 
 def test_index_behind_lmdb_after_system_crash():
@@ -648,16 +684,12 @@ def test_index_behind_lmdb_after_system_crash():
     durable), so a system crash may lose the index's record of mail that
     was acknowledged.  Simulated by putting back the index files as they
     were before two deliveries: both come back with their UIDs, UIDLs and
-    the flag set on one of them, and the next delivery gets a new UID."""
+    the flag set on one of them, HIGHESTMODSEQ doesn't go back, and the
+    next delivery gets a new UID."""
     with harness.Dovecot('lmdb') as dc:
         dc.start()
         assert dc.lmtp_deliver('testuser', _msg('<before@dlmdb.test>')).all_ok()
-        idx_dir, names = _index_files(dc)
-        saved = {}
-        for n in names:
-            with open(os.path.join(idx_dir, n), 'rb') as f:
-                saved[n] = f.read()
-        st = os.stat(os.path.join(idx_dir, names[0]))
+        saved = _index_snapshot(dc)
 
         for mid in ('<lost-1@dlmdb.test>', '<lost-2@dlmdb.test>'):
             assert dc.lmtp_deliver('testuser', _msg(mid)).all_ok()
@@ -665,8 +697,15 @@ def test_index_behind_lmdb_after_system_crash():
         c.select('INBOX')
         typ, data = c.uid('STORE', '2', '+FLAGS', '(\\Flagged)')
         assert typ == 'OK', data
+        # modseqs beyond any adopted message's: only LMDB's mirrored
+        # HIGHESTMODSEQ knows them after the crash
+        for i in range(5):
+            typ, data = c.uid('STORE', '1', '+FLAGS' if i % 2 == 0 else '-FLAGS',
+                              '(\\Seen)')
+            assert typ == 'OK', data
         c.noop()
         c.logout()
+        modseq_before = _highestmodseq(dc)
         p = dc.pop3()
         uidls_before = [l.split()[1] for l in p.uidl()[1]]
         p.quit()
@@ -675,17 +714,7 @@ def test_index_behind_lmdb_after_system_crash():
                                           '<lost-2@dlmdb.test>'], acked
 
         # the "crash": the index writes after the first delivery are gone
-        dc.stop()
-        for n in os.listdir(idx_dir):
-            if n.startswith('dovecot.index'):
-                os.unlink(os.path.join(idx_dir, n))
-        for n, data in saved.items():
-            path = os.path.join(idx_dir, n)
-            with open(path, 'wb') as f:
-                f.write(data)
-            os.chown(path, st.st_uid, st.st_gid)
-            os.chmod(path, 0o600)
-        dc.start()
+        _index_restore(dc, saved)
 
         # IMAP first, so that the recovery is logged in dovecot.log
         c = dc.imap()
@@ -699,6 +728,8 @@ def test_index_behind_lmdb_after_system_crash():
         adopted = 'missing from the index (UIDs 2..3)'
         assert adopted in dc.wait_log(adopted), dc.log_tail(20)
         assert dc.message_ids() == acked
+        # CONDSTORE clients never see HIGHESTMODSEQ go back
+        assert _highestmodseq(dc) >= modseq_before, modseq_before
         p = dc.pop3()
         assert [l.split()[1] for l in p.uidl()[1]] == uidls_before
         p.quit()
@@ -766,3 +797,27 @@ def test_delivery_sync_calls():
         dc.start()
         calls = _delivery_sync_calls(dc, 10)
         assert calls == {}, calls
+
+
+def test_uid_not_reused_after_index_rollback():
+    """An index put back to before mail that has since been expunged
+    (nothing left in LMDB to adopt): the next message still gets a UID
+    above every UID LMDB has handed out."""
+    with harness.Dovecot('lmdb') as dc:
+        dc.start()
+        assert dc.lmtp_deliver('testuser', _msg('<first@dlmdb.test>')).all_ok()
+        saved = _index_snapshot(dc)
+        for mid in ('<gone-1@dlmdb.test>', '<gone-2@dlmdb.test>'):
+            assert dc.lmtp_deliver('testuser', _msg(mid)).all_ok()
+        c = dc.imap()
+        c.select('INBOX')
+        typ, data = c.uid('STORE', '2:3', '+FLAGS', '(\\Deleted)')
+        assert typ == 'OK', data
+        typ, data = c.expunge()
+        assert typ == 'OK', data
+        c.logout()
+        _index_restore(dc, saved)
+        assert dc.lmtp_deliver('testuser', _msg('<next@dlmdb.test>')).all_ok()
+        assert dc.message_ids() == [(1, '<first@dlmdb.test>'), (4, '<next@dlmdb.test>')]
+        rc, out = lmdb_verify(dc)
+        assert rc == 0, out

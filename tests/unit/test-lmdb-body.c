@@ -1219,7 +1219,7 @@ static void test_body_deferred(void)
 	test_assert(lmdb_body_writer_append(ctx.writer, body, body_size,
 					    &error) == 0);
 	test_assert(lmdb_body_writer_finish_deferred(ctx.writer, &test_info,
-			body_size - 1, &psize, &vsize, &error) == 0);
+			0, body_size - 1, &psize, &vsize, &error) == 0);
 	test_assert(lmdb_body_writer_finish(ctx.writer, &test_info, &body_id,
 					    &psize, &vsize, &error) == 0);
 	lmdb_body_writer_free(&ctx.writer);
@@ -1230,7 +1230,7 @@ static void test_body_deferred(void)
 	test_assert(lmdb_body_writer_append(ctx.writer, body, body_size,
 					    &error) == 0);
 	test_assert(lmdb_body_writer_finish_deferred(ctx.writer, &test_info,
-			body_size, &psize, &vsize, &error) == 1);
+			0, body_size, &psize, &vsize, &error) == 1);
 	test_assert(psize == body_size);
 	test_assert(vsize == body_size + body_size / 71);
 	test_assert(test_env_record(env).next_body_id == body_id + 1);
