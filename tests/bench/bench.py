@@ -862,10 +862,12 @@ class Bench:
         if self.args.fsync == 'never':
             return ('MDB_NOTLS|MDB_NOSYNC (mail_fsync=never: no commit is '
                     'synced)')
-        return ('MDB_NOTLS, without MDB_NOSYNC (mail_fsync=%s: body and link '
-                'commits flush their pages with MDB_NOMETASYNC, the meta page is '
-                'synced before a save or copy is acknowledged; MDB_NOSYNC only '
-                'with mail_fsync=never)' % self.args.fsync)
+        return ('MDB_NOTLS, without MDB_NOSYNC (mail_fsync=%s: a small mail\'s '
+                'body is written with its link in one commit, larger bodies in '
+                '1 MiB commits before it; commits flush their pages with '
+                'MDB_NOMETASYNC, the meta page is synced before a save or copy '
+                'is acknowledged; Dovecot\'s index is not fsynced for new mail; '
+                'MDB_NOSYNC only with mail_fsync=never)' % self.args.fsync)
 
     def report(self) -> str:
         m = self.machine()
