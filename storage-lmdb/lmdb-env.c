@@ -844,6 +844,14 @@ static void lmdb_env_free_idle(void)
 	}
 }
 
+/* The settings as an environment keeps them: a first map size above the
+   maximum is the maximum. */
+static void lmdb_env_settings_clamp(struct lmdb_env_settings *set)
+{
+	if (set->map_size_initial > set->map_size_max)
+		set->map_size_initial = set->map_size_max;
+}
+
 static bool lmdb_env_settings_equal(const struct lmdb_env_settings *a,
 				    const struct lmdb_env_settings *b)
 {
@@ -857,7 +865,9 @@ static bool lmdb_env_settings_equal(const struct lmdb_env_settings *a,
 /* May the idle environment serve a new open of the same directory? Not
    if the settings differ, or the files it maps are no longer the ones
    in the directory (deleted, or the directory was recreated and got the
-   old inode number), or another version changed the schema since. */
+   old inode number), or another version changed the schema since. A
+   compaction since is handled by the read transaction itself, which
+   reopens files of an old generation. */
 static bool lmdb_env_idle_usable(struct lmdb_env *env,
 				 const struct lmdb_env_settings *set)
 {
@@ -868,9 +878,7 @@ static bool lmdb_env_idle_usable(struct lmdb_env *env,
 	MDB_txn *txn;
 	int fd, ret, dead;
 
-	/* as lmdb_env_open() stores them */
-	if (want.map_size_initial > want.map_size_max)
-		want.map_size_initial = want.map_size_max;
+	lmdb_env_settings_clamp(&want);
 	/* the files were opened with another identity's permissions */
 	if (env->euid != geteuid() || env->egid != getegid())
 		return FALSE;
@@ -887,8 +895,7 @@ static bool lmdb_env_idle_usable(struct lmdb_env *env,
 		return FALSE;
 	ret = lmdb_env_record_get(env, txn, &rec, &error);
 	lmdb_env_read_end(env, &txn);
-	return ret == 0 && rec.schema_version == LMDB_SCHEMA_VERSION &&
-		rec.generation == env->generation;
+	return ret == 0 && rec.schema_version == LMDB_SCHEMA_VERSION;
 }
 
 int lmdb_env_open(const char *path, const struct lmdb_env_settings *set,
@@ -927,8 +934,7 @@ int lmdb_env_open(const char *path, const struct lmdb_env_settings *set,
 	env->euid = geteuid();
 	env->egid = getegid();
 	env->set = *set;
-	if (env->set.map_size_initial > env->set.map_size_max)
-		env->set.map_size_initial = env->set.map_size_max;
+	lmdb_env_settings_clamp(&env->set);
 
 	if (lmdb_env_open_mdb(env, error_r) < 0) {
 		lmdb_env_free(env);
