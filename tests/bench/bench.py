@@ -703,38 +703,23 @@ class Bench:
 
     def ph_fsync(self, fmt):
         """Deliver fsync_msgs messages over one LMTP connection with
-        strace -f -c attached to the lmtp process serving it."""
+        strace attached to the lmtp process serving it."""
         dc = self.dcs[fmt]
         m = self.size['fsync_msgs']
         msgs = self.msgs.messages(0, m)
         c = harness.LmtpClient('127.0.0.1', dc.ports['lmtp'], timeout=IO_TIMEOUT)
-        out = os.path.join(dc.dir, 'strace-lmtp.txt')
-        st = None
         try:
             pid = dc.server_pid(c.sock, 'lmtp')
-            st = subprocess.Popen(['strace', '-f', '-c', '-o', out, '-e',
-                                   'trace=fsync,fdatasync,msync,sync_file_range', '-p', str(pid)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            # wait for "Process N attached"
-            line = st.stderr.readline().decode('utf-8', 'replace')
-            if 'attached' not in line:
-                raise PhaseError('strace did not attach: %s' % line.strip())
-            for msg in msgs:
-                r = c.deliver('sender@example.com', ['fsync'], msg)
-                if not r.all_ok():
-                    raise PhaseError('LMTP delivery failed: %r' % r)
+            with harness.SyncTrace(pid, os.path.join(dc.dir, 'strace-lmtp.txt')) as trace:
+                for msg in msgs:
+                    r = c.deliver('sender@example.com', ['fsync'], msg)
+                    if not r.all_ok():
+                        raise PhaseError('LMTP delivery failed: %r' % r)
         finally:
-            if st is not None:
-                st.send_signal(signal.SIGINT)
-                st.wait(30)
             c.quit()
         calls = {}
-        with open(out) as f:
-            for l in f:
-                cols = l.split()
-                if len(cols) >= 5 and cols[-1] in ('fsync', 'fdatasync', 'msync',
-                                                   'sync_file_range'):
-                    calls[cols[-1]] = int(cols[3])
+        for (syscall, _name), n in trace.calls.items():
+            calls[syscall] = calls.get(syscall, 0) + n
         self.fsync_detail[fmt] = calls
         return {'fsync_per_msg': sum(calls.values()) / m}
 
@@ -769,7 +754,7 @@ class Bench:
                           '(\\Deleted); EXPUNGE',
             'stress': 'K IMAP clients on user m<run> INBOX: random SELECT/UID FETCH/UID STORE/'
                       'APPEND/UID EXPUNGE for T seconds',
-            'fsync': 'one LMTP connection, strace -f -c -p <lmtp pid>, M deliveries to user fsync',
+            'fsync': 'one LMTP connection, strace -f -y -p <lmtp pid>, M deliveries to user fsync',
         }
         for run in range(self.runs):
             order = self.order(run)
@@ -925,7 +910,7 @@ class Bench:
                                    ''.join('%*s' % (cw, c) for c in cells)))
         if self.fsync_detail:
             w('')
-            w('sync calls during %d LMTP deliveries (strace -f -c on the lmtp process): %s' % (
+            w('sync calls during %d LMTP deliveries (strace -f on the lmtp process): %s' % (
                 self.size['fsync_msgs'],
                 '; '.join('%s %s' % (f, ', '.join('%s=%d' % kv for kv in sorted(d.items()))
                                      or 'none') for f, d in self.fsync_detail.items())))

@@ -511,6 +511,47 @@ def _default_ids():
     return int(uid), int(gid)
 
 
+class SyncTrace:
+    """`strace -f -y` attached to process pid while the with-block runs;
+    afterwards .calls holds the successful sync calls (fsync, fdatasync,
+    msync, sync_file_range) as {(syscall, file name): count} (msync has no
+    file: '')."""
+
+    SYSCALLS = ('fsync', 'fdatasync', 'msync', 'sync_file_range')
+    LINE_RE = re.compile(r'\b(%s)\((?:\d+<([^>]*)>)?.*\)\s*=\s*0\s*$' % '|'.join(SYSCALLS))
+
+    def __init__(self, pid: int, out_path: str):
+        self.pid = pid
+        self.out_path = out_path
+        self.proc = None
+        self.calls: dict[tuple[str, str], int] = {}
+
+    def __enter__(self) -> 'SyncTrace':
+        if shutil.which('strace') is None:
+            raise HarnessError('strace not installed (apt-get install -y strace)')
+        self.proc = subprocess.Popen(['strace', '-f', '-y', '-o', self.out_path, '-e',
+                                      'trace=' + ','.join(self.SYSCALLS), '-p', str(self.pid)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # "Process N attached" once it traces
+        line = self.proc.stderr.readline().decode('utf-8', 'replace')
+        if 'attached' not in line:
+            self.proc.kill()
+            self.proc.wait(30)
+            raise HarnessError('strace did not attach to %d: %s' % (self.pid, line.strip()))
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(30)
+        with open(self.out_path) as f:
+            for line in f:
+                m = self.LINE_RE.search(line)
+                if m:
+                    key = (m.group(1), os.path.basename(m.group(2) or ''))
+                    self.calls[key] = self.calls.get(key, 0) + 1
+        return False
+
+
 class Dovecot:
     """A private Dovecot instance.
 

@@ -32,7 +32,6 @@ import imaplib
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -653,6 +652,17 @@ def _index_snapshot(dc):
     return saved
 
 
+def _snapshot_between(dc, first, later):
+    """Start dc, deliver Message-ID first, snapshot INBOX's index, deliver
+    the Message-IDs in later; returns the snapshot."""
+    dc.start()
+    assert dc.lmtp_deliver('testuser', _msg(first)).all_ok()
+    saved = _index_snapshot(dc)
+    for mid in later:
+        assert dc.lmtp_deliver('testuser', _msg(mid)).all_ok()
+    return saved
+
+
 def _index_restore(dc, saved):
     """Stop, put back the index files of a snapshot (what a crash that
     lost their unsynced writes leaves), start."""
@@ -687,12 +697,8 @@ def test_index_behind_lmdb_after_system_crash():
     the flag set on one of them, HIGHESTMODSEQ doesn't go back, and the
     next delivery gets a new UID."""
     with harness.Dovecot('lmdb') as dc:
-        dc.start()
-        assert dc.lmtp_deliver('testuser', _msg('<before@dlmdb.test>')).all_ok()
-        saved = _index_snapshot(dc)
-
-        for mid in ('<lost-1@dlmdb.test>', '<lost-2@dlmdb.test>'):
-            assert dc.lmtp_deliver('testuser', _msg(mid)).all_ok()
+        saved = _snapshot_between(dc, '<before@dlmdb.test>',
+                                  ('<lost-1@dlmdb.test>', '<lost-2@dlmdb.test>'))
         c = dc.imap()
         c.select('INBOX')
         typ, data = c.uid('STORE', '2', '+FLAGS', '(\\Flagged)')
@@ -748,39 +754,26 @@ def _delivery_sync_calls(dc, count, body=b''):
     try:
         assert c.deliver('s@example.com', ['testuser'], _msg('<warm@dlmdb.test>')).all_ok()
         pid = dc.server_pid(c.sock, 'lmtp')
-        out = dc.path('strace-%d.txt' % count)
-        st = subprocess.Popen(['strace', '-f', '-y', '-o', out, '-e', 'trace=fsync,fdatasync',
-                               '-p', str(pid)], stderr=subprocess.PIPE)
-        try:
-            line = st.stderr.readline().decode('utf-8', 'replace')
-            assert 'attached' in line, line
+        with harness.SyncTrace(pid, dc.path('strace-%d.txt' % count)) as trace:
             for i in range(count):
                 r = c.deliver('s@example.com', ['testuser'],
                               _msg('<s%d-%d@dlmdb.test>' % (i, len(body))) + body)
                 assert r.all_ok(), r
-        finally:
-            st.send_signal(signal.SIGINT)
-            st.wait(30)
     finally:
         c.quit()
     calls = {}
-    with open(out) as f:
-        for line in f:
-            m = re.search(r'\b(fsync|fdatasync)\(\d+<([^>]*)>\)\s*=\s*0', line)
-            if m:
-                name = os.path.basename(m.group(2))
-                calls[name] = calls.get(name, 0) + 1
+    for (syscall, name), n in trace.calls.items():
+        if syscall in ('fsync', 'fdatasync'):
+            calls[name] = calls.get(name, 0) + n
     return calls
 
 
 def test_delivery_sync_calls():
     """An acknowledged delivery of a small mail costs two flushes of
     data.mdb (the pages of the one transaction that writes body and link,
-    then the meta page) and none of Dovecot's index; a body too big to
-    keep in memory until the link transaction (over 1 MiB) one more; with
-    mail_fsync = never, none at all."""
-    if shutil.which('strace') is None:
-        raise harness.HarnessError('strace not installed (apt-get install -y strace)')
+    then the meta page) and none of Dovecot's index.  A body over the
+    writer's 1 MiB buffer is written before the link transaction, in
+    commits of its own.  With mail_fsync = never, no flush at all."""
     with harness.Dovecot('lmdb') as dc:
         dc.start()
         calls = _delivery_sync_calls(dc, 10)
@@ -804,11 +797,8 @@ def test_uid_not_reused_after_index_rollback():
     (nothing left in LMDB to adopt): the next message still gets a UID
     above every UID LMDB has handed out."""
     with harness.Dovecot('lmdb') as dc:
-        dc.start()
-        assert dc.lmtp_deliver('testuser', _msg('<first@dlmdb.test>')).all_ok()
-        saved = _index_snapshot(dc)
-        for mid in ('<gone-1@dlmdb.test>', '<gone-2@dlmdb.test>'):
-            assert dc.lmtp_deliver('testuser', _msg(mid)).all_ok()
+        saved = _snapshot_between(dc, '<first@dlmdb.test>',
+                                  ('<gone-1@dlmdb.test>', '<gone-2@dlmdb.test>'))
         c = dc.imap()
         c.select('INBOX')
         typ, data = c.uid('STORE', '2:3', '+FLAGS', '(\\Deleted)')
