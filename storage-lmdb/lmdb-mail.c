@@ -303,7 +303,13 @@ lmdb_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 					mail->link.pop3_order);
 		return 0;
 	case MAIL_FETCH_GUID:
-		if (lmdb_mail_get_records(mail) < 0)
+		/* Also under MAIL_LOOKUP_ABORT_NOT_IN_CACHE: index_mail_expunge()
+		   asks that way, and an expunge logged without its GUID makes
+		   a stateless dsync or a replicator full sync copy the message
+		   back ("Expunged mail has no GUID, can't verify it"). sdbox
+		   and maildir answer from their index; for us it is two B-tree
+		   lookups. */
+		if (lmdb_mail_read_records(mail) < 0)
 			return -1;
 		*value_r = p_strdup(mail->imail.mail.data_pool,
 				    mail->body.guid);
