@@ -193,8 +193,9 @@ static int lmdb_verify_scan(struct lmdb_verify_state *state, MDB_txn *txn)
 		return ret;
 	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) {
 		if (key.mv_size != GUID_128_SIZE ||
-		    !lmdb_mailbox_record_decode(val.mv_data, val.mv_size,
-						state->pool, &mrec, &error)) {
+		    !lmdb_mailbox_record_decode(key.mv_data, val.mv_data,
+						val.mv_size, state->pool,
+						&mrec, &error)) {
 			lmdb_verify_report(state, "-", 0, 0, t_strdup_printf(
 				"corrupted mailbox record: %s", error));
 			continue;
@@ -212,7 +213,8 @@ static int lmdb_verify_scan(struct lmdb_verify_state *state, MDB_txn *txn)
 					  guid, &uid)) {
 			lmdb_verify_report(state, "-", 0, 0,
 					   "link with a malformed key");
-		} else if (!lmdb_link_record_decode(val.mv_data, val.mv_size,
+		} else if (!lmdb_link_record_decode(guid, uid, val.mv_data,
+						    val.mv_size,
 						    pool_datastack_create(),
 						    &link, &error)) {
 			lmdb_verify_report(state,
@@ -670,8 +672,9 @@ lmdb_cmd_recover_run(struct doveadm_mail_cmd_context *ctx,
 	while (ret == 0 &&
 	       (ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) {
 		if (key.mv_size != GUID_128_SIZE ||
-		    !lmdb_mailbox_record_decode(val.mv_data, val.mv_size, pool,
-						&rec, &error) ||
+		    !lmdb_mailbox_record_decode(key.mv_data, val.mv_data,
+						val.mv_size, pool, &rec,
+						&error) ||
 		    rec.state != LMDB_MAILBOX_STATE_ACTIVE)
 			continue;
 		guidp = array_append_space(&guids);

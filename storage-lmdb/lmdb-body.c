@@ -69,7 +69,11 @@ lmdb_body_put_record(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 	MDB_val key, val;
 	int ret;
 
-	lmdb_body_record_encode(buf, rec);
+	if (!lmdb_body_record_encode(buf, body_id, rec, error_r)) {
+		*error_r = t_strdup_printf("body %"PRIu64": %s", body_id,
+					   *error_r);
+		return EINVAL;
+	}
 	lmdb_body_id_encode(body_id, key_data);
 	key.mv_data = key_data;
 	key.mv_size = sizeof(key_data);
@@ -87,14 +91,16 @@ static int lmdb_gc_key_set(struct lmdb_env *env, MDB_txn *txn,
 			   uint64_t body_id, bool add, const char **error_r)
 {
 	unsigned char key_data[LMDB_GC_KEY_SIZE];
+	buffer_t *value = t_buffer_create(LMDB_RECORD_HDR_SIZE);
 	MDB_val key, val;
 	int ret;
 
 	lmdb_gc_key_encode(kind, since, body_id, key_data);
+	lmdb_gc_value_encode(value, key_data);
 	key.mv_data = key_data;
 	key.mv_size = sizeof(key_data);
-	val.mv_data = (void *)"";
-	val.mv_size = 0;
+	val.mv_data = (void *)value->data;
+	val.mv_size = value->used;
 	ret = add ? mdb_put(txn, env->dbi_gc, &key, &val, 0) :
 		mdb_del(txn, env->dbi_gc, &key, NULL);
 	if (ret == MDB_NOTFOUND && !add)
@@ -135,7 +141,7 @@ static int lmdb_body_put_chunk(struct lmdb_env *env, MDB_txn *txn,
 					   mdb_strerror(ret));
 		return ret;
 	}
-	lmdb_chunk_header_encode(val.mv_data, data, size);
+	lmdb_chunk_header_encode(val.mv_data, body_id, idx, data, size);
 	memcpy((unsigned char *)val.mv_data + LMDB_CHUNK_HDR_SIZE, data, size);
 	return 0;
 }
@@ -500,7 +506,7 @@ int lmdb_body_lookup(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 					   body_id, mdb_strerror(ret));
 		return -1;
 	}
-	if (!lmdb_body_record_decode(val.mv_data, val.mv_size, pool,
+	if (!lmdb_body_record_decode(body_id, val.mv_data, val.mv_size, pool,
 				     rec_r, error_r)) {
 		*error_r = t_strdup_printf("body %"PRIu64" record is corrupted: %s",
 					   body_id, *error_r);
@@ -582,8 +588,8 @@ lmdb_body_verify_txn(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 			ret = -1;
 			break;
 		}
-		if (!lmdb_chunk_decode(val.mv_data, val.mv_size, &data, &size,
-				       error_r)) {
+		if (!lmdb_chunk_decode(body_id, idx, val.mv_data, val.mv_size,
+				       &data, &size, error_r)) {
 			*error_r = t_strdup_printf("chunk %u of %u: %s", idx,
 						   rec->chunk_count, *error_r);
 			ret = 0;
@@ -678,7 +684,8 @@ int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 			data = CONST_PTR_OFFSET(val.mv_data,
 						LMDB_CHUNK_HDR_SIZE);
 			size = val.mv_size - LMDB_CHUNK_HDR_SIZE;
-		} else if (!lmdb_chunk_decode(val.mv_data, val.mv_size, &data,
+		} else if (!lmdb_chunk_decode(body_id, first_idx + n,
+					      val.mv_data, val.mv_size, &data,
 					      &size, error_r)) {
 			*error_r = t_strdup_printf("chunk %u of body %"PRIu64": %s",
 						   first_idx + n, body_id,
@@ -733,7 +740,7 @@ int lmdb_body_ref(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 					body_id, mdb_strerror(ret));
 		return ret;
 	}
-	if (!lmdb_body_record_decode(val.mv_data, val.mv_size,
+	if (!lmdb_body_record_decode(body_id, val.mv_data, val.mv_size,
 				     pool_datastack_create(), &rec, error_r)) {
 		mdb_cursor_close(cursor);
 		*error_r = t_strdup_printf("body %"PRIu64" record is corrupted: %s",
@@ -774,7 +781,12 @@ int lmdb_body_ref(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 		}
 	}
 	buf = t_buffer_create(128);
-	lmdb_body_record_encode(buf, &rec);
+	if (!lmdb_body_record_encode(buf, body_id, &rec, error_r)) {
+		mdb_cursor_close(cursor);
+		*error_r = t_strdup_printf("body %"PRIu64": %s", body_id,
+					   *error_r);
+		return EINVAL;
+	}
 	ret = lmdb_env_cursor_put_current(cursor, key_data, sizeof(key_data),
 					  buf);
 	mdb_cursor_close(cursor);

@@ -32,8 +32,15 @@ static void lmdb_crc32_init(void)
 
 uint32_t lmdb_crc32(const void *data, size_t size)
 {
+	return lmdb_crc32_update(0, data, size);
+}
+
+uint32_t lmdb_crc32_update(uint32_t crc, const void *data, size_t size)
+{
 	const unsigned char *p = data;
-	uint32_t crc = 0xffffffffU, lo, hi;
+	uint32_t lo, hi;
+
+	crc ^= 0xffffffffU;
 
 	if (!lmdb_crc32_initialized)
 		lmdb_crc32_init();

@@ -7,6 +7,7 @@
 #include "strnum.h"
 #include "lmdb-records.h"
 #include "lmdb-env.h"
+#include "lmdb-schema.h"
 
 #include "file-lock.h"
 
@@ -80,65 +81,7 @@ static int lmdb_env_check_fs(const char *path, const char **error_r)
 static int
 lmdb_env_init_schema(MDB_txn *txn, void *context, const char **error_r)
 {
-	struct lmdb_env *env = context;
-	struct lmdb_env_record rec;
-	MDB_val key, val;
-	buffer_t *buf;
-	int ret;
-
-	if ((ret = mdb_dbi_open(txn, "meta", MDB_CREATE, &env->dbi_meta)) != 0 ||
-	    (ret = mdb_dbi_open(txn, "bodies", MDB_CREATE, &env->dbi_bodies)) != 0 ||
-	    (ret = mdb_dbi_open(txn, "chunks", MDB_CREATE, &env->dbi_chunks)) != 0 ||
-	    (ret = mdb_dbi_open(txn, "links", MDB_CREATE, &env->dbi_links)) != 0 ||
-	    (ret = mdb_dbi_open(txn, "mailboxes", MDB_CREATE, &env->dbi_mailboxes)) != 0 ||
-	    (ret = mdb_dbi_open(txn, "gc", MDB_CREATE, &env->dbi_gc)) != 0) {
-		*error_r = t_strdup_printf("mdb_dbi_open() failed: %s",
-					   mdb_strerror(ret));
-		return ret;
-	}
-
-	key.mv_data = (void *)"env";
-	key.mv_size = 3;
-	ret = mdb_get(txn, env->dbi_meta, &key, &val);
-	if (ret == 0) {
-		if (!lmdb_env_record_decode(val.mv_data, val.mv_size,
-					    &rec, error_r)) {
-			*error_r = t_strdup_printf("corrupted env record: %s",
-						   *error_r);
-			return MDB_CORRUPTED;
-		}
-		if (rec.schema_version > LMDB_SCHEMA_VERSION) {
-			*error_r = t_strdup_printf(
-				"environment has schema version %u, this "
-				"module only knows up to %u: upgrade the module",
-				rec.schema_version, LMDB_SCHEMA_VERSION);
-			return MDB_VERSION_MISMATCH;
-		}
-		if (rec.schema_version == LMDB_SCHEMA_VERSION)
-			return 0;
-		/* Upgrade-on-open: older schemas are converted here, in the
-		   same transaction, before anyone reads them. Version 1 is
-		   the first, so there is nothing to convert yet. */
-	} else if (ret != MDB_NOTFOUND) {
-		*error_r = t_strdup_printf("mdb_get(env) failed: %s",
-					   mdb_strerror(ret));
-		return ret;
-	} else {
-		i_zero(&rec);
-		rec.generation = 1;
-		rec.next_body_id = 1;
-		rec.created = ioloop_time;
-	}
-	rec.schema_version = LMDB_SCHEMA_VERSION;
-	buf = t_buffer_create(128);
-	lmdb_env_record_encode(buf, &rec);
-	val.mv_data = (void *)buf->data;
-	val.mv_size = buf->used;
-	if ((ret = mdb_put(txn, env->dbi_meta, &key, &val, 0)) != 0) {
-		*error_r = t_strdup_printf("mdb_put(env) failed: %s",
-					   mdb_strerror(ret));
-	}
-	return ret;
+	return lmdb_schema_init(context, txn, error_r);
 }
 
 int lmdb_env_record_get(struct lmdb_env *env, MDB_txn *txn,
@@ -147,8 +90,8 @@ int lmdb_env_record_get(struct lmdb_env *env, MDB_txn *txn,
 	MDB_val key, val;
 	int ret;
 
-	key.mv_data = (void *)"env";
-	key.mv_size = 3;
+	key.mv_data = (void *)LMDB_ENV_RECORD_KEY;
+	key.mv_size = LMDB_ENV_RECORD_KEY_SIZE;
 	if ((ret = mdb_get(txn, env->dbi_meta, &key, &val)) != 0) {
 		*error_r = t_strdup_printf("mdb_get(env) failed: %s",
 					   mdb_strerror(ret));
@@ -169,9 +112,10 @@ int lmdb_env_record_put(struct lmdb_env *env, MDB_txn *txn,
 	buffer_t *buf = t_buffer_create(128);
 	int ret;
 
-	lmdb_env_record_encode(buf, rec);
-	key.mv_data = (void *)"env";
-	key.mv_size = 3;
+	if (!lmdb_env_record_encode(buf, rec, error_r))
+		return EINVAL;
+	key.mv_data = (void *)LMDB_ENV_RECORD_KEY;
+	key.mv_size = LMDB_ENV_RECORD_KEY_SIZE;
 	val.mv_data = (void *)buf->data;
 	val.mv_size = buf->used;
 	if ((ret = mdb_put(txn, env->dbi_meta, &key, &val, 0)) != 0) {
@@ -767,8 +711,8 @@ static int lmdb_env_open_mdb(struct lmdb_env *env, const char **error_r)
 		MDB_dbi dbi;
 		MDB_val key, val;
 
-		key.mv_data = (void *)"env";
-		key.mv_size = 3;
+		key.mv_data = (void *)LMDB_ENV_RECORD_KEY;
+		key.mv_size = LMDB_ENV_RECORD_KEY_SIZE;
 		if (mdb_dbi_open(txn, "meta", 0, &dbi) == 0 &&
 		    mdb_get(txn, dbi, &key, &val) == 0 &&
 		    lmdb_env_record_decode(val.mv_data, val.mv_size, &rec,

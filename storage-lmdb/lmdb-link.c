@@ -10,7 +10,9 @@ struct lmdb_link_iter {
 	guid_128_t mailbox_guid;
 	uint32_t first_uid;
 	bool started, finished;
+	/* the LMDB failure that ended the iteration, 0 if none */
 	int ret;
+	unsigned int damaged;
 	char *error;
 };
 
@@ -33,9 +35,9 @@ int lmdb_link_get(struct lmdb_env *env, MDB_txn *txn,
 					   uid, mdb_strerror(ret));
 		return -1;
 	}
-	if (!lmdb_link_record_decode(val.mv_data, val.mv_size, pool,
-				     rec_r, error_r)) {
-		*error_r = t_strdup_printf("link uid=%u is corrupted: %s",
+	if (!lmdb_link_record_decode(mailbox_guid, uid, val.mv_data,
+				     val.mv_size, pool, rec_r, error_r)) {
+		*error_r = t_strdup_printf("link uid=%u is damaged: %s",
 					   uid, *error_r);
 		return -1;
 	}
@@ -55,7 +57,10 @@ lmdb_link_write(struct lmdb_env *env, MDB_txn *txn,
 	MDB_val key, val;
 	int ret;
 
-	lmdb_link_record_encode(buf, rec);
+	if (!lmdb_link_record_encode(buf, mailbox_guid, uid, rec, error_r)) {
+		*error_r = t_strdup_printf("link uid=%u: %s", uid, *error_r);
+		return EINVAL;
+	}
 	lmdb_link_key_encode(mailbox_guid, uid, key_data);
 	key.mv_data = key_data;
 	key.mv_size = sizeof(key_data);
@@ -64,13 +69,14 @@ lmdb_link_write(struct lmdb_env *env, MDB_txn *txn,
 	ret = mdb_put(txn, env->dbi_links, &key, &val, flags);
 	if (ret == MDB_KEYEXIST) {
 		/* val now points at the link that is in the way */
-		*error_r = lmdb_link_record_decode(val.mv_data, val.mv_size,
+		*error_r = lmdb_link_record_decode(mailbox_guid, uid,
+						   val.mv_data, val.mv_size,
 						   pool_datastack_create(),
 						   &old, &error) ?
 			t_strdup_printf("link for uid=%u already exists "
 					"(body %"PRIu64")", uid, old.body_id) :
 			t_strdup_printf("link for uid=%u already exists "
-					"(malformed: %s)", uid, error);
+					"(damaged: %s)", uid, error);
 	} else if (ret != 0) {
 		*error_r = t_strdup_printf("mdb_put(link uid=%u) failed: %s",
 					   uid, mdb_strerror(ret));
@@ -141,11 +147,11 @@ int lmdb_link_set_flags(struct lmdb_env *env, MDB_txn *txn,
 			     &cursor, &val, error_r);
 	if (ret != 0)
 		return ret == MDB_NOTFOUND ? 0 : ret;
-	if (!lmdb_link_record_decode(val.mv_data, val.mv_size,
-				     pool_datastack_create(), &link,
-				     error_r)) {
+	if (!lmdb_link_record_decode(mailbox_guid, uid, val.mv_data,
+				     val.mv_size, pool_datastack_create(),
+				     &link, error_r)) {
 		mdb_cursor_close(cursor);
-		*error_r = t_strdup_printf("link uid=%u is corrupted: %s",
+		*error_r = t_strdup_printf("link uid=%u is damaged: %s",
 					   uid, *error_r);
 		return MDB_CORRUPTED;
 	}
@@ -154,7 +160,11 @@ int lmdb_link_set_flags(struct lmdb_env *env, MDB_txn *txn,
 	link.keywords_count = src->keywords_count;
 	link.keywords = src->keywords;
 	buf = t_buffer_create(128);
-	lmdb_link_record_encode(buf, &link);
+	if (!lmdb_link_record_encode(buf, mailbox_guid, uid, &link, error_r)) {
+		mdb_cursor_close(cursor);
+		*error_r = t_strdup_printf("link uid=%u: %s", uid, *error_r);
+		return EINVAL;
+	}
 	ret = lmdb_env_cursor_put_current(cursor, key_data, sizeof(key_data),
 					  buf);
 	mdb_cursor_close(cursor);
@@ -181,11 +191,11 @@ int lmdb_link_take(struct lmdb_env *env, MDB_txn *txn,
 	if (ret != 0)
 		return ret == MDB_NOTFOUND ? 0 : ret;
 	/* decode before the delete: val points into the page */
-	if (lmdb_link_record_decode(val.mv_data, val.mv_size, pool,
-				    rec_r, error_r))
+	if (lmdb_link_record_decode(mailbox_guid, uid, val.mv_data,
+				    val.mv_size, pool, rec_r, error_r))
 		*found_r = 1;
 	else {
-		*error_r = t_strdup_printf("link uid=%u is corrupted: %s",
+		*error_r = t_strdup_printf("link uid=%u is damaged: %s",
 					   uid, *error_r);
 		*found_r = -1;
 	}
@@ -307,21 +317,34 @@ int lmdb_link_iter_next(struct lmdb_link_iter *iter, pool_t pool,
 		return 0;
 	}
 	if (ret != 0) {
+		/* the cursor itself failed (a damaged page): there is no
+		   way to step over it, so the iteration ends here */
 		iter->ret = ret;
+		i_free(iter->error);
 		iter->error = i_strdup_printf("mdb_cursor_get(links) failed: %s",
 					      mdb_strerror(ret));
 		iter->finished = TRUE;
 		return -1;
 	}
-	if (!lmdb_link_record_decode(val.mv_data, val.mv_size, pool,
-				     rec_r, &error)) {
+	if (!lmdb_link_record_decode(iter->mailbox_guid, *uid_r, val.mv_data,
+				     val.mv_size, pool, rec_r, &error)) {
 		i_free(iter->error);
-		iter->error = i_strdup_printf("link uid=%u is corrupted: %s",
+		iter->error = i_strdup_printf("link uid=%u is damaged: %s",
 					      *uid_r, error);
-		iter->ret = MDB_CORRUPTED;
-		return -1;
+		iter->damaged++;
+		return 2;
 	}
 	return 1;
+}
+
+const char *lmdb_link_iter_get_error(struct lmdb_link_iter *iter)
+{
+	return iter->error == NULL ? "" : iter->error;
+}
+
+unsigned int lmdb_link_iter_get_damaged(struct lmdb_link_iter *iter)
+{
+	return iter->damaged;
 }
 
 int lmdb_link_iter_deinit(struct lmdb_link_iter **_iter, const char **error_r)
@@ -357,9 +380,9 @@ int lmdb_mailbox_get(struct lmdb_env *env, MDB_txn *txn,
 					   mdb_strerror(ret));
 		return -1;
 	}
-	if (!lmdb_mailbox_record_decode(val.mv_data, val.mv_size, pool,
-					rec_r, error_r)) {
-		*error_r = t_strdup_printf("mailbox %s record is corrupted: %s",
+	if (!lmdb_mailbox_record_decode(mailbox_guid, val.mv_data,
+					val.mv_size, pool, rec_r, error_r)) {
+		*error_r = t_strdup_printf("mailbox %s record is damaged: %s",
 					   guid_128_to_string(mailbox_guid),
 					   *error_r);
 		return -1;
@@ -376,7 +399,12 @@ int lmdb_mailbox_put(struct lmdb_env *env, MDB_txn *txn,
 	MDB_val key, val;
 	int ret;
 
-	lmdb_mailbox_record_encode(buf, rec);
+	if (!lmdb_mailbox_record_encode(buf, mailbox_guid, rec, error_r)) {
+		*error_r = t_strdup_printf("mailbox %s: %s",
+					   guid_128_to_string(mailbox_guid),
+					   *error_r);
+		return EINVAL;
+	}
 	key.mv_data = (void *)mailbox_guid;
 	key.mv_size = GUID_128_SIZE;
 	val.mv_data = (void *)buf->data;

@@ -9,7 +9,7 @@
 #include "lmdb-records.h"
 #include "lmdb-env.h"
 
-/* Returns 1 and the record, 0 if missing, -1 if it is malformed or LMDB
+/* Returns 1 and the record, 0 if missing, -1 if it is damaged or LMDB
    failed (*error_r). */
 int lmdb_link_get(struct lmdb_env *env, MDB_txn *txn,
 		  const guid_128_t mailbox_guid, uint32_t uid, pool_t pool,
@@ -50,10 +50,16 @@ int lmdb_link_get_highest_uid(struct lmdb_env *env, MDB_txn *txn,
 struct lmdb_link_iter *
 lmdb_link_iter_init(struct lmdb_env *env, MDB_txn *txn,
 		    const guid_128_t mailbox_guid, uint32_t first_uid);
-/* Returns 1 with the next link, 0 at the end, -1 on error. A malformed
-   record is an error: the caller decides whether to skip it. */
+/* Returns 1 with the next link; 2 if the next link's record is damaged
+   (*uid_r is its UID, lmdb_link_iter_get_error() says why, and the
+   iteration goes on: damage is contained to that message); 0 at the end;
+   -1 if LMDB itself failed (a damaged page: the iteration is over). */
 int lmdb_link_iter_next(struct lmdb_link_iter *iter, pool_t pool,
 			uint32_t *uid_r, struct lmdb_link_record *rec_r);
+const char *lmdb_link_iter_get_error(struct lmdb_link_iter *iter);
+/* How many damaged records the iteration stepped over. */
+unsigned int lmdb_link_iter_get_damaged(struct lmdb_link_iter *iter);
+/* Returns -1 with *error_r if LMDB failed (not for damaged records). */
 int lmdb_link_iter_deinit(struct lmdb_link_iter **iter, const char **error_r);
 
 int lmdb_mailbox_get(struct lmdb_env *env, MDB_txn *txn,

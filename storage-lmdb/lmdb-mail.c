@@ -10,6 +10,7 @@
 #include "lmdb-istream.h"
 #include "lmdb-mail.h"
 #include "lmdb-uidl.h"
+#include "lmdb-values.h"
 #include "lmdb-storage.h"
 
 struct mail *

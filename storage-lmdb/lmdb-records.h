@@ -9,12 +9,35 @@
 
 #include "guid.h"
 
-/* Version byte that starts every record value. Bump per record type when
-   its layout changes; decoders accept every version they know and the
-   upgrade-on-open rule (lmdb-env.c) rewrites old ones. */
-#define LMDB_RECORD_VERSION 1
-/* Version of the whole environment's layout (the set of DBIs and keys). */
-#define LMDB_SCHEMA_VERSION 1
+/* Version byte that starts every record value. Version 2 (schema 2)
+   follows it with a CRC-32 over the record's type, its key and the rest
+   of the value, so that a damaged byte anywhere in a record, key
+   included, is detected instead of served. Version 1 (schema 1) had no
+   checksum; its decoders exist only for the upgrade (lmdb-upgrade.c).
+   Chunks of version 1 stay valid: they always carried a CRC-32 of their
+   data. */
+#define LMDB_RECORD_VERSION_1 1
+#define LMDB_RECORD_VERSION 2
+/* Version of the whole environment's layout (the set of DBIs, keys and
+   record versions). */
+#define LMDB_SCHEMA_VERSION 2
+/* version byte + CRC-32 */
+#define LMDB_RECORD_HDR_SIZE 5
+
+/* The record type is part of every checksum: a record copied under a key
+   of another DBI (or found on a page whose DBI is unknown, by salvage)
+   never passes as one of that DBI. */
+enum lmdb_record_type {
+	LMDB_RECORD_TYPE_ENV = 1,
+	LMDB_RECORD_TYPE_BODY = 2,
+	LMDB_RECORD_TYPE_LINK = 3,
+	LMDB_RECORD_TYPE_MAILBOX = 4,
+	LMDB_RECORD_TYPE_GC = 5,
+	LMDB_RECORD_TYPE_CHUNK = 6,
+};
+
+#define LMDB_ENV_RECORD_KEY "env"
+#define LMDB_ENV_RECORD_KEY_SIZE 3
 
 #define LMDB_BODY_ID_SIZE 8
 #define LMDB_LINK_KEY_SIZE (GUID_128_SIZE + 4)
@@ -91,6 +114,9 @@ struct lmdb_body_record {
 	const char *guid;
 };
 
+/* the system flags a link mirrors: \Answered .. \Draft, never \Recent */
+#define LMDB_LINK_FLAGS_MASK 0x1f
+
 /* "links" DBI, key mailbox GUID (16) + UID (4 BE) */
 struct lmdb_link_record {
 	uint64_t body_id;
@@ -142,38 +168,72 @@ bool lmdb_gc_key_decode(const void *data, size_t size,
 			enum lmdb_gc_kind *kind_r, int64_t *since_r,
 			uint64_t *body_id_r);
 
-/* Encoders append to buf. Decoders return FALSE with *error_r set when
-   the record is malformed; strings are allocated from pool. */
-void lmdb_env_record_encode(buffer_t *buf, const struct lmdb_env_record *rec);
+/* Encoders append the record value for the given key to buf. They
+   return FALSE with *error_r, appending nothing, when a field can't be
+   stored (a string too long or not valid for its field): the callers
+   validate what comes from outside first (lmdb-values.h), so this is a
+   last line of defence, never an assertion.
+
+   Decoders verify the checksum (over type, key and value), the version,
+   every length and every field's validity, and return FALSE with
+   *error_r for a record that is malformed or damaged. Strings are
+   allocated from pool. The _v1 decoders read schema-1 records (no
+   checksum), for the upgrade only. */
+bool lmdb_env_record_encode(buffer_t *buf, const struct lmdb_env_record *rec,
+			    const char **error_r);
 bool lmdb_env_record_decode(const void *data, size_t size,
 			    struct lmdb_env_record *rec_r,
 			    const char **error_r);
+bool lmdb_env_record_decode_v1(const void *data, size_t size,
+			       struct lmdb_env_record *rec_r,
+			       const char **error_r);
 
-void lmdb_body_record_encode(buffer_t *buf, const struct lmdb_body_record *rec);
-bool lmdb_body_record_decode(const void *data, size_t size, pool_t pool,
-			     struct lmdb_body_record *rec_r,
+bool lmdb_body_record_encode(buffer_t *buf, uint64_t body_id,
+			     const struct lmdb_body_record *rec,
 			     const char **error_r);
-
-void lmdb_link_record_encode(buffer_t *buf, const struct lmdb_link_record *rec);
-bool lmdb_link_record_decode(const void *data, size_t size, pool_t pool,
-			     struct lmdb_link_record *rec_r,
+bool lmdb_body_record_decode(uint64_t body_id, const void *data, size_t size,
+			     pool_t pool, struct lmdb_body_record *rec_r,
 			     const char **error_r);
-
-void lmdb_mailbox_record_encode(buffer_t *buf,
-				const struct lmdb_mailbox_record *rec);
-bool lmdb_mailbox_record_decode(const void *data, size_t size, pool_t pool,
-				struct lmdb_mailbox_record *rec_r,
+bool lmdb_body_record_decode_v1(const void *data, size_t size, pool_t pool,
+				struct lmdb_body_record *rec_r,
 				const char **error_r);
 
-/* A chunk value is the header followed by the data. */
+bool lmdb_link_record_encode(buffer_t *buf, const guid_128_t mailbox_guid,
+			     uint32_t uid, const struct lmdb_link_record *rec,
+			     const char **error_r);
+bool lmdb_link_record_decode(const guid_128_t mailbox_guid, uint32_t uid,
+			     const void *data, size_t size, pool_t pool,
+			     struct lmdb_link_record *rec_r,
+			     const char **error_r);
+bool lmdb_link_record_decode_v1(const void *data, size_t size, pool_t pool,
+				struct lmdb_link_record *rec_r,
+				const char **error_r);
+
+bool lmdb_mailbox_record_encode(buffer_t *buf, const guid_128_t mailbox_guid,
+				const struct lmdb_mailbox_record *rec,
+				const char **error_r);
+bool lmdb_mailbox_record_decode(const guid_128_t mailbox_guid,
+				const void *data, size_t size, pool_t pool,
+				struct lmdb_mailbox_record *rec_r,
+				const char **error_r);
+bool lmdb_mailbox_record_decode_v1(const void *data, size_t size, pool_t pool,
+				   struct lmdb_mailbox_record *rec_r,
+				   const char **error_r);
+
+/* A gc entry's value: its key's checksum (schema 1 had an empty value). */
+void lmdb_gc_value_encode(buffer_t *buf,
+			  const unsigned char key[LMDB_GC_KEY_SIZE]);
+bool lmdb_gc_value_check(const unsigned char key[LMDB_GC_KEY_SIZE],
+			 const void *data, size_t size, const char **error_r);
+
+/* A chunk value is the header followed by the data. Version 2 checksums
+   the key with the data, version 1 only the data; both are read. */
 void lmdb_chunk_header_encode(unsigned char hdr_r[LMDB_CHUNK_HDR_SIZE],
+			      uint64_t body_id, uint32_t chunk_idx,
 			      const void *data, size_t size);
-bool lmdb_chunk_decode(const void *value, size_t value_size,
+bool lmdb_chunk_decode(uint64_t body_id, uint32_t chunk_idx,
+		       const void *value, size_t value_size,
 		       const void **data_r, size_t *size_r,
 		       const char **error_r);
-
-/* Returns TRUE if the UIDL is acceptable to store (RFC 1939 characters,
-   non-empty, not too long). */
-bool lmdb_uidl_is_valid(const char *uidl);
 
 #endif

@@ -269,8 +269,9 @@ static int lmdb_mailbox_find_by_name(struct lmdb_storage *storage,
 	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) {
 		if (key.mv_size != GUID_128_SIZE)
 			continue;
-		if (!lmdb_mailbox_record_decode(val.mv_data, val.mv_size,
-						ctx->pool, &rec, &error)) {
+		if (!lmdb_mailbox_record_decode(key.mv_data, val.mv_data,
+						val.mv_size, ctx->pool, &rec,
+						&error)) {
 			e_error(storage->storage.event,
 				"lmdb: %s: skipping corrupted mailbox record %s: %s",
 				env->path, guid_128_to_string(key.mv_data), error);
@@ -699,8 +700,9 @@ static int lmdb_rename_txn(MDB_txn *txn, void *context, const char **error_r)
 	/* the mailbox and its children: name == old or old + sep + ... */
 	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) {
 		if (key.mv_size != GUID_128_SIZE ||
-		    !lmdb_mailbox_record_decode(val.mv_data, val.mv_size, pool,
-						&rec, &error) ||
+		    !lmdb_mailbox_record_decode(key.mv_data, val.mv_data,
+						val.mv_size, pool, &rec,
+						&error) ||
 		    rec.state != LMDB_MAILBOX_STATE_ACTIVE ||
 		    strncmp(rec.name, ctx->old_name, old_len) != 0 ||
 		    (rec.name[old_len] != '\0' &&

@@ -9,6 +9,7 @@
 #include "index-pop3-uidl.h"
 #include "lmdb-link.h"
 #include "lmdb-records.h"
+#include "lmdb-values.h"
 #include "lmdb-storage.h"
 #include "lmdb-uidl.h"
 
