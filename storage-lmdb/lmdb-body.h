@@ -103,6 +103,25 @@ int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 			  uint32_t first_idx, uint32_t count, buffer_t *dest,
 			  bool verify, const char **error_r);
 
+/* A reader keeps one read snapshot (a pinned transaction) for its whole
+   life, so the body can't change or vanish under a stream while other
+   processes expunge and free it. Open returns 1 with the body's record,
+   0 if there is no such body, -1 on error (a damaged record included). */
+struct lmdb_body_reader;
+int lmdb_body_reader_open(struct lmdb_env *env, uint64_t body_id,
+			  pool_t pool, struct lmdb_body_record *rec_r,
+			  struct lmdb_body_reader **reader_r,
+			  const char **error_r);
+/* As lmdb_body_verify(), in the reader's snapshot. */
+int lmdb_body_reader_verify(struct lmdb_body_reader *reader, bool full,
+			    const char **error_r);
+/* As lmdb_body_read_chunks(), in the reader's snapshot, also checking
+   each chunk's size against the record's layout. */
+int lmdb_body_reader_read(struct lmdb_body_reader *reader, uint32_t first_idx,
+			  uint32_t count, buffer_t *dest, bool verify,
+			  const char **error_r);
+void lmdb_body_reader_close(struct lmdb_body_reader **reader);
+
 /* Inside a write transaction: add delta to the body's reference count,
    moving it between PENDING/LINKED/DEAD. Returns 0, or an LMDB code
    (MDB_NOTFOUND if the body is gone). *virtual_size_r (if not NULL) is
@@ -110,6 +129,15 @@ int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 int lmdb_body_ref(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 		  int delta, int64_t now, uint64_t *virtual_size_r,
 		  const char **error_r);
+
+/* Inside a write transaction: drop one reference (a link was expunged).
+   The last reference frees the body at once: a reader still streaming
+   it has its own snapshot. Returns 0, or an LMDB code (MDB_NOTFOUND if
+   the body is gone, MDB_CORRUPTED if its record is damaged: then nothing
+   changed). *virtual_size_r is the body's virtual size. */
+int lmdb_body_release(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
+		      int64_t now, uint64_t *virtual_size_r,
+		      const char **error_r);
 
 /* Free PENDING bodies older than pending_grace seconds and DEAD ones
    older than dead_grace, at most max_bodies of them. */

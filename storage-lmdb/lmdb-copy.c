@@ -164,7 +164,8 @@ int lmdb_copy(struct mail_save_context *_ctx, struct mail *mail)
 	}
 	if (mdata->received_date == (time_t)-1)
 		mdata->received_date = (time_t)src->body.received_date;
-	if (mdata->pop3_uidl == NULL && src->link.pop3_uidl[0] != '\0') {
+	if (mdata->pop3_uidl == NULL && src->link.pop3_uidl[0] != '\0' &&
+	    lmdb_save_keeps_uidl(_ctx)) {
 		/* a UIDL shown to a POP3 client stays with the message */
 		mailbox_save_set_pop3_uidl(_ctx, src->link.pop3_uidl);
 	}

@@ -3,6 +3,7 @@
 #include "lib.h"
 #include "array.h"
 #include "buffer.h"
+#include "llist.h"
 #include "ioloop.h"
 #include "strnum.h"
 #include "lmdb-records.h"
@@ -242,6 +243,8 @@ static int lmdb_env_set_map_size(struct lmdb_env *env, uint64_t min_size,
 			I_MAX(min_size, env->map_size), vsz_limit);
 		return ENOMEM;
 	}
+	/* their snapshots would point into the old map */
+	lmdb_env_drop_pins(env);
 	if ((ret = mdb_env_set_mapsize(env->env, size)) == 0) {
 		env->map_size = size;
 		return 0;
@@ -293,9 +296,17 @@ static int lmdb_env_adopt_map_size(struct lmdb_env *env, const char **error_r)
 		return MDB_MAP_RESIZED;
 	}
 	(void)mdb_env_info(env->env, &info);
-	needed = ((uint64_t)info.me_last_pgno + 1) * env->page_size;
-	for (want = I_MAX(env->map_size, 1); want < needed; want *= 2) ;
-	want = I_MIN(want, I_MAX(env->set.map_size_max, needed));
+	/* me_last_pgno comes from the file's meta page: a damaged one must
+	   not overflow the arithmetic (set_map_size refuses what doesn't
+	   fit the address space) */
+	if (info.me_last_pgno >= UINT64_MAX / env->page_size)
+		needed = UINT64_MAX;
+	else
+		needed = ((uint64_t)info.me_last_pgno + 1) * env->page_size;
+	want = I_MAX(env->map_size, env->page_size);
+	while (want < needed && want <= UINT64_MAX / 2)
+		want *= 2;
+	want = I_MIN(I_MAX(want, needed), I_MAX(env->set.map_size_max, needed));
 	return lmdb_env_set_map_size(env, needed, want, error_r);
 }
 
@@ -309,9 +320,11 @@ static int lmdb_env_ensure_open(struct lmdb_env *env, const char **error_r)
 	return lmdb_env_open_mdb(env, error_r);
 }
 
-/* The idle read transaction belongs to the MDB_env it was made in. */
+/* The idle read transaction and the pinned ones belong to the MDB_env
+   they were made in. */
 static void lmdb_env_close_mdb(struct lmdb_env *env)
 {
+	lmdb_env_drop_pins(env);
 	if (env->idle_read_txn != NULL) {
 		mdb_txn_abort(env->idle_read_txn);
 		env->idle_read_txn = NULL;
@@ -500,6 +513,69 @@ int lmdb_env_sync(struct lmdb_env *env, const char **error_r)
 		return -1;
 	}
 	return 0;
+}
+
+void lmdb_env_drop_pins(struct lmdb_env *env)
+{
+	struct lmdb_env_pin *pin;
+
+	for (pin = env->pins; pin != NULL; pin = pin->next) {
+		if (pin->txn != NULL) {
+			mdb_txn_abort(pin->txn);
+			pin->txn = NULL;
+			pin->dropped = TRUE;
+		}
+	}
+}
+
+int lmdb_env_pin_txn(struct lmdb_env *env, struct lmdb_env_pin *pin,
+		     MDB_txn **txn_r, bool *renewed_r, const char **error_r)
+{
+	int ret;
+
+	*renewed_r = FALSE;
+	if (pin->txn != NULL) {
+		*txn_r = pin->txn;
+		return 0;
+	}
+	if (!pin->linked) {
+		DLLIST_PREPEND(&env->pins, pin);
+		pin->linked = TRUE;
+	}
+	/* like any reader: follow a grown map and reopen a compacted
+	   environment first (only possible with no transaction open) */
+	if (env->open_txns == 0) {
+		MDB_txn *txn;
+
+		if (lmdb_env_read_begin(env, &txn, error_r) < 0)
+			return -1;
+		lmdb_env_read_end(env, &txn);
+	} else if (lmdb_env_ensure_open(env, error_r) < 0) {
+		return -1;
+	}
+	ret = mdb_txn_begin(env->env, NULL, MDB_RDONLY, &pin->txn);
+	if (ret != 0) {
+		pin->txn = NULL;
+		*error_r = t_strdup_printf("mdb_txn_begin(%s) failed: %s",
+					   env->path, mdb_strerror(ret));
+		return -1;
+	}
+	*renewed_r = pin->dropped;
+	pin->dropped = FALSE;
+	*txn_r = pin->txn;
+	return 0;
+}
+
+void lmdb_env_pin_release(struct lmdb_env *env, struct lmdb_env_pin *pin)
+{
+	if (pin->txn != NULL) {
+		mdb_txn_abort(pin->txn);
+		pin->txn = NULL;
+	}
+	if (pin->linked) {
+		DLLIST_REMOVE(&env->pins, pin);
+		pin->linked = FALSE;
+	}
 }
 
 int lmdb_env_read_begin(struct lmdb_env *env, MDB_txn **txn_r,
@@ -1051,6 +1127,12 @@ int lmdb_env_compact(struct lmdb_env *env, uint64_t *old_size_r,
 	return 0;
 }
 
+void lmdb_env_ref(struct lmdb_env *env)
+{
+	i_assert(env->refcount > 0);
+	env->refcount++;
+}
+
 void lmdb_env_unref(struct lmdb_env **_env)
 {
 	struct lmdb_env *env = *_env;
@@ -1060,7 +1142,7 @@ void lmdb_env_unref(struct lmdb_env **_env)
 	if (--env->refcount > 0)
 		return;
 
-	i_assert(env->open_txns == 0);
+	i_assert(env->open_txns == 0 && env->pins == NULL);
 	lmdb_env_free_idle();
 	if (env->env == NULL) {
 		lmdb_env_remove(env);

@@ -25,6 +25,19 @@ struct lmdb_env_settings {
 	mode_t mode;
 };
 
+/* A read transaction kept across calls: a stream's snapshot of the body
+   it reads, so that the body's pages stay valid while other processes
+   expunge and free it. Pinned transactions don't block map resizes:
+   before this process resizes its map or reopens the environment, they
+   are dropped, and the owner gets a new snapshot at its next read
+   (renewed: it must check that what it reads still exists). */
+struct lmdb_env_pin {
+	struct lmdb_env_pin *prev, *next;
+	MDB_txn *txn;
+	bool linked;
+	bool dropped;
+};
+
 struct lmdb_env {
 	int refcount;
 	char *path;
@@ -47,6 +60,8 @@ struct lmdb_env {
 	size_t checked_txnid;
 	/* a reset read transaction kept for mdb_txn_renew() */
 	MDB_txn *idle_read_txn;
+	/* pinned read transactions (streams) */
+	struct lmdb_env_pin *pins;
 
 	MDB_dbi dbi_meta, dbi_bodies, dbi_chunks, dbi_links;
 	MDB_dbi dbi_mailboxes, dbi_gc;
@@ -79,6 +94,18 @@ int lmdb_env_write(struct lmdb_env *env, lmdb_write_func_t *func,
 int lmdb_env_read_begin(struct lmdb_env *env, MDB_txn **txn_r,
 			const char **error_r);
 void lmdb_env_read_end(struct lmdb_env *env, MDB_txn **txn);
+
+/* The pin's read transaction, begun if it has none (first use, or
+   dropped since). *renewed_r is TRUE when an earlier snapshot was
+   dropped. Returns 0 or -1 with *error_r. */
+int lmdb_env_pin_txn(struct lmdb_env *env, struct lmdb_env_pin *pin,
+		     MDB_txn **txn_r, bool *renewed_r, const char **error_r);
+void lmdb_env_pin_release(struct lmdb_env *env, struct lmdb_env_pin *pin);
+/* Abort every pinned transaction (before a remap). */
+void lmdb_env_drop_pins(struct lmdb_env *env);
+/* Another reference to an open environment (a stream outliving the
+   call that opened it). */
+void lmdb_env_ref(struct lmdb_env *env);
 
 /* The "env" record of the meta DBI: counters and the body id sequence.
    Both return 0 or an LMDB code with *error_r. */

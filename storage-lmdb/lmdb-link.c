@@ -417,6 +417,34 @@ int lmdb_mailbox_put(struct lmdb_env *env, MDB_txn *txn,
 	return ret;
 }
 
+int lmdb_mailbox_get_repair(struct lmdb_env *env, MDB_txn *txn,
+			    const guid_128_t mailbox_guid,
+			    const struct lmdb_mailbox_record *fallback,
+			    pool_t pool, struct lmdb_mailbox_record *rec_r,
+			    const char **damage_r, const char **error_r)
+{
+	const char *damage;
+	uint32_t highest_uid;
+	int ret;
+
+	*damage_r = NULL;
+	ret = lmdb_mailbox_get(env, txn, mailbox_guid, pool, rec_r, &damage);
+	if (ret >= 0)
+		return ret;
+	/* damaged (or unreadable): what it held is known elsewhere. The
+	   highest UID must stay above every link, so no UID is given
+	   twice. */
+	*rec_r = *fallback;
+	if ((ret = lmdb_link_get_highest_uid(env, txn, mailbox_guid,
+					     &highest_uid, error_r)) != 0)
+		return -1;
+	rec_r->highest_uid = I_MAX(rec_r->highest_uid, highest_uid);
+	if (lmdb_mailbox_put(env, txn, mailbox_guid, rec_r, error_r) != 0)
+		return -1;
+	*damage_r = damage;
+	return 1;
+}
+
 int lmdb_link_count(struct lmdb_env *env, MDB_txn *txn, int links,
 		    int64_t vsize_bytes, const char **error_r)
 {

@@ -70,6 +70,17 @@ int lmdb_mailbox_put(struct lmdb_env *env, MDB_txn *txn,
 		     const struct lmdb_mailbox_record *rec,
 		     const char **error_r);
 
+/* Like lmdb_mailbox_get(), but a damaged record is replaced by fallback
+   (what the caller knows from the index: name, UIDVALIDITY, highest
+   UID), with its highest UID raised above every link of the mailbox, and
+   *damage_r says what was wrong (NULL if nothing). Returns 1, 0 if there
+   is no record, -1 on error (*error_r). */
+int lmdb_mailbox_get_repair(struct lmdb_env *env, MDB_txn *txn,
+			    const guid_128_t mailbox_guid,
+			    const struct lmdb_mailbox_record *fallback,
+			    pool_t pool, struct lmdb_mailbox_record *rec_r,
+			    const char **damage_r, const char **error_r);
+
 /* Adjust the env record's link counters. */
 int lmdb_link_count(struct lmdb_env *env, MDB_txn *txn, int links,
 		    int64_t vsize_bytes, const char **error_r);

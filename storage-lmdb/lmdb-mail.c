@@ -31,6 +31,7 @@ lmdb_mail_alloc(struct mailbox_transaction_context *t,
 
 static void lmdb_mail_forget(struct lmdb_mail *mail)
 {
+	i_stream_unref(&mail->body_stream);
 	mail->records_seq = 0;
 	mail->have_link = FALSE;
 	mail->have_body = FALSE;
@@ -52,6 +53,7 @@ static void lmdb_mail_free(struct mail *_mail)
 {
 	struct lmdb_mail *mail = LMDB_MAIL(_mail);
 
+	i_stream_unref(&mail->body_stream);
 	pool_unref(&mail->records_pool);
 	index_mail_free(_mail);
 }
@@ -339,18 +341,17 @@ lmdb_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 	return index_mail_get_special(_mail, field, value_r);
 }
 
-/* Check every chunk before the first byte of the body goes out: a POP3
-   RETR ends with "." even when the stream breaks mid-way, and a client in
-   delete mode would then DELE mail it never got whole. */
+/* Check every chunk before the first byte of the body goes out, in the
+   stream's own snapshot: a POP3 RETR ends with "." even when the stream
+   breaks mid-way, and a client in delete mode would then DELE mail it
+   never got whole. */
 static int lmdb_mail_verify_body(struct lmdb_mail *mail)
 {
 	struct mail *_mail = &mail->imail.mail.mail;
-	struct lmdb_mailbox *mbox = LMDB_MAILBOX(_mail->box);
 	const char *error;
 	int ret;
 
-	ret = lmdb_body_verify(mbox->storage->env, mail->link.body_id,
-			       &mail->body, FALSE, &error);
+	ret = lmdb_istream_verify(mail->body_stream, &error);
 	if (ret <= 0) {
 		mail_set_critical(_mail, "lmdb: uid=%u body %"PRIu64
 				  " (GUID %s) is damaged: %s", _mail->uid,
@@ -367,7 +368,11 @@ static int lmdb_mail_open_stream(struct lmdb_mail *mail, bool get_body,
 	struct mail *_mail = &mail->imail.mail.mail;
 	struct mail_private *pmail = &mail->imail.mail;
 	struct lmdb_mailbox *mbox = LMDB_MAILBOX(_mail->box);
+	struct lmdb_body_reader *reader;
+	struct lmdb_body_record rec;
 	struct istream *input;
+	const char *error;
+	int ret;
 
 	if (!mail_stream_access_start(_mail))
 		return -1;
@@ -376,17 +381,37 @@ static int lmdb_mail_open_stream(struct lmdb_mail *mail, bool get_body,
 	/* a header-only read checks the chunks it reads as it goes; the
 	   whole body is checked when the body is asked for */
 	mail->body_verified = FALSE;
+	i_stream_unref(&mail->body_stream);
 	if (mail->deferred != NULL) {
 		/* in memory, never on disk yet: nothing to check */
 		input = lmdb_body_writer_open_stream(mail->deferred);
 		mail->body_verified = TRUE;
 	} else {
-		if (get_body && lmdb_mail_verify_body(mail) < 0)
+		ret = lmdb_body_reader_open(mbox->storage->env,
+					    mail->link.body_id,
+					    mail->records_pool, &rec, &reader,
+					    &error);
+		if (ret <= 0) {
+			if (ret == 0) {
+				/* freed since its link was read: the
+				   message was expunged meanwhile */
+				mail_set_expunged(_mail);
+			} else {
+				mail_set_critical(_mail, "lmdb: uid=%u: %s",
+						  _mail->uid, error);
+			}
 			return -1;
-		input = lmdb_istream_create(mbox->storage->env,
-					    mail->link.body_id, &mail->body);
-		if (mail->body_verified)
-			lmdb_istream_set_verified(input);
+		}
+		input = lmdb_istream_create(reader, mail->link.body_id, &rec);
+		if ((_mail->box->flags & MAILBOX_FLAG_POP3_SESSION) != 0)
+			lmdb_istream_set_fatal_on_error(input);
+		mail->body_stream = input;
+		i_stream_ref(mail->body_stream);
+		if (get_body && lmdb_mail_verify_body(mail) < 0) {
+			i_stream_unref(&mail->body_stream);
+			i_stream_unref(&input);
+			return -1;
+		}
 	}
 	*stream_r = input;
 	if (pmail->v.istream_opened != NULL) {
@@ -413,7 +438,8 @@ lmdb_mail_get_stream(struct mail *_mail, bool get_body,
 			return -1;
 		data->stream = input;
 		index_mail_set_read_buffer_size(_mail, input);
-	} else if (get_body && !mail->body_verified) {
+	} else if (get_body && !mail->body_verified &&
+		   mail->body_stream != NULL) {
 		if (lmdb_mail_verify_body(mail) < 0)
 			return -1;
 	}

@@ -18,6 +18,9 @@ struct lmdb_mail {
 	/* body is valid too, not only link (a POP3 listing needs only the
 	   link: one page per many messages instead of one per message) */
 	bool have_body;
+	/* our own stream under data->stream (plugins may wrap it): its
+	   snapshot is where the body is verified */
+	struct istream *body_stream;
 	/* every chunk of the open stream's body was checked */
 	bool body_verified;
 	/* a message being saved whose body is still in memory (the save

@@ -140,6 +140,11 @@ static bool body_fields_read(struct lmdb_reader *r, pool_t pool,
 		*error_r = "body record has an invalid message GUID";
 		return FALSE;
 	}
+	if (rec_r->chunk_size > LMDB_CHUNK_SIZE_MAX) {
+		*error_r = t_strdup_printf("body record has chunk size %u",
+					   rec_r->chunk_size);
+		return FALSE;
+	}
 	/* the chunk layout must be able to hold exactly physical_size
 	   bytes, or a reader could be sent past the last chunk */
 	if (rec_r->chunk_size == 0 &&

@@ -53,6 +53,9 @@ enum lmdb_record_type {
 #define LMDB_KEYWORDS_MAX 1024
 #define LMDB_GUID_MAX_LEN 255
 #define LMDB_NAME_MAX_LEN 4096
+/* data bytes per chunk: ours are 4,072 (early versions wrote 65,512);
+   anything above this is damage, and a reader sizes buffers by it */
+#define LMDB_CHUNK_SIZE_MAX (1024 * 1024)
 
 enum lmdb_body_state {
 	/* saved, not yet referenced by any link; collected after a grace

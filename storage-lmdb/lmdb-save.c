@@ -14,6 +14,7 @@
 #include "lmdb-ostream.h"
 #include "lmdb-sync.h"
 #include "lmdb-uidl.h"
+#include "lmdb-values.h"
 #include "lmdb-storage.h"
 
 /* Save flow: each message's body goes into LMDB at save_finish as a
@@ -132,12 +133,43 @@ static void lmdb_save_keywords(struct lmdb_save_context *ctx,
 		if (kw->idx[i] >= array_count(names))
 			continue;
 		name = array_idx(names, kw->idx[i]);
-		if (**name == '\0' || strlen(*name) > LMDB_KEYWORD_MAX_LEN)
+		/* an index may hold keywords Dovecot no longer accepts:
+		   the mirror keeps only what it can store */
+		if (!lmdb_keyword_is_valid(*name))
 			continue;
 		keywords[n++] = p_strdup(ctx->pool, *name);
 	}
 	smail->keywords = keywords;
 	smail->keywords_count = n;
+}
+
+bool lmdb_save_keeps_uidl(struct mail_save_context *ctx)
+{
+	/* dsync's copies are the same message under another UID (a UID
+	   conflict renumbers it; the old UID is expunged in the same run) */
+	return !ctx->copying_or_moving || ctx->moving ||
+		(ctx->transaction->flags & MAILBOX_TRANSACTION_FLAG_SYNC) != 0;
+}
+
+/* A GUID or UIDL from outside (dsync, another storage, a plugin) that
+   lmdb can't keep as given becomes the 128-bit digest Dovecot itself
+   makes of such strings: dsync compares GUIDs that way for storages with
+   128-bit GUIDs (as lmdb declares), so a repeated import recognises the
+   message, and the same input always gives the same value. */
+static void lmdb_save_normalize(struct lmdb_save_context *ctx, char **value,
+				bool (*is_valid)(const char *),
+				const char *what)
+{
+	const char *digest;
+
+	if (*value == NULL || is_valid(*value))
+		return;
+	digest = lmdb_value_digest(*value);
+	e_warning(ctx->mbox->box.event, "lmdb: %s of %zu bytes can't be "
+		  "stored as given (too long, or characters it may not hold): "
+		  "stored as its digest %s", what, strlen(*value), digest);
+	i_free(*value);
+	*value = i_strdup(digest);
 }
 
 /* Append the message to the index transaction and remember what its link
@@ -149,6 +181,10 @@ lmdb_save_add_to_index(struct mail_save_context *_ctx)
 	struct mail_save_data *mdata = &_ctx->data;
 	struct lmdb_save_mail *smail;
 
+	lmdb_save_normalize(ctx, &mdata->guid, lmdb_guid_is_valid,
+			    "Message GUID");
+	lmdb_save_normalize(ctx, &mdata->pop3_uidl, lmdb_uidl_is_valid,
+			    "POP3 UIDL");
 	mail_index_append(ctx->trans, mdata->uid, &ctx->seq);
 	mail_index_update_flags(ctx->trans, ctx->seq, MODIFY_REPLACE,
 				mdata->flags & ENUM_NEGATE(MAIL_RECENT));
@@ -166,6 +202,12 @@ lmdb_save_add_to_index(struct mail_save_context *_ctx)
 		mdata->save_date : ioloop_time;
 	if (mdata->pop3_uidl != NULL)
 		smail->pop3_uidl = p_strdup(ctx->pool, mdata->pop3_uidl);
+	else if (!lmdb_save_keeps_uidl(_ctx)) {
+		/* RFC 1939: a UIDL is unique in the maildrop, and a copy
+		   leaves its original where it was (and shares its GUID,
+		   so %g would repeat the original's UIDL) */
+		smail->new_uidl = TRUE;
+	}
 	smail->pop3_order = mdata->pop3_order;
 	lmdb_save_keywords(ctx, smail);
 	return smail;
@@ -388,7 +430,36 @@ struct lmdb_save_link_ctx {
 	const guid_128_t *mailbox_guid;
 	/* FALSE: write the links; TRUE: undo them */
 	bool undo;
+	/* the mailbox record as the index knows it, for a damaged one */
+	struct lmdb_mailbox_record fallback;
+	/* results */
+	const char *damage;
+	/* a copied message's body was freed meanwhile (expunged) */
+	bool copy_expunged;
 };
+
+/* Returns 1 if the link was removed, 0 if it wasn't ours, or an LMDB
+   code. */
+static int
+lmdb_save_undo_link(struct lmdb_save_link_ctx *lctx, MDB_txn *txn,
+		    const struct lmdb_save_mail *smail, const char **error_r)
+{
+	struct lmdb_env *env = lctx->save->mbox->storage->env;
+	struct lmdb_link_record old;
+	uint64_t vsize;
+	int ret;
+
+	ret = lmdb_link_get(env, txn, *lctx->mailbox_guid, smail->uid,
+			    pool_datastack_create(), &old, error_r);
+	if (ret <= 0 || old.body_id != smail->body_id)
+		return 0;
+	if ((ret = lmdb_link_delete(env, txn, *lctx->mailbox_guid,
+				    smail->uid, error_r)) != 0)
+		return ret;
+	ret = lmdb_body_release(env, txn, smail->body_id, ioloop_time,
+				&vsize, error_r);
+	return ret == MDB_NOTFOUND || ret == 0 ? 1 : ret;
+}
 
 static int
 lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
@@ -397,25 +468,21 @@ lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
 	struct lmdb_save_context *ctx = lctx->save;
 	struct lmdb_env *env = ctx->mbox->storage->env;
 	struct lmdb_save_mail *smail;
-	struct lmdb_link_record link, old;
+	struct lmdb_link_record link;
 	struct lmdb_mailbox_record mrec;
 	pool_t pool = pool_datastack_create();
 	uint32_t highest_uid = 0;
 	int64_t links = 0, vsize_bytes = 0;
 	int ret;
 
+	lctx->damage = NULL;
+	lctx->copy_expunged = FALSE;
 	array_foreach_modifiable(&ctx->mails, smail) {
 		if (lctx->undo) {
-			ret = lmdb_link_get(env, txn, *lctx->mailbox_guid,
-					    smail->uid, pool, &old, error_r);
-			if (ret <= 0 || old.body_id != smail->body_id)
+			ret = lmdb_save_undo_link(lctx, txn, smail, error_r);
+			if (ret == 0)
 				continue;
-			if ((ret = lmdb_link_delete(env, txn,
-					*lctx->mailbox_guid, smail->uid,
-					error_r)) != 0 ||
-			    (ret = lmdb_body_ref(env, txn, smail->body_id, -1,
-						 ioloop_time, NULL,
-						 error_r)) != 0)
+			if (ret != 1)
 				return ret;
 			links--;
 			vsize_bytes -= smail->virtual_size;
@@ -436,9 +503,16 @@ lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
 		/* an existing link (MDB_KEYEXIST) can only be damage: sync
 		   adopted every link at or above next_uid */
 		if ((ret = lmdb_link_add(env, txn, *lctx->mailbox_guid,
-					 smail->uid, &link, error_r)) != 0 ||
-		    (ret = lmdb_body_ref(env, txn, smail->body_id, 1,
-					 ioloop_time, NULL, error_r)) != 0)
+					 smail->uid, &link, error_r)) != 0)
+			return ret;
+		ret = lmdb_body_ref(env, txn, smail->body_id, 1, ioloop_time,
+				    NULL, error_r);
+		if (ret == MDB_NOTFOUND && smail->copied) {
+			/* another session expunged the original and its
+			   body was freed before this copy committed */
+			lctx->copy_expunged = TRUE;
+		}
+		if (ret != 0)
 			return ret;
 		links++;
 		vsize_bytes += smail->virtual_size;
@@ -453,10 +527,15 @@ lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
 	if (lctx->undo)
 		return 0;
 
-	ret = lmdb_mailbox_get(env, txn, *lctx->mailbox_guid, pool, &mrec,
-			       error_r);
+	lctx->fallback.highest_uid = I_MAX(lctx->fallback.highest_uid,
+					   highest_uid);
+	ret = lmdb_mailbox_get_repair(env, txn, *lctx->mailbox_guid,
+				      &lctx->fallback, pool, &mrec,
+				      &lctx->damage, error_r);
 	if (ret < 0)
 		return MDB_CORRUPTED;
+	if (lctx->damage != NULL)
+		lctx->damage = p_strdup(ctx->pool, lctx->damage);
 	if (ret > 0 && mrec.highest_uid < highest_uid) {
 		mrec.highest_uid = highest_uid;
 		return lmdb_mailbox_put(env, txn, *lctx->mailbox_guid, &mrec,
@@ -475,14 +554,27 @@ static int lmdb_save_write_links(struct lmdb_save_context *ctx, bool undo)
 	lctx.save = ctx;
 	lctx.mailbox_guid = &ctx->mbox->mailbox_guid;
 	lctx.undo = undo;
+	if (ctx->sync_ctx != NULL) {
+		lmdb_mailbox_fallback_record(ctx->mbox,
+					     ctx->sync_ctx->sync_view,
+					     &lctx.fallback);
+	} else {
+		lmdb_mailbox_fallback_record(ctx->mbox, ctx->mbox->box.view,
+					     &lctx.fallback);
+	}
 	/* no fsync while the mailbox's index lock is held: concurrent
 	   deliveries would queue behind each other's disk waits. The sync
-	   follows in commit_post, outside the lock and before the save is
-	   reported as done. */
+	   follows in commit_post, outside the lock, and the commit fails if
+	   it fails (lmdb_transaction_commit()). */
 	ret = lmdb_env_write(ctx->mbox->storage->env, lmdb_save_link_txn,
 			     &lctx, undo, &error);
 	if (ret == 0 && !undo)
 		ctx->need_env_sync = TRUE;
+	if (ret == 0 && lctx.damage != NULL) {
+		e_error(ctx->mbox->box.event, "lmdb: %s: mailbox record "
+			"was damaged (%s): rewritten from the index",
+			ctx->mbox->storage->env_path, lctx.damage);
+	}
 	if (ret != 0 && !undo) {
 		struct lmdb_save_mail *smail;
 
@@ -497,6 +589,10 @@ static int lmdb_save_write_links(struct lmdb_save_context *ctx, bool undo)
 			mailbox_set_critical(&ctx->mbox->box,
 				"lmdb: %s (index and LMDB disagree; "
 				"run doveadm force-resync)", error);
+		} else if (lctx.copy_expunged) {
+			mail_storage_set_error(&ctx->mbox->storage->storage,
+				MAIL_ERROR_EXPUNGED,
+				"Some of the requested messages no longer exist.");
 		} else {
 			lmdb_storage_set_lmdb_error(&ctx->mbox->storage->storage,
 				ret, t_strdup_printf("%s: %s links failed: %s",
@@ -547,14 +643,13 @@ int lmdb_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	struct lmdb_save_context *ctx = LMDB_SAVECTX(_ctx);
 	struct mailbox_transaction_context *_t = _ctx->transaction;
 	const struct mail_index_header *hdr;
-	unsigned int i;
 
 	i_assert(ctx->finished);
 
 	if (array_count(&ctx->mails) == 0)
 		return 0;
 
-	for (i = 0;; i++) {
+	for (;;) {
 		/* no index fsync: the links in LMDB are what makes the
 		   save durable (see lmdb_mailbox_open()) */
 		if (lmdb_sync_begin(ctx->mbox, LMDB_SYNC_FLAG_FORCE,
@@ -563,12 +658,13 @@ int lmdb_transaction_save_commit_pre(struct mail_save_context *_ctx)
 			return -1;
 		}
 		i_assert(ctx->sync_ctx != NULL);
-		if ((ctx->sync_ctx->adopted_count == 0 &&
-		     !ctx->sync_ctx->raised_next_uid) || i > 0)
+		if (ctx->sync_ctx->adopted_count == 0 &&
+		    !ctx->sync_ctx->raised_next_uid)
 			break;
-		/* links left by a crash were appended, or next_uid raised
-		   past UIDs a lost index tail had used, in the sync
-		   transaction: commit that first, so our UIDs come after */
+		/* links left by a crash were appended (a batch of them),
+		   or next_uid raised past UIDs a lost index tail had used,
+		   in the sync transaction: commit that first, so our UIDs
+		   come after; every round makes progress */
 		if (lmdb_sync_finish(&ctx->sync_ctx, TRUE) < 0) {
 			lmdb_transaction_save_rollback(_ctx);
 			return -1;
@@ -646,14 +742,17 @@ void lmdb_transaction_save_commit_post(struct mail_save_context *_ctx,
 			ctx->sync_ctx->index_sync_ctx, result);
 		(void)lmdb_sync_finish(&ctx->sync_ctx, TRUE);
 	}
-	if (ctx->need_env_sync) {
+	if (ctx->need_env_sync && !index_failed) {
 		const char *error;
 
 		/* concurrent deliveries' syncs of the same file overlap here
-		   instead of queueing under the index lock */
+		   instead of queueing under the index lock. If the disk
+		   refuses, the save must not be acknowledged: the commit
+		   fails (lmdb_transaction_commit()), though the message may
+		   appear later if the kernel writes it after all. */
 		if (lmdb_env_sync(ctx->mbox->storage->env, &error) < 0) {
-			e_error(ctx->mbox->box.event, "lmdb: %s (the saved "
-				"mail may not survive a system crash)", error);
+			i_free(ctx->mbox->commit_sync_error);
+			ctx->mbox->commit_sync_error = i_strdup(error);
 		}
 	}
 	lmdb_save_free(ctx);

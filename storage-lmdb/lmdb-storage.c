@@ -222,6 +222,22 @@ void lmdb_update_header(struct lmdb_mailbox *mbox,
 	}
 }
 
+void lmdb_mailbox_fallback_record(struct lmdb_mailbox *mbox,
+				  struct mail_index_view *view,
+				  struct lmdb_mailbox_record *rec_r)
+{
+	const struct mail_index_header *hdr = mail_index_get_header(view);
+
+	i_zero(rec_r);
+	rec_r->state = LMDB_MAILBOX_STATE_ACTIVE;
+	rec_r->uid_validity = hdr->uid_validity;
+	rec_r->highest_uid = hdr->next_uid > 0 ? hdr->next_uid - 1 : 0;
+	rec_r->highest_modseq = mail_index_modseq_get_highest(view);
+	rec_r->created = ioloop_time;
+	rec_r->hierarchy_sep = mail_namespace_get_sep(mbox->box.list->ns);
+	rec_r->name = mbox->box.vname;
+}
+
 bool lmdb_mailbox_have_pop3_orders(struct lmdb_mailbox *mbox)
 {
 	const struct lmdb_index_header *hdr;
@@ -760,6 +776,14 @@ static int lmdb_mailbox_rename(struct mailbox *src, struct mailbox *dest)
 	return 0;
 }
 
+static void lmdb_mailbox_close(struct mailbox *box)
+{
+	struct lmdb_mailbox *mbox = LMDB_MAILBOX(box);
+
+	i_free(mbox->commit_sync_error);
+	index_storage_mailbox_close(box);
+}
+
 static void lmdb_notify_changes(struct mailbox *box)
 {
 	const char *dir, *path;
@@ -780,6 +804,10 @@ struct mail_storage lmdb_storage = {
 	.class_flags = MAIL_STORAGE_CLASS_FLAG_UNIQUE_ROOT |
 		MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUIDS |
 		MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_SAVE_GUIDS |
+		/* dsync compares GUIDs by their 128-bit digest: an over-long
+		   GUID is stored as that digest (lmdb-save.c) and must still
+		   match the source's on every later run */
+		MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUID128 |
 		MAIL_STORAGE_CLASS_FLAG_BINARY_DATA,
 	.event_category = &event_category_lmdb,
 
@@ -800,7 +828,7 @@ struct mailbox lmdb_mailbox = {
 		.enable = index_storage_mailbox_enable,
 		.exists = index_storage_mailbox_exists,
 		.open = lmdb_mailbox_open,
-		.close = index_storage_mailbox_close,
+		.close = lmdb_mailbox_close,
 		.free = index_storage_mailbox_free,
 		.create_box = lmdb_mailbox_create,
 		.update_box = lmdb_mailbox_update,

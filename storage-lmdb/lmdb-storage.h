@@ -4,6 +4,7 @@
 #include "index-storage.h"
 #include "index-mail.h"
 #include "lmdb-env.h"
+#include "lmdb-records.h"
 
 #define LMDB_STORAGE_NAME "lmdb"
 #define LMDB_SUBSCRIPTION_FILE_NAME "subscriptions"
@@ -47,6 +48,9 @@ struct lmdb_mailbox {
 
 	uint32_t hdr_ext_id;
 	guid_128_t mailbox_guid;
+	/* set by a save's commit_post when LMDB couldn't flush the saved
+	   mail to disk: the commit must fail (lmdb_transaction_commit) */
+	char *commit_sync_error;
 	/* the mailbox needs a full backend sync (links above next_uid) */
 	bool need_adopt:1;
 };
@@ -71,6 +75,8 @@ struct lmdb_save_mail {
 	struct lmdb_body_writer *deferred;
 	/* single-instance copy: the body already had a reference */
 	bool copied;
+	/* a copy: gets a UIDL of its own (lmdb_uidl_assign()) */
+	bool new_uidl;
 };
 
 ARRAY_DEFINE_TYPE(lmdb_save_mail, struct lmdb_save_mail);
@@ -106,6 +112,11 @@ int lmdb_read_header(struct lmdb_mailbox *mbox,
 void lmdb_update_header(struct lmdb_mailbox *mbox,
 			struct mail_index_transaction *trans,
 			const struct lmdb_index_header *hdr);
+/* The mailbox's LMDB record as the index in view knows it: what replaces
+   a damaged record. */
+void lmdb_mailbox_fallback_record(struct lmdb_mailbox *mbox,
+				  struct mail_index_view *view,
+				  struct lmdb_mailbox_record *rec_r);
 /* FALSE when no message of the mailbox was ever saved with a POP3 order */
 bool lmdb_mailbox_have_pop3_orders(struct lmdb_mailbox *mbox);
 /* Map an LMDB/errno failure to the storage error the user sees. */
@@ -136,6 +147,9 @@ struct lmdb_save_mail *lmdb_save_add_to_index(struct mail_save_context *ctx);
 pool_t lmdb_save_get_pool(struct mail_save_context *ctx);
 struct lmdb_copy_cache *
 lmdb_save_get_copy_cache(struct mail_save_context *ctx);
+/* Does the message keep the UIDL it comes with (a save, a move, dsync's
+   copies), or is it a copy that must get a new one? */
+bool lmdb_save_keeps_uidl(struct mail_save_context *ctx);
 /* A single-instance copy needs no save_finish: mark it done. */
 void lmdb_save_copy_finished(struct mail_save_context *ctx);
 int lmdb_transaction_save_commit_pre(struct mail_save_context *ctx);

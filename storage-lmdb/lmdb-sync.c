@@ -26,9 +26,14 @@ struct lmdb_sync_write_ctx {
 	const ARRAY_TYPE(seq_range) *expunged_uids;
 	ARRAY(struct lmdb_sync_flag_update) updates;
 	uint64_t highest_modseq;
+	/* the mailbox record as the index knows it, for a damaged one */
+	struct lmdb_mailbox_record fallback;
 
 	/* counter changes of this write, applied once at its end */
 	uint64_t links_removed, vsize_removed;
+	/* damage met and stepped over, logged after the transaction */
+	pool_t damage_pool;
+	ARRAY_TYPE(const_string) damage;
 };
 
 struct lmdb_adopt_link {
@@ -36,38 +41,67 @@ struct lmdb_adopt_link {
 	struct lmdb_link_record rec;
 };
 
+static void lmdb_sync_damage(struct lmdb_sync_write_ctx *ctx,
+			     const char *fmt, ...) ATTR_FORMAT(2, 3);
+static void lmdb_sync_damage(struct lmdb_sync_write_ctx *ctx,
+			     const char *fmt, ...)
+{
+	va_list args;
+	const char *str;
+
+	va_start(args, fmt);
+	str = p_strdup_vprintf(ctx->damage_pool, fmt, args);
+	va_end(args);
+	array_push_back(&ctx->damage, &str);
+}
+
 static int
 lmdb_sync_expunge_link(struct lmdb_sync_write_ctx *ctx, MDB_txn *txn,
 		       uint32_t uid, const char **error_r)
 {
 	struct lmdb_env *env = ctx->mbox->storage->env;
 	struct lmdb_link_record link;
+	const char *error;
 	uint64_t vsize = 0;
 	int found, ret;
 
 	ret = lmdb_link_take(env, txn, ctx->mbox->mailbox_guid, uid,
-			     pool_datastack_create(), &link, &found, error_r);
-	if (ret != 0)
+			     pool_datastack_create(), &link, &found, &error);
+	if (ret != 0) {
+		*error_r = error;
 		return ret;
+	}
 	if (found == 0) {
 		/* already gone: a sync that crashed after LMDB committed */
 		return 0;
 	}
 	ctx->links_removed++;
 	if (found < 0) {
-		/* a broken link record must not block the expunge; its body
-		   is left to doveadm lmdb verify -r */
-		e_error(ctx->mbox->box.event, "lmdb: %s: dropped it", *error_r);
+		/* a damaged link must not block the expunge; its body's
+		   reference is left to doveadm lmdb verify -r */
+		lmdb_sync_damage(ctx, "%s: dropped it", error);
 		return 0;
 	}
-	ret = lmdb_body_ref(env, txn, link.body_id, -1, ioloop_time, &vsize,
-			    error_r);
+	ret = lmdb_body_release(env, txn, link.body_id, ioloop_time, &vsize,
+				&error);
 	if (ret == MDB_NOTFOUND) {
 		/* the link pointed at a body that's gone: nothing to drop */
 		return 0;
 	}
+	if (ret == MDB_CORRUPTED) {
+		/* the message goes all the same: one damaged body must not
+		   stop every later sync of the mailbox */
+		lmdb_sync_damage(ctx, "uid=%u: %s (its link was dropped; "
+				 "doveadm lmdb verify -r frees the body)",
+				 uid, error);
+		return 0;
+	}
+	if (ret != 0) {
+		*error_r = error;
+		return ret;
+	}
 	ctx->vsize_removed += vsize;
-	return ret;
+	return 0;
 }
 
 static int
@@ -80,6 +114,7 @@ lmdb_sync_write_txn(MDB_txn *txn, void *context, const char **error_r)
 	struct lmdb_link_record link;
 	struct lmdb_mailbox_record mrec;
 	struct seq_range_iter iter;
+	const char *damage, *error;
 	pool_t pool = pool_datastack_create();
 	unsigned int n = 0;
 	uint32_t uid;
@@ -87,6 +122,8 @@ lmdb_sync_write_txn(MDB_txn *txn, void *context, const char **error_r)
 
 	/* this may run again after the map grew */
 	ctx->links_removed = ctx->vsize_removed = 0;
+	p_clear(ctx->damage_pool);
+	p_array_init(&ctx->damage, ctx->damage_pool, 4);
 	if (ctx->expunged_uids != NULL) {
 		seq_range_array_iter_init(&iter, ctx->expunged_uids);
 		while (seq_range_array_iter_nth(&iter, n++, &uid)) {
@@ -106,14 +143,28 @@ lmdb_sync_write_txn(MDB_txn *txn, void *context, const char **error_r)
 		link.modseq = upd->modseq;
 		link.keywords_count = upd->keywords_count;
 		link.keywords = upd->keywords;
-		if ((ret = lmdb_link_set_flags(env, txn, *guid, upd->uid,
-					       &link, error_r)) != 0)
+		ret = lmdb_link_set_flags(env, txn, *guid, upd->uid, &link,
+					  &error);
+		if (ret == MDB_CORRUPTED) {
+			/* the mirror of this one message can't be updated;
+			   the index keeps its flags */
+			lmdb_sync_damage(ctx, "%s: its flags were not "
+					 "mirrored", error);
+		} else if (ret != 0) {
+			*error_r = error;
 			return ret;
+		}
 	}
 	if (ctx->highest_modseq != 0) {
-		ret = lmdb_mailbox_get(env, txn, *guid, pool, &mrec, error_r);
+		ret = lmdb_mailbox_get_repair(env, txn, *guid, &ctx->fallback,
+					      pool, &mrec, &damage, error_r);
 		if (ret < 0)
 			return MDB_CORRUPTED;
+		if (damage != NULL) {
+			lmdb_sync_damage(ctx, "mailbox record was damaged "
+					 "(%s): rewritten from the index",
+					 damage);
+		}
 		if (ret > 0 && mrec.highest_modseq < ctx->highest_modseq) {
 			mrec.highest_modseq = ctx->highest_modseq;
 			if ((ret = lmdb_mailbox_put(env, txn, *guid, &mrec,
@@ -175,6 +226,7 @@ int lmdb_sync_mirror_flags(struct lmdb_mailbox *mbox,
 	ctx.mbox = mbox;
 	ctx.expunged_uids = expunged_uids;
 	t_array_init(&ctx.updates, 32);
+	lmdb_mailbox_fallback_record(mbox, view, &ctx.fallback);
 	if (uids != NULL) {
 		seq_range_array_iter_init(&iter, uids);
 		while (seq_range_array_iter_nth(&iter, n++, &uid)) {
@@ -200,9 +252,19 @@ int lmdb_sync_mirror_flags(struct lmdb_mailbox *mbox,
 	   mirror is read only when the index is lost. Expunges must be
 	   durable: a link back after a crash would be mail the index
 	   dropped but a rebuild brings back. */
+	ctx.damage_pool = pool_alloconly_create("lmdb sync damage", 512);
 	ret = lmdb_env_write(mbox->storage->env, lmdb_sync_write_txn, &ctx,
 			     expunged_uids != NULL &&
 			     array_count(expunged_uids) > 0, error_r);
+	if (ret == 0) {
+		const char *damage;
+
+		array_foreach_elem(&ctx.damage, damage) {
+			e_error(mbox->box.event, "lmdb: %s: %s",
+				mbox->storage->env_path, damage);
+		}
+	}
+	pool_unref(&ctx.damage_pool);
 	*lmdb_ret_r = ret;
 	return ret == 0 ? 0 : -1;
 }
@@ -239,16 +301,26 @@ static void lmdb_sync_add(struct lmdb_sync_context *ctx,
 
 /* What LMDB knows beyond the index: links at or above next_uid (a save
    that committed to LMDB but not to the index before a crash, or a lost
-   index) and the highest UID ever used. */
+   index) and the highest UID ever used. Read in batches: a lost index of
+   a mailbox with a million messages is adopted over several syncs, each
+   holding one batch in memory. */
+#define LMDB_SYNC_ADOPT_BATCH 5000
+
 struct lmdb_sync_lmdb_state {
 	struct lmdb_mailbox *mbox;
 	uint32_t next_uid;
 	pool_t pool;
+	struct lmdb_mailbox_record fallback;
 
 	ARRAY(struct lmdb_adopt_link) links;
 	uint32_t min_next_uid;
 	/* the mirrored HIGHESTMODSEQ */
 	uint64_t highest_modseq;
+	/* more links wait for the next batch, from resume_uid on */
+	bool more;
+	uint32_t resume_uid;
+	/* damage stepped over, logged after the transaction */
+	ARRAY_TYPE(const_string) damage;
 };
 
 static int
@@ -261,16 +333,28 @@ lmdb_sync_read_state_txn(MDB_txn *txn, void *context, const char **error_r)
 	struct lmdb_link_iter *iter;
 	struct lmdb_link_record rec;
 	struct lmdb_adopt_link *link;
+	const char *damage;
 	uint32_t highest_uid, uid;
+	unsigned int n = 0;
 	int ret;
 
-	array_clear(&state->links);
+	/* this may run again after the map grew */
+	p_clear(state->pool);
+	p_array_init(&state->links, state->pool, 64);
+	p_array_init(&state->damage, state->pool, 4);
 	state->min_next_uid = 0;
 	state->highest_modseq = 0;
-	ret = lmdb_mailbox_get(env, txn, mbox->mailbox_guid, state->pool,
-			       &mrec, error_r);
+	state->more = FALSE;
+	ret = lmdb_mailbox_get_repair(env, txn, mbox->mailbox_guid,
+				      &state->fallback, state->pool, &mrec,
+				      &damage, error_r);
 	if (ret < 0)
 		return MDB_CORRUPTED;
+	if (damage != NULL) {
+		damage = p_strdup_printf(state->pool, "mailbox record was "
+			"damaged (%s): rewritten from the index", damage);
+		array_push_back(&state->damage, &damage);
+	}
 	if (ret > 0 && mrec.highest_uid < (uint32_t)-1)
 		state->min_next_uid = mrec.highest_uid + 1;
 	if (ret > 0)
@@ -280,13 +364,29 @@ lmdb_sync_read_state_txn(MDB_txn *txn, void *context, const char **error_r)
 		return ret;
 	if (highest_uid < state->next_uid)
 		return 0;
+	if (highest_uid < (uint32_t)-1)
+		state->min_next_uid = I_MAX(state->min_next_uid, highest_uid + 1);
 
 	iter = lmdb_link_iter_init(env, txn, mbox->mailbox_guid,
 				   state->next_uid);
 	while ((ret = lmdb_link_iter_next(iter, state->pool, &uid, &rec)) > 0) {
-		link = array_append_space(&state->links);
-		link->uid = uid;
-		link->rec = rec;
+		if (ret == 2) {
+			/* contained: the message is lost to the index (its
+			   UID stays used); verify -r quarantines it */
+			damage = p_strdup_printf(state->pool, "%s: not added "
+				"to the index",
+				lmdb_link_iter_get_error(iter));
+			array_push_back(&state->damage, &damage);
+		} else {
+			link = array_append_space(&state->links);
+			link->uid = uid;
+			link->rec = rec;
+		}
+		state->resume_uid = uid + 1;
+		if (++n >= LMDB_SYNC_ADOPT_BATCH && uid < highest_uid) {
+			state->more = TRUE;
+			break;
+		}
 	}
 	if (lmdb_link_iter_deinit(&iter, error_r) < 0)
 		return MDB_CORRUPTED;
@@ -303,6 +403,7 @@ static int lmdb_sync_read_state(struct lmdb_sync_lmdb_state *state)
 	struct lmdb_mailbox *mbox = state->mbox;
 	const char *error;
 	int ret;
+	const char *damage;
 
 	ret = lmdb_env_write(mbox->storage->env, lmdb_sync_read_state_txn,
 			     state, FALSE, &error);
@@ -311,6 +412,10 @@ static int lmdb_sync_read_state(struct lmdb_sync_lmdb_state *state)
 			t_strdup_printf("%s: reading LMDB state failed: %s",
 					mbox->box.vname, error));
 		return -1;
+	}
+	array_foreach_elem(&state->damage, damage) {
+		e_error(mbox->box.event, "lmdb: %s: %s",
+			mbox->storage->env_path, damage);
 	}
 	return 0;
 }
@@ -376,7 +481,8 @@ static void lmdb_sync_adopt_links(struct lmdb_sync_context *ctx,
 			  "(UIDs %u..%u)", ctx->adopted_count,
 			  first->uid, last->uid);
 	}
-	mbox->need_adopt = FALSE;
+	/* the next sync takes the next batch */
+	mbox->need_adopt = state->more;
 }
 
 static void lmdb_sync_raise_next_uid(struct lmdb_sync_context *ctx,
@@ -474,12 +580,16 @@ int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
 		state.mbox = mbox;
 		state.next_uid = mail_index_get_header(ctx->sync_view)->next_uid;
 		state.pool = pool_alloconly_create("lmdb adopt", 4096);
-		p_array_init(&state.links, state.pool, 8);
+		lmdb_mailbox_fallback_record(mbox, ctx->sync_view,
+					     &state.fallback);
 		if (lmdb_sync_read_state(&state) < 0)
 			ret = -1;
 		else {
 			lmdb_sync_adopt_links(ctx, &state);
-			lmdb_sync_raise_next_uid(ctx, state.min_next_uid);
+			/* past this batch only (damaged links included);
+			   past everything LMDB ever used once all are in */
+			lmdb_sync_raise_next_uid(ctx, state.more ?
+				state.resume_uid : state.min_next_uid);
 		}
 		pool_unref(&state.pool);
 	}
@@ -553,7 +663,11 @@ lmdb_storage_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
 	if ((flags & MAILBOX_SYNC_FLAG_FORCE_RESYNC) != 0)
 		lmdb_flags |= LMDB_SYNC_FLAG_FORCE | LMDB_SYNC_FLAG_REBUILD;
 	if (index_mailbox_want_full_sync(box, flags) || mbox->need_adopt ||
-	    lmdb_flags != 0)
+	    lmdb_flags != 0) {
 		ret = lmdb_sync(mbox, lmdb_flags);
+		/* a large adoption comes in batches, a sync each */
+		while (ret == 0 && mbox->need_adopt)
+			ret = lmdb_sync(mbox, 0);
+	}
 	return index_mailbox_sync_init(box, flags, ret < 0);
 }

@@ -43,11 +43,21 @@ void lmdb_uidl_assign(struct lmdb_mailbox *mbox, uint32_t uid_validity, pool_t p
 	string_t *str;
 	const char *error;
 
-	if (format == NULL || format[0] == '\0')
-		return;
 	str = t_str_new(64);
 	array_foreach_modifiable(mails, smail) {
 		if (smail->pop3_uidl != NULL && smail->pop3_uidl[0] != '\0')
+			continue;
+		if (smail->new_uidl) {
+			/* a copy: the value of Dovecot's default format for
+			   its new UID, which no other message of the mailbox
+			   can have (UIDs are never reused, and %g values are
+			   32 digits long) */
+			smail->pop3_uidl = p_strdup_printf(pool, "%08x%08x",
+							   smail->uid,
+							   uid_validity);
+			continue;
+		}
+		if (format == NULL || format[0] == '\0')
 			continue;
 		const struct var_expand_table tab[] = {
 			{ 'v', dec2str(uid_validity), "uidvalidity" },
@@ -146,11 +156,9 @@ lmdb_uidl_write_txn(MDB_txn *txn, void *context, const char **error_r)
 	array_foreach(ctx->updates, upd) {
 		ret = lmdb_link_get(env, txn, ctx->mbox->mailbox_guid,
 				    upd->uid, pool, &link, error_r);
-		if (ret < 0)
-			return MDB_CORRUPTED;
-		/* expunged meanwhile, or a UIDL already fixed: a UIDL once
-		   stored never changes */
-		if (ret == 0 || link.pop3_uidl[0] != '\0')
+		/* damaged (left to verify), expunged meanwhile, or a UIDL
+		   already fixed: a UIDL once stored never changes */
+		if (ret <= 0 || link.pop3_uidl[0] != '\0')
 			continue;
 		link.pop3_uidl = upd->uidl;
 		if ((ret = lmdb_link_put(env, txn, ctx->mbox->mailbox_guid,
@@ -188,7 +196,19 @@ int lmdb_transaction_commit(struct mailbox_transaction_context *t,
 		}
 		lmdb_transaction_free(lt);
 	}
-	return index_transaction_commit(t, changes_r);
+	i_free(mbox->commit_sync_error);
+	ret = index_transaction_commit(t, changes_r);
+	if (ret == 0 && mbox->commit_sync_error != NULL) {
+		/* the index and LMDB hold the mail, but the disk didn't
+		   take it: don't acknowledge (LMTP answers 451, IMAP NO) */
+		mail_storage_set_critical(mbox->box.storage,
+			"lmdb: %s (the save is not acknowledged: the mail may "
+			"still appear, or vanish after a system crash)",
+			mbox->commit_sync_error);
+		i_free(mbox->commit_sync_error);
+		ret = -1;
+	}
+	return ret;
 }
 
 void lmdb_transaction_rollback(struct mailbox_transaction_context *t)
