@@ -141,8 +141,10 @@ int lmdb_env_cursor_put_current(MDB_cursor *cursor, const void *key_data,
 int lmdb_env_sync(struct lmdb_env *env, const char **error_r);
 
 /* Rewrite the environment compactly: copy it while holding the writer,
-   swap the files, and retire the old ones (their generation changes, so
-   every process reopens at its next transaction). Opens wait meanwhile. */
+   retire the old files (a new generation committed into them, so every
+   process reopens at its next transaction), then swap in the copy.
+   Opens wait during the retirement and the swap. A failure or a crash
+   at any step leaves a usable environment (see lmdb-env.c). */
 int lmdb_env_compact(struct lmdb_env *env, uint64_t *old_size_r,
 		     uint64_t *new_size_r, const char **error_r);
 
