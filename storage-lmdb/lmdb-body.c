@@ -290,6 +290,24 @@ int lmdb_body_release(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 	return lmdb_body_count(env, txn, -1, -(int64_t)bytes, error_r);
 }
 
+int lmdb_body_restore_gc_entry(struct lmdb_env *env, MDB_txn *txn,
+			       uint64_t body_id, const char **error_r)
+{
+	struct lmdb_body_record rec;
+	int ret;
+
+	ret = lmdb_body_lookup(env, txn, body_id, pool_datastack_create(),
+			       &rec, error_r);
+	if (ret <= 0)
+		return ret < 0 ? MDB_CORRUPTED : 0;
+	if (rec.state == LMDB_BODY_STATE_LINKED)
+		return 0;
+	return lmdb_body_gc_key_set(env, txn, rec.state ==
+				    LMDB_BODY_STATE_PENDING ?
+				    LMDB_GC_KIND_PENDING : LMDB_GC_KIND_DEAD,
+				    rec.state_since, body_id, TRUE, error_r);
+}
+
 /* Drop a PENDING body that never got linked. */
 static int lmdb_body_delete_txn(MDB_txn *txn, void *context,
 				const char **error_r)

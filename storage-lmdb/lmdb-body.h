@@ -139,6 +139,23 @@ int lmdb_body_release(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 		      int64_t now, uint64_t *virtual_size_r,
 		      const char **error_r);
 
+/* Inside a write transaction: write a new record for a body whose record
+   is damaged, from its chunks, if they are all there and whole: sizes
+   and SHA-256 from the data, refcount as given (LINKED, or DEAD with a
+   gc entry at 0), dates now, and a new message GUID (the old one was
+   only in the record). A plugin-transformed body (zlib, mail_crypt) gets
+   its stored size as message size: Dovecot corrects the sizes it caches
+   when it parses the mail. Returns 1 if rebuilt, 0 if the chunks don't
+   allow it (*error_r says why), -1 on LMDB failure. */
+int lmdb_body_rebuild(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
+		      uint32_t refcount, int64_t now, const char **error_r);
+
+/* Inside a write transaction: (re)write the gc entry of a PENDING or
+   DEAD body, whose own entry was damaged and removed. Returns 0 or an
+   LMDB code. */
+int lmdb_body_restore_gc_entry(struct lmdb_env *env, MDB_txn *txn,
+			       uint64_t body_id, const char **error_r);
+
 /* Free PENDING bodies older than pending_grace seconds and DEAD ones
    older than dead_grace, at most max_bodies of them. */
 int lmdb_body_gc(struct lmdb_env *env, int64_t now,

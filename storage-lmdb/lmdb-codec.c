@@ -226,6 +226,8 @@ const char *lmdb_record_type_name(enum lmdb_record_type type)
 		return "gc";
 	case LMDB_RECORD_TYPE_CHUNK:
 		return "chunk";
+	case LMDB_RECORD_TYPE_QUARANTINE:
+		return "quarantine";
 	}
 	return "unknown";
 }

@@ -143,6 +143,7 @@ static int lmdb_env_open_dbis_readonly(struct lmdb_env *env)
 	    mdb_dbi_open(txn, "links", 0, &env->dbi_links) != 0 ||
 	    mdb_dbi_open(txn, "mailboxes", 0, &env->dbi_mailboxes) != 0 ||
 	    mdb_dbi_open(txn, "gc", 0, &env->dbi_gc) != 0 ||
+	    mdb_dbi_open(txn, "quarantine", 0, &env->dbi_quarantine) != 0 ||
 	    lmdb_env_record_get(env, txn, &rec, &error) != 0 ||
 	    rec.schema_version != LMDB_SCHEMA_VERSION) {
 		mdb_txn_abort(txn);
@@ -640,6 +641,21 @@ int lmdb_env_get_used_bytes(struct lmdb_env *env, uint64_t *used_r,
 		free_pages = info.me_last_pgno + 1;
 	*used_r = (info.me_last_pgno + 1 - free_pages) * env->page_size;
 	*free_pages_r = free_pages;
+	return 0;
+}
+
+int lmdb_env_get_headroom(struct lmdb_env *env, uint64_t *used_r,
+			  uint64_t *limit_r)
+{
+	MDB_envinfo info;
+	uint64_t vsz_limit;
+	const char *error;
+
+	if (lmdb_env_ensure_open(env, &error) < 0)
+		return -1;
+	(void)mdb_env_info(env->env, &info);
+	*used_r = ((uint64_t)info.me_last_pgno + 1) * env->page_size;
+	*limit_r = lmdb_env_map_limit(env, &vsz_limit);
 	return 0;
 }
 

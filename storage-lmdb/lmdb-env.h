@@ -62,9 +62,11 @@ struct lmdb_env {
 	MDB_txn *idle_read_txn;
 	/* pinned read transactions (streams) */
 	struct lmdb_env_pin *pins;
+	/* the storage warned that the data near what may be mapped */
+	bool headroom_warned;
 
 	MDB_dbi dbi_meta, dbi_bodies, dbi_chunks, dbi_links;
-	MDB_dbi dbi_mailboxes, dbi_gc;
+	MDB_dbi dbi_mailboxes, dbi_gc, dbi_quarantine;
 };
 
 /* A unit of work run inside a write transaction. It may run more than
@@ -126,6 +128,12 @@ int lmdb_env_add_counters(struct lmdb_env *env, MDB_txn *txn,
 /* Bytes in use (pages below the high-water mark that are not free). */
 int lmdb_env_get_used_bytes(struct lmdb_env *env, uint64_t *used_r,
 			    uint64_t *free_pages_r, const char **error_r);
+/* The bytes the environment's data reach (what a map must cover to
+   read anything) and the most this process may map (its address-space
+   limit, Dovecot's vsz_limit, less what else it has mapped; UINT64_MAX
+   without a limit). Returns 0 or -1. */
+int lmdb_env_get_headroom(struct lmdb_env *env, uint64_t *used_r,
+			  uint64_t *limit_r);
 /* Would storing size more bytes of new mail eat into the reserve? */
 int lmdb_env_check_space(struct lmdb_env *env, uint64_t size,
 			 const char **error_r);

@@ -61,29 +61,29 @@ lmdb_rebuild_read_links(struct lmdb_mailbox *mbox, pool_t pool,
 		i_zero(mrec_r);
 	}
 	iter = lmdb_link_iter_init(env, txn, mbox->mailbox_guid, 1);
-	for (;;) {
-		ret = lmdb_link_iter_next(iter, pool, &uid, &rec);
-		if (ret == 0)
-			break;
-		if (ret < 0) {
-			/* keep what can be read; verify reports the rest */
-			(void)lmdb_link_iter_deinit(&iter, &error);
-			e_error(mbox->box.event, "lmdb: Skipping the rest "
-				"of the links after: %s", error);
-			iter = lmdb_link_iter_init(env, txn,
-						   mbox->mailbox_guid, uid + 1);
-			if (uid == (uint32_t)-1)
-				break;
+	while ((ret = lmdb_link_iter_next(iter, pool, &uid, &rec)) > 0) {
+		if (ret == 2) {
+			/* contained to that message: verify -r quarantines
+			   it */
+			e_error(mbox->box.event, "lmdb: %s: not in the "
+				"rebuilt index", lmdb_link_iter_get_error(iter));
 			continue;
 		}
 		link = array_append_space(links);
 		link->uid = uid;
 		link->rec = rec;
 	}
-	ret = iter == NULL ? 0 : lmdb_link_iter_deinit(&iter, &error);
+	/* the cursor itself failed (a damaged page): nothing past it can
+	   be reached, and stepping over it again would meet the same page.
+	   An index rebuilt from part of the links would hide the rest, so
+	   the rebuild fails and the index stays as it is; salvage reads
+	   around damaged pages. */
+	ret = lmdb_link_iter_deinit(&iter, &error);
 	lmdb_env_read_end(env, &txn);
 	if (ret < 0) {
-		mailbox_set_critical(&mbox->box, "lmdb: %s", error);
+		mailbox_set_critical(&mbox->box, "lmdb: Can't rebuild the "
+			"index: LMDB failed after %u links: %s (run doveadm "
+			"lmdb salvage)", array_count(links), error);
 		return -1;
 	}
 	return 0;

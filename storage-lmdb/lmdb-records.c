@@ -443,6 +443,49 @@ bool lmdb_gc_value_check(const unsigned char key[LMDB_GC_KEY_SIZE],
 	return lmdb_reader_finish(&r, error_r);
 }
 
+/* --- quarantine --- */
+
+#define LMDB_QUARANTINE_REASON_MAX_LEN 1024
+
+bool lmdb_quarantine_record_encode(buffer_t *buf, const void *key,
+				   size_t key_size,
+				   const struct lmdb_quarantine_record *rec,
+				   const char **error_r)
+{
+	struct lmdb_writer w;
+	const char *reason = t_strcut(rec->reason, '\0');
+
+	if (strlen(reason) > LMDB_QUARANTINE_REASON_MAX_LEN)
+		reason = t_strndup(reason, LMDB_QUARANTINE_REASON_MAX_LEN);
+	lmdb_writer_init(&w, buf);
+	lmdb_put_u64(&w, (uint64_t)rec->since);
+	lmdb_put_str16(&w, reason, LMDB_QUARANTINE_REASON_MAX_LEN, TRUE,
+		       "reason");
+	buffer_append(w.buf, rec->raw, rec->raw_size);
+	return lmdb_writer_finish(&w, LMDB_RECORD_TYPE_QUARANTINE, key,
+				  key_size, error_r);
+}
+
+bool lmdb_quarantine_record_decode(const void *key, size_t key_size,
+				   const void *data, size_t size, pool_t pool,
+				   struct lmdb_quarantine_record *rec_r,
+				   const char **error_r)
+{
+	struct lmdb_reader r;
+
+	i_zero(rec_r);
+	rec_r->reason = "";
+	if (!lmdb_reader_open(&r, LMDB_RECORD_TYPE_QUARANTINE, key, key_size,
+			      data, size))
+		return lmdb_reader_finish(&r, error_r);
+	rec_r->since = (int64_t)lmdb_get_u64(&r, "since");
+	rec_r->reason = lmdb_get_str16(&r, pool, LMDB_QUARANTINE_REASON_MAX_LEN,
+				       "reason");
+	rec_r->raw = r.p;
+	rec_r->raw_size = r.end - r.p;
+	return lmdb_reader_finish(&r, error_r);
+}
+
 /* --- chunks --- */
 
 static uint32_t lmdb_chunk_crc(uint64_t body_id, uint32_t chunk_idx,

@@ -34,6 +34,7 @@ enum lmdb_record_type {
 	LMDB_RECORD_TYPE_MAILBOX = 4,
 	LMDB_RECORD_TYPE_GC = 5,
 	LMDB_RECORD_TYPE_CHUNK = 6,
+	LMDB_RECORD_TYPE_QUARANTINE = 7,
 };
 
 #define LMDB_ENV_RECORD_KEY "env"
@@ -228,6 +229,24 @@ void lmdb_gc_value_encode(buffer_t *buf,
 			  const unsigned char key[LMDB_GC_KEY_SIZE]);
 bool lmdb_gc_value_check(const unsigned char key[LMDB_GC_KEY_SIZE],
 			 const void *data, size_t size, const char **error_r);
+
+/* "quarantine" DBI, key: the DBI name the record came from, NUL, its key.
+   What doveadm lmdb verify -r took out of the live DBIs because it was
+   damaged beyond repair: kept, not served. */
+struct lmdb_quarantine_record {
+	int64_t since;
+	const char *reason;
+	const void *raw;
+	size_t raw_size;
+};
+bool lmdb_quarantine_record_encode(buffer_t *buf, const void *key,
+				   size_t key_size,
+				   const struct lmdb_quarantine_record *rec,
+				   const char **error_r);
+bool lmdb_quarantine_record_decode(const void *key, size_t key_size,
+				   const void *data, size_t size, pool_t pool,
+				   struct lmdb_quarantine_record *rec_r,
+				   const char **error_r);
 
 /* A chunk value is the header followed by the data. Version 2 checksums
    the key with the data, version 1 only the data; both are read. */

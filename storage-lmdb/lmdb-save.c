@@ -145,9 +145,11 @@ static void lmdb_save_keywords(struct lmdb_save_context *ctx,
 
 bool lmdb_save_keeps_uidl(struct mail_save_context *ctx)
 {
-	/* dsync's copies are the same message under another UID (a UID
-	   conflict renumbers it; the old UID is expunged in the same run) */
-	return !ctx->copying_or_moving || ctx->moving ||
+	/* mailbox_save_using_mail() (LMTP, LDA) sets copying_or_moving too,
+	   with saving: that is a new message. dsync's copies are the same
+	   message under another UID (a UID conflict renumbers it; the old
+	   UID is expunged in the same run). */
+	return !ctx->copying_or_moving || ctx->saving || ctx->moving ||
 		(ctx->transaction->flags & MAILBOX_TRANSACTION_FLAG_SYNC) != 0;
 }
 

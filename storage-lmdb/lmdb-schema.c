@@ -256,7 +256,8 @@ static int lmdb_schema_open_dbis(struct lmdb_env *env, MDB_txn *txn,
 	    (ret = mdb_dbi_open(txn, "chunks", MDB_CREATE, &env->dbi_chunks)) != 0 ||
 	    (ret = mdb_dbi_open(txn, "links", MDB_CREATE, &env->dbi_links)) != 0 ||
 	    (ret = mdb_dbi_open(txn, "mailboxes", MDB_CREATE, &env->dbi_mailboxes)) != 0 ||
-	    (ret = mdb_dbi_open(txn, "gc", MDB_CREATE, &env->dbi_gc)) != 0) {
+	    (ret = mdb_dbi_open(txn, "gc", MDB_CREATE, &env->dbi_gc)) != 0 ||
+	    (ret = mdb_dbi_open(txn, "quarantine", MDB_CREATE, &env->dbi_quarantine)) != 0) {
 		*error_r = t_strdup_printf("mdb_dbi_open() failed: %s",
 					   mdb_strerror(ret));
 	}

@@ -80,6 +80,30 @@ lmdb_storage_check_refusals(struct mail_storage *_storage,
 	return 0;
 }
 
+/* Once a user's data reach this share of what the process may map,
+   every session says so: at the limit nothing of the user's mail can be
+   read any more, not only new mail refused. */
+#define LMDB_STORAGE_HEADROOM_WARN_PERCENT 75
+
+static void lmdb_storage_check_headroom(struct lmdb_storage *storage)
+{
+	uint64_t used, limit;
+
+	if (storage->env->headroom_warned ||
+	    lmdb_env_get_headroom(storage->env, &used, &limit) < 0 ||
+	    limit == UINT64_MAX ||
+	    used < limit / 100 * LMDB_STORAGE_HEADROOM_WARN_PERCENT)
+		return;
+	e_warning(storage->storage.event, "lmdb: %s holds %"PRIu64" MB of "
+		  "data and this process may map %"PRIu64" MB: raise "
+		  "vsz_limit of the mail services (default_vsz_limit) above "
+		  "the user's mail plus 256M before it is reached (then not "
+		  "even reading works), or compact (doveadm lmdb compact)",
+		  storage->env_path, used / (1024*1024), limit / (1024*1024));
+	/* once per process and environment: LMTP opens it per delivery */
+	storage->env->headroom_warned = TRUE;
+}
+
 static int
 lmdb_storage_create(struct mail_storage *_storage, struct mail_namespace *ns,
 		    const char **error_r)
@@ -119,6 +143,7 @@ lmdb_storage_create(struct mail_storage *_storage, struct mail_namespace *ns,
 		*error_r = error;
 		return -1;
 	}
+	lmdb_storage_check_headroom(storage);
 	return 0;
 }
 

@@ -281,10 +281,11 @@ def lmdb_mailbox_records(dc):
     out = {}
     for key, val in mdb_dump_records(dc.mail_dir(), 'mailboxes'):
         assert len(key) == 16, key
-        assert val[0] == 1, val  # record version
-        state = val[1]
-        n = int.from_bytes(val[28:30], 'big')
-        name = val[30:30 + n].decode()
+        assert val[0] == 2, val  # record version (schema 2: a CRC follows)
+        val = val[5:]
+        state = val[0]
+        n = int.from_bytes(val[27:29], 'big')
+        name = val[29:29 + n].decode()
         out.setdefault(name, set()).add(state)
     return out
 

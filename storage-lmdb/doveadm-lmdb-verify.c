@@ -1,0 +1,785 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "hash.h"
+#include "ioloop.h"
+#include "str.h"
+#include "mail-namespace.h"
+#include "mail-storage-private.h"
+#include "doveadm-mail.h"
+#include "doveadm-print.h"
+#include "lmdb-body.h"
+#include "lmdb-link.h"
+#include "lmdb-quarantine.h"
+#include "lmdb-storage.h"
+#include "doveadm-lmdb.h"
+
+/* doveadm lmdb verify [-r]: every record's checksum, every body's chunks
+   and SHA-256, every reference count, the env record's counters, the gc
+   entries, and every mailbox's index against its links. In one pass per
+   DBI plus one per mailbox: hash tables, never a search per record.
+
+   -r repairs what can be repaired and quarantines what can't:
+   - reference counts, counters and gc entries are set to what the
+     records say;
+   - a damaged body record whose chunks are whole is rebuilt from them
+     (its message GUID is new: the old one is lost with the record);
+   - a damaged link, or a link to a body that is gone, is moved into the
+     quarantine and its index record expunged: nothing can read it;
+   - an index record without a link is expunged, as force-resync would.
+   A body with damaged chunks is reported, not changed: reading it fails
+   cleanly, and its intact chunks stay for salvage. */
+
+struct lmdb_verify_cmd_context {
+	struct doveadm_mail_cmd_context ctx;
+	bool repair;
+	unsigned int problems;
+};
+
+/* the links of one mailbox, in UID order (the links DBI's order) */
+struct lmdb_verify_box {
+	guid_128_t guid;
+	const char *name;
+	bool active;
+	ARRAY(uint32_t) uids;
+	ARRAY(uint64_t) body_ids;
+	/* UIDs whose link was quarantined or whose index record has no
+	   link: expunged from the index by -r */
+	ARRAY(uint32_t) expunge_uids;
+};
+
+ARRAY_DEFINE_TYPE(lmdb_verify_box, struct lmdb_verify_box *);
+
+struct lmdb_verify_state {
+	struct lmdb_verify_cmd_context *cmd;
+	struct lmdb_storage *storage;
+	pool_t pool;
+
+	/* mailbox GUID (hex) -> struct lmdb_verify_box */
+	HASH_TABLE(char *, struct lmdb_verify_box *) boxes;
+	ARRAY_TYPE(lmdb_verify_box) box_list;
+	/* body id -> number of links */
+	HASH_TABLE(void *, void *) refs;
+	/* body id -> 1 if it has a body record */
+	HASH_TABLE(void *, void *) bodies_seen;
+
+	/* what -r does, collected first, done in one write transaction */
+	ARRAY(uint64_t) refcount_fixes;
+	ARRAY(uint64_t) rebuild_bodies;
+	ARRAY(uint64_t) gc_missing;
+	ARRAY(buffer_t *) quarantine_links;
+	ARRAY(buffer_t *) junk_gc_keys;
+	uint64_t links, link_vsize, bodies, body_bytes;
+	unsigned int repaired, quarantined;
+};
+
+static void lmdb_verify_report(struct lmdb_verify_state *state,
+			       const char *mailbox, uint32_t uid,
+			       uint64_t body_id, const char *problem)
+{
+	state->cmd->problems++;
+	doveadm_print(mailbox);
+	doveadm_print(uid == 0 ? "-" : dec2str(uid));
+	doveadm_print(body_id == 0 ? "-" : dec2str(body_id));
+	doveadm_print(problem);
+}
+
+static struct lmdb_verify_box *
+lmdb_verify_box_get(struct lmdb_verify_state *state, const guid_128_t guid)
+{
+	struct lmdb_verify_box *box;
+	const char *hex = guid_128_to_string(guid);
+
+	box = hash_table_lookup(state->boxes, hex);
+	if (box == NULL) {
+		box = p_new(state->pool, struct lmdb_verify_box, 1);
+		memcpy(box->guid, guid, sizeof(box->guid));
+		box->name = p_strdup_printf(state->pool,
+					    "(unknown mailbox %s)", hex);
+		p_array_init(&box->uids, state->pool, 64);
+		p_array_init(&box->body_ids, state->pool, 64);
+		p_array_init(&box->expunge_uids, state->pool, 4);
+		hash_table_insert(state->boxes, p_strdup(state->pool, hex), box);
+		array_push_back(&state->box_list, &box);
+	}
+	return box;
+}
+
+static void lmdb_verify_count_ref(struct lmdb_verify_state *state,
+				  uint64_t body_id)
+{
+	uintptr_t n = POINTER_CAST_TO(hash_table_lookup(state->refs,
+		POINTER_CAST(body_id)), uintptr_t);
+
+	hash_table_update(state->refs, POINTER_CAST(body_id),
+			  POINTER_CAST(n + 1));
+}
+
+static void lmdb_verify_quarantine_link(struct lmdb_verify_state *state,
+					struct lmdb_verify_box *box,
+					const void *key, uint32_t uid)
+{
+	buffer_t *buf = buffer_create_dynamic(state->pool, LMDB_LINK_KEY_SIZE);
+
+	buffer_append(buf, key, LMDB_LINK_KEY_SIZE);
+	array_push_back(&state->quarantine_links, &buf);
+	array_push_back(&box->expunge_uids, &uid);
+}
+
+static int lmdb_verify_scan_mailboxes(struct lmdb_verify_state *state,
+				      MDB_txn *txn)
+{
+	struct lmdb_env *env = state->storage->env;
+	struct lmdb_mailbox_record mrec;
+	struct lmdb_verify_box *box;
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	const char *error;
+	int ret;
+
+	if ((ret = mdb_cursor_open(txn, env->dbi_mailboxes, &cursor)) != 0)
+		return ret;
+	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) T_BEGIN {
+		if (key.mv_size != GUID_128_SIZE) {
+			lmdb_verify_report(state, "-", 0, 0,
+					   "mailbox record with a malformed key");
+		} else if (!lmdb_mailbox_record_decode(key.mv_data,
+				val.mv_data, val.mv_size, state->pool, &mrec,
+				&error)) {
+			/* the next sync of the mailbox rewrites it from
+			   its index (lmdb_mailbox_get_repair()) */
+			lmdb_verify_report(state, "-", 0, 0, t_strdup_printf(
+				"damaged mailbox record %s: %s (the mailbox's "
+				"next sync rewrites it)",
+				guid_128_to_string(key.mv_data), error));
+		} else {
+			box = lmdb_verify_box_get(state, key.mv_data);
+			box->name = mrec.name;
+			box->active = mrec.state == LMDB_MAILBOX_STATE_ACTIVE;
+		}
+	} T_END;
+	mdb_cursor_close(cursor);
+	return ret == MDB_NOTFOUND ? 0 : ret;
+}
+
+static int lmdb_verify_scan_links(struct lmdb_verify_state *state,
+				  MDB_txn *txn)
+{
+	struct lmdb_env *env = state->storage->env;
+	struct lmdb_link_record link;
+	struct lmdb_verify_box *box;
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	const char *error;
+	guid_128_t guid;
+	uint32_t uid;
+	int ret;
+
+	if ((ret = mdb_cursor_open(txn, env->dbi_links, &cursor)) != 0)
+		return ret;
+	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) T_BEGIN {
+		if (!lmdb_link_key_decode(key.mv_data, key.mv_size,
+					  guid, &uid)) {
+			lmdb_verify_report(state, "-", 0, 0,
+					   "link with a malformed key");
+		} else if (!lmdb_link_record_decode(guid, uid, val.mv_data,
+				val.mv_size, pool_datastack_create(), &link,
+				&error)) {
+			box = lmdb_verify_box_get(state, guid);
+			lmdb_verify_report(state, box->name, uid, 0,
+				t_strdup_printf("damaged link: %s%s", error,
+					state->cmd->repair ?
+					" (quarantined)" : ""));
+			lmdb_verify_quarantine_link(state, box, key.mv_data,
+						    uid);
+		} else {
+			box = lmdb_verify_box_get(state, guid);
+			array_push_back(&box->uids, &uid);
+			array_push_back(&box->body_ids, &link.body_id);
+			lmdb_verify_count_ref(state, link.body_id);
+			state->links++;
+		}
+	} T_END;
+	mdb_cursor_close(cursor);
+	return ret == MDB_NOTFOUND ? 0 : ret;
+}
+
+static int lmdb_verify_scan_gc(struct lmdb_verify_state *state, MDB_txn *txn)
+{
+	struct lmdb_env *env = state->storage->env;
+	enum lmdb_gc_kind kind;
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	const char *error;
+	buffer_t *buf;
+	int64_t since;
+	uint64_t body_id;
+	int ret;
+
+	if ((ret = mdb_cursor_open(txn, env->dbi_gc, &cursor)) != 0)
+		return ret;
+	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) {
+		if (lmdb_gc_key_decode(key.mv_data, key.mv_size, &kind,
+				       &since, &body_id) &&
+		    lmdb_gc_value_check(key.mv_data, val.mv_data, val.mv_size,
+					&error))
+			continue;
+		lmdb_verify_report(state, "-", 0, 0, state->cmd->repair ?
+				   "damaged gc entry (removed)" :
+				   "damaged gc entry");
+		buf = buffer_create_dynamic(state->pool, key.mv_size);
+		buffer_append(buf, key.mv_data, key.mv_size);
+		array_push_back(&state->junk_gc_keys, &buf);
+	}
+	mdb_cursor_close(cursor);
+	return ret == MDB_NOTFOUND ? 0 : ret;
+}
+
+/* Is there a gc entry for a PENDING or DEAD body? */
+static bool lmdb_verify_has_gc_key(struct lmdb_env *env, MDB_txn *txn,
+				   const struct lmdb_body_record *rec,
+				   uint64_t body_id)
+{
+	unsigned char key_data[LMDB_GC_KEY_SIZE];
+	MDB_val key, val;
+
+	lmdb_gc_key_encode(rec->state == LMDB_BODY_STATE_PENDING ?
+			   LMDB_GC_KIND_PENDING : LMDB_GC_KIND_DEAD,
+			   rec->state_since, body_id, key_data);
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
+	return mdb_get(txn, env->dbi_gc, &key, &val) == 0;
+}
+
+static void lmdb_verify_body(struct lmdb_verify_state *state, MDB_txn *txn,
+			     uint64_t body_id)
+{
+	struct lmdb_env *env = state->storage->env;
+	struct lmdb_body_record rec;
+	const char *error;
+	uintptr_t links;
+	int ret;
+
+	links = POINTER_CAST_TO(hash_table_lookup(state->refs,
+		POINTER_CAST(body_id)), uintptr_t);
+	hash_table_update(state->bodies_seen, POINTER_CAST(body_id),
+			  POINTER_CAST(1));
+	ret = lmdb_body_lookup(env, txn, body_id, pool_datastack_create(),
+			       &rec, &error);
+	if (ret <= 0) {
+		lmdb_verify_report(state, "-", 0, body_id, t_strdup_printf(
+			"%s%s", ret < 0 ? error : "body vanished during verify",
+			state->cmd->repair && ret < 0 ?
+			" (rebuilt from its chunks if they are whole)" : ""));
+		if (ret < 0)
+			array_push_back(&state->rebuild_bodies, &body_id);
+		return;
+	}
+	if (rec.chunk_size != 0) {
+		state->bodies++;
+		state->body_bytes += rec.physical_size;
+	}
+	if (links > 0)
+		state->link_vsize += rec.virtual_size * links;
+	if (rec.state == LMDB_BODY_STATE_LINKED &&
+	    (ret = lmdb_body_verify(env, body_id, &rec, TRUE, &error)) <= 0) {
+		lmdb_verify_report(state, "-", 0, body_id, t_strdup_printf(
+			"damaged body (GUID %s, %lu links): %s (reading it "
+			"fails; its intact chunks stay for salvage)", rec.guid,
+			(unsigned long)links, error));
+	}
+	if (rec.refcount != links &&
+	    !(rec.state == LMDB_BODY_STATE_PENDING && links == 0)) {
+		lmdb_verify_report(state, "-", 0, body_id, t_strdup_printf(
+			"refcount %u but %lu links%s", rec.refcount,
+			(unsigned long)links,
+			state->cmd->repair ? " (fixed)" : ""));
+		array_push_back(&state->refcount_fixes, &body_id);
+	} else if (rec.state != LMDB_BODY_STATE_LINKED &&
+		   !lmdb_verify_has_gc_key(env, txn, &rec, body_id)) {
+		lmdb_verify_report(state, "-", 0, body_id, t_strdup_printf(
+			"%s body without a gc entry (never freed)%s",
+			rec.state == LMDB_BODY_STATE_PENDING ? "pending" : "dead",
+			state->cmd->repair ? " (added)" : ""));
+		array_push_back(&state->gc_missing, &body_id);
+	}
+}
+
+static int lmdb_verify_bodies(struct lmdb_verify_state *state)
+{
+	struct lmdb_env *env = state->storage->env;
+	ARRAY(uint64_t) ids;
+	const uint64_t *idp;
+	MDB_txn *txn;
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	const char *error;
+	uint64_t body_id;
+	unsigned int i, count;
+	int ret;
+
+	/* ids first: each body is verified in a read transaction of its
+	   own, batches of them, so no snapshot is held for the whole run */
+	p_array_init(&ids, state->pool, 256);
+	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
+		i_error("lmdb verify: %s", error);
+		return -1;
+	}
+	ret = mdb_cursor_open(txn, env->dbi_bodies, &cursor);
+	while (ret == 0 &&
+	       (ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) {
+		if (lmdb_body_id_decode(key.mv_data, key.mv_size, &body_id))
+			array_push_back(&ids, &body_id);
+		else {
+			lmdb_verify_report(state, "-", 0, 0,
+					   "body with a malformed key");
+		}
+	}
+	if (ret == MDB_NOTFOUND)
+		mdb_cursor_close(cursor);
+	lmdb_env_read_end(env, &txn);
+	if (ret != MDB_NOTFOUND) {
+		i_error("lmdb verify: iterating bodies failed: %s",
+			mdb_strerror(ret));
+		return -1;
+	}
+	idp = array_get(&ids, &count);
+	for (i = 0; i < count; ) {
+		if (lmdb_env_read_begin(env, &txn, &error) < 0) {
+			i_error("lmdb verify: %s", error);
+			return -1;
+		}
+		for (unsigned int n = 0; n < 256 && i < count; n++, i++) T_BEGIN {
+			lmdb_verify_body(state, txn, idp[i]);
+		} T_END;
+		lmdb_env_read_end(env, &txn);
+	}
+	return 0;
+}
+
+static void lmdb_verify_dangling_links(struct lmdb_verify_state *state)
+{
+	struct lmdb_verify_box *box;
+	const uint32_t *uids;
+	const uint64_t *body_ids;
+	unsigned char key[LMDB_LINK_KEY_SIZE];
+	unsigned int i, count;
+
+	array_foreach_elem(&state->box_list, box) {
+		uids = array_get(&box->uids, &count);
+		body_ids = array_front(&box->body_ids);
+		for (i = 0; i < count; i++) {
+			if (hash_table_lookup(state->bodies_seen,
+					POINTER_CAST(body_ids[i])) != NULL)
+				continue;
+			lmdb_verify_report(state, box->name, uids[i],
+				body_ids[i], state->cmd->repair ?
+				"link to a missing body (quarantined)" :
+				"link to a missing body");
+			lmdb_link_key_encode(box->guid, uids[i], key);
+			lmdb_verify_quarantine_link(state, box, key, uids[i]);
+		}
+	}
+}
+
+static bool lmdb_verify_uid_quarantined(const struct lmdb_verify_box *box,
+					uint32_t uid)
+{
+	const uint32_t *qp;
+
+	/* few: only damaged links end up here */
+	array_foreach(&box->expunge_uids, qp) {
+		if (*qp == uid)
+			return TRUE;
+	}
+	return FALSE;
+}
+
+/* Compare a mailbox's index with its links: both are in UID order. */
+static void lmdb_verify_mailbox(struct lmdb_verify_state *state,
+				struct mail_namespace *ns,
+				struct lmdb_verify_box *vbox)
+{
+	struct mailbox *box;
+	const struct mail_index_header *hdr;
+	const uint32_t *uids;
+	const uint64_t *body_ids;
+	unsigned int i = 0, count;
+	uint32_t seq, uid, msgs;
+
+	box = mailbox_alloc(ns->list, vbox->name, MAILBOX_FLAG_IGNORE_ACLS);
+	if (mailbox_open(box) < 0 || mailbox_sync(box, 0) < 0) {
+		lmdb_verify_report(state, vbox->name, 0, 0, t_strdup_printf(
+			"can't open mailbox: %s",
+			mailbox_get_last_internal_error(box, NULL)));
+		mailbox_free(&box);
+		return;
+	}
+	if (!guid_128_equals(LMDB_MAILBOX(box)->mailbox_guid, vbox->guid)) {
+		/* another mailbox has the name now */
+		mailbox_free(&box);
+		return;
+	}
+	hdr = mail_index_get_header(box->view);
+	msgs = mail_index_view_get_messages_count(box->view);
+	uids = array_get(&vbox->uids, &count);
+	body_ids = array_front(&vbox->body_ids);
+	for (seq = 1; seq <= msgs; seq++) {
+		mail_index_lookup_uid(box->view, seq, &uid);
+		for (; i < count && uids[i] < uid; i++) {
+			lmdb_verify_report(state, vbox->name, uids[i],
+				body_ids[i], uids[i] >= hdr->next_uid ?
+				"link not yet in the index (sync adopts it)" :
+				"link without an index record");
+		}
+		if (i < count && uids[i] == uid) {
+			i++;
+			continue;
+		}
+		if (lmdb_verify_uid_quarantined(vbox, uid))
+			continue;
+		lmdb_verify_report(state, vbox->name, uid, 0,
+				   state->cmd->repair ?
+				   "index record without a link (expunged)" :
+				   "index record without a link");
+		array_push_back(&vbox->expunge_uids, &uid);
+	}
+	for (; i < count; i++) {
+		lmdb_verify_report(state, vbox->name, uids[i], body_ids[i],
+			uids[i] >= hdr->next_uid ?
+			"link not yet in the index (sync adopts it)" :
+			"link without an index record");
+	}
+	mailbox_free(&box);
+}
+
+static void lmdb_verify_mailboxes(struct lmdb_verify_state *state,
+				  struct mail_user *user)
+{
+	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
+	struct lmdb_verify_box *box;
+
+	array_foreach_elem(&state->box_list, box) T_BEGIN {
+		if (box->active)
+			lmdb_verify_mailbox(state, ns, box);
+	} T_END;
+}
+
+/* --- repair --- */
+
+
+/* --- repair --- */
+
+static void lmdb_repair_note(struct lmdb_verify_state *state,
+			     const char *what)
+{
+	i_info("lmdb verify: %s", what);
+}
+
+/* The links that use a body, as LMDB link keys. */
+static void lmdb_repair_body_links(struct lmdb_verify_state *state,
+				   uint64_t body_id,
+				   ARRAY_TYPE(uint32_t) *uids_r,
+				   ARRAY_TYPE(lmdb_verify_box) *boxes_r)
+{
+	struct lmdb_verify_box *box;
+	const uint64_t *body_ids;
+	const uint32_t *uids;
+	unsigned int i, count;
+
+	array_foreach_elem(&state->box_list, box) {
+		uids = array_get(&box->uids, &count);
+		body_ids = array_front(&box->body_ids);
+		for (i = 0; i < count; i++) {
+			if (body_ids[i] == body_id) {
+				array_push_back(uids_r, &uids[i]);
+				array_push_back(boxes_r, &box);
+			}
+		}
+	}
+}
+
+static int lmdb_repair_txn(MDB_txn *txn, void *context, const char **error_r)
+{
+	struct lmdb_verify_state *state = context;
+	struct lmdb_env *env = state->storage->env;
+	struct lmdb_body_record rec;
+	struct lmdb_env_record env_rec;
+	ARRAY_TYPE(uint32_t) uids;
+	ARRAY_TYPE(lmdb_verify_box) boxes;
+	unsigned char key[LMDB_LINK_KEY_SIZE], body_key[LMDB_BODY_ID_SIZE];
+	const uint64_t *idp;
+	buffer_t *const *bufp;
+	const char *error;
+	uintptr_t links;
+	unsigned int i;
+	MDB_val k;
+	int ret;
+
+	/* this may run again after the map grew: count afresh */
+	state->repaired = state->quarantined = 0;
+	array_foreach(&state->quarantine_links, bufp) {
+		if ((ret = lmdb_quarantine_move(env, txn, env->dbi_links,
+				"links", (*bufp)->data, (*bufp)->used,
+				"damaged, or its body is missing", ioloop_time,
+				error_r)) != 0)
+			return ret;
+		state->quarantined++;
+	}
+	array_foreach(&state->junk_gc_keys, bufp) {
+		k.mv_data = (void *)(*bufp)->data;
+		k.mv_size = (*bufp)->used;
+		ret = mdb_del(txn, env->dbi_gc, &k, NULL);
+		if (ret != 0 && ret != MDB_NOTFOUND) {
+			*error_r = mdb_strerror(ret);
+			return ret;
+		}
+		state->repaired++;
+	}
+	array_foreach(&state->rebuild_bodies, idp) {
+		links = POINTER_CAST_TO(hash_table_lookup(state->refs,
+			POINTER_CAST(*idp)), uintptr_t);
+		ret = lmdb_body_rebuild(env, txn, *idp, links, ioloop_time,
+					&error);
+		if (ret < 0) {
+			*error_r = error;
+			return EIO;
+		}
+		if (ret > 0) {
+			state->repaired++;
+			continue;
+		}
+		/* nothing to rebuild it from: the record and every link
+		   to it go into the quarantine (the index records go after
+		   this transaction) */
+		lmdb_repair_note(state, t_strdup_printf(
+			"body %"PRIu64" can't be rebuilt (%s): quarantined "
+			"with its links", *idp, error));
+		lmdb_body_id_encode(*idp, body_key);
+		if ((ret = lmdb_quarantine_move(env, txn, env->dbi_bodies,
+				"bodies", body_key, sizeof(body_key),
+				"damaged record, chunks not whole", ioloop_time,
+				error_r)) != 0)
+			return ret;
+		t_array_init(&uids, 4);
+		t_array_init(&boxes, 4);
+		lmdb_repair_body_links(state, *idp, &uids, &boxes);
+		for (i = 0; i < array_count(&uids); i++) {
+			struct lmdb_verify_box *box =
+				*array_idx(&boxes, i);
+			uint32_t uid = *array_idx(&uids, i);
+
+			lmdb_link_key_encode(box->guid, uid, key);
+			if ((ret = lmdb_quarantine_move(env, txn,
+					env->dbi_links, "links", key,
+					sizeof(key), "its body was damaged",
+					ioloop_time, error_r)) != 0)
+				return ret;
+			if (!lmdb_verify_uid_quarantined(box, uid))
+				array_push_back(&box->expunge_uids, &uid);
+		}
+		state->quarantined++;
+	}
+	array_foreach(&state->refcount_fixes, idp) {
+		links = POINTER_CAST_TO(hash_table_lookup(state->refs,
+			POINTER_CAST(*idp)), uintptr_t);
+		ret = lmdb_body_lookup(env, txn, *idp, pool_datastack_create(),
+				       &rec, error_r);
+		if (ret <= 0)
+			continue;
+		/* lmdb_body_ref moves the state (and gc entries) along; a
+		   body without links becomes DEAD, purge frees it */
+		if ((ret = lmdb_body_ref(env, txn, *idp,
+					 (int)links - (int)rec.refcount,
+					 ioloop_time, NULL, error_r)) != 0)
+			return ret;
+		state->repaired++;
+	}
+	array_foreach(&state->gc_missing, idp) {
+		if ((ret = lmdb_body_restore_gc_entry(env, txn, *idp,
+						      error_r)) != 0)
+			return ret;
+		state->repaired++;
+	}
+	/* the counters, as the records say */
+	if ((ret = lmdb_env_record_get(env, txn, &env_rec, error_r)) != 0)
+		return ret;
+	if (env_rec.links != state->links ||
+	    env_rec.link_vsize_bytes != state->link_vsize ||
+	    env_rec.bodies != state->bodies ||
+	    env_rec.body_bytes != state->body_bytes) {
+		env_rec.links = state->links;
+		env_rec.link_vsize_bytes = state->link_vsize;
+		env_rec.bodies = state->bodies;
+		env_rec.body_bytes = state->body_bytes;
+		if ((ret = lmdb_env_record_put(env, txn, &env_rec,
+					       error_r)) != 0)
+			return ret;
+		state->repaired++;
+	}
+	return 0;
+}
+
+/* Index records of quarantined links, and index records without a link:
+   nothing can read them. Expunged through Dovecot, after the LMDB
+   transaction. */
+static int lmdb_repair_index(struct lmdb_verify_state *state,
+			     struct mail_user *user)
+{
+	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
+	struct lmdb_verify_box *vbox;
+	struct mailbox *box;
+	struct mailbox_transaction_context *trans;
+	struct mail *mail;
+	const uint32_t *uidp;
+	int ret = 0;
+
+	array_foreach_elem(&state->box_list, vbox) {
+		if (!vbox->active || array_count(&vbox->expunge_uids) == 0)
+			continue;
+		box = mailbox_alloc(ns->list, vbox->name,
+				    MAILBOX_FLAG_IGNORE_ACLS);
+		if (mailbox_open(box) < 0 ||
+		    !guid_128_equals(LMDB_MAILBOX(box)->mailbox_guid,
+				     vbox->guid)) {
+			mailbox_free(&box);
+			continue;
+		}
+		trans = mailbox_transaction_begin(box, 0, "lmdb verify -r");
+		mail = mail_alloc(trans, 0, NULL);
+		array_foreach(&vbox->expunge_uids, uidp) {
+			if (mail_set_uid(mail, *uidp))
+				mail_expunge(mail);
+		}
+		mail_free(&mail);
+		if (mailbox_transaction_commit(&trans) < 0 ||
+		    mailbox_sync(box, 0) < 0) {
+			i_error("lmdb verify: expunging from %s failed: %s",
+				vbox->name,
+				mailbox_get_last_internal_error(box, NULL));
+			ret = -1;
+		}
+		mailbox_free(&box);
+	}
+	return ret;
+}
+
+static int
+lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
+		    struct mail_user *user)
+{
+	struct lmdb_verify_cmd_context *ctx =
+		container_of(_ctx, struct lmdb_verify_cmd_context, ctx);
+	struct lmdb_verify_state state;
+	struct lmdb_env_record env_rec;
+	MDB_txn *txn;
+	const char *error = NULL;
+	int ret;
+
+	i_zero(&state);
+	state.cmd = ctx;
+	state.storage = doveadm_lmdb_get_storage(_ctx, user);
+	if (state.storage == NULL)
+		return -1;
+	state.pool = pool_alloconly_create("lmdb verify", 16384);
+	hash_table_create(&state.boxes, state.pool, 16, str_hash, strcmp);
+	p_array_init(&state.box_list, state.pool, 16);
+	hash_table_create_direct(&state.refs, state.pool, 1024);
+	hash_table_create_direct(&state.bodies_seen, state.pool, 1024);
+	p_array_init(&state.refcount_fixes, state.pool, 16);
+	p_array_init(&state.rebuild_bodies, state.pool, 4);
+	p_array_init(&state.gc_missing, state.pool, 4);
+	p_array_init(&state.quarantine_links, state.pool, 4);
+	p_array_init(&state.junk_gc_keys, state.pool, 4);
+
+	ret = lmdb_env_read_begin(state.storage->env, &txn, &error);
+	if (ret == 0) {
+		if ((ret = lmdb_verify_scan_mailboxes(&state, txn)) == 0 &&
+		    (ret = lmdb_verify_scan_links(&state, txn)) == 0)
+			ret = lmdb_verify_scan_gc(&state, txn);
+		if (ret != 0)
+			error = mdb_strerror(ret);
+		else if (lmdb_env_record_get(state.storage->env, txn,
+					     &env_rec, &error) != 0)
+			ret = -1;
+		lmdb_env_read_end(state.storage->env, &txn);
+	}
+	if (ret != 0) {
+		i_error("lmdb verify: %s (a damaged B-tree page: run doveadm "
+			"lmdb salvage)", error);
+		doveadm_mail_failed_error(_ctx, MAIL_ERROR_TEMP);
+		pool_unref(&state.pool);
+		return -1;
+	}
+	lmdb_verify_mailboxes(&state, user);
+	if (lmdb_verify_bodies(&state) < 0) {
+		doveadm_mail_failed_error(_ctx, MAIL_ERROR_TEMP);
+		ret = -1;
+	}
+	lmdb_verify_dangling_links(&state);
+	if (ret == 0 &&
+	    (env_rec.links != state.links || env_rec.bodies != state.bodies ||
+	     env_rec.body_bytes != state.body_bytes)) {
+		lmdb_verify_report(&state, "-", 0, 0, t_strdup_printf(
+			"env record counts %"PRIu64" links, %"PRIu64" bodies "
+			"of %"PRIu64" bytes; the records: %"PRIu64", %"PRIu64
+			", %"PRIu64"%s", env_rec.links, env_rec.bodies,
+			env_rec.body_bytes, state.links, state.bodies,
+			state.body_bytes, ctx->repair ? " (fixed)" : ""));
+	}
+
+	if (ctx->repair && ctx->problems > 0 && ret == 0) {
+		if (lmdb_env_write(state.storage->env, lmdb_repair_txn, &state,
+				   TRUE, &error) != 0) {
+			i_error("lmdb verify: repair failed: %s", error);
+			ret = -1;
+		} else {
+			i_info("lmdb verify: %u repaired, %u quarantined",
+			       state.repaired, state.quarantined);
+			if (lmdb_repair_index(&state, user) < 0)
+				ret = -1;
+		}
+	}
+	if (ctx->problems > 0 && !ctx->repair)
+		doveadm_mail_failed_error(_ctx, MAIL_ERROR_NOTPOSSIBLE);
+	hash_table_destroy(&state.refs);
+	hash_table_destroy(&state.bodies_seen);
+	hash_table_destroy(&state.boxes);
+	pool_unref(&state.pool);
+	return ret;
+}
+
+static void lmdb_cmd_verify_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
+				 const char *const args[] ATTR_UNUSED)
+{
+	doveadm_print_header_simple("mailbox");
+	doveadm_print_header_simple("uid");
+	doveadm_print_header_simple("body");
+	doveadm_print_header_simple("problem");
+}
+
+static bool lmdb_cmd_verify_parse_arg(struct doveadm_mail_cmd_context *_ctx,
+				      int c)
+{
+	struct lmdb_verify_cmd_context *ctx =
+		container_of(_ctx, struct lmdb_verify_cmd_context, ctx);
+
+	if (c != 'r')
+		return FALSE;
+	ctx->repair = TRUE;
+	return TRUE;
+}
+
+struct doveadm_mail_cmd_context *doveadm_lmdb_cmd_verify_alloc(void)
+{
+	struct lmdb_verify_cmd_context *ctx;
+
+	ctx = doveadm_mail_cmd_alloc(struct lmdb_verify_cmd_context);
+	ctx->ctx.getopt_args = "r";
+	ctx->ctx.v.parse_arg = lmdb_cmd_verify_parse_arg;
+	ctx->ctx.v.run = lmdb_cmd_verify_run;
+	ctx->ctx.v.init = lmdb_cmd_verify_init;
+	doveadm_print_init(DOVEADM_PRINT_TYPE_TAB);
+	return &ctx->ctx;
+}
