@@ -1017,12 +1017,158 @@ static void test_schema_newer_refused(void)
 	test_end();
 }
 
+/* Reported bugs */
+
+static void test_error_ignore(const struct failure_context *ctx ATTR_UNUSED,
+			      const char *format ATTR_UNUSED,
+			      va_list args ATTR_UNUSED)
+{
+}
+
+/* Open while ignoring what is logged: not under test in these. */
+static struct lmdb_env *test_env_open_quiet(void)
+{
+	failure_callback_t *fatal_handler, *error_handler, *info_handler;
+	failure_callback_t *debug_handler;
+	struct lmdb_env *env;
+
+	i_get_failure_handlers(&fatal_handler, &error_handler, &info_handler,
+			       &debug_handler);
+	i_set_error_handler(test_error_ignore);
+	env = test_env_open();
+	i_set_error_handler(error_handler);
+	return env;
+}
+
+/* The upgrade rewrites every record in one transaction: in a map with
+   no room left it must grow the map as any write does (lmdb_env_write()
+   grows it on MDB_MAP_FULL), not fail the open. */
+static void test_schema_upgrade_map_full_bug(void)
+{
+	struct lmdb_env *env;
+	const char *error = NULL;
+
+	test_begin("schema upgrade in a full map grows the map");
+	test_dir_init();
+	test_fixture_init(FALSE);
+	test_fixture_write(64 * MB);
+	/* LMDB makes the map as big as the data it holds, no more */
+	if (test_env_open_max(64 * 1024, 256 * MB, &env, &error) < 0) {
+		test_assert(FALSE);
+		i_error("lmdb_env_open() failed: %s", error);
+	} else {
+		test_fixture_check(env, FALSE);
+		test_env_close(&env);
+	}
+	test_fixture_deinit();
+	test_dir_deinit();
+	test_end();
+}
+
+/* A schema-1 environment whose env record is gone or unreadable is
+   still a schema-1 environment: its records must be upgraded along with
+   the rebuilt env record, or they all read as damaged from then on
+   (the rebuilt record says schema 2, so the upgrade never runs). */
+static void test_schema_v1_env_record_damaged_bug(void)
+{
+	struct lmdb_env *env;
+	struct test_raw raw;
+	unsigned int i;
+	buffer_t *value;
+
+	test_begin("schema 1 with a damaged env record is upgraded");
+	for (i = 0; i < 2; i++) {
+		test_dir_init();
+		test_fixture_init(FALSE);
+		test_fixture_write(64 * MB);
+		test_raw_begin(&raw, TRUE, 0);
+		T_BEGIN {
+			/* missing, or cut short */
+			if (i == 0)
+				test_env_record_damage(&raw, TEST_DAMAGE_DELETE);
+			else {
+				value = test_raw_get(raw.txn,
+					raw.dbi[TEST_DBI_META],
+					LMDB_ENV_RECORD_KEY,
+					LMDB_ENV_RECORD_KEY_SIZE);
+				test_raw_put(&raw, TEST_DBI_META,
+					     LMDB_ENV_RECORD_KEY,
+					     LMDB_ENV_RECORD_KEY_SIZE,
+					     value->data, value->used - 1);
+			}
+		} T_END;
+		test_raw_end(&raw);
+		env = test_env_open_quiet();
+		test_fixture_check(env, TRUE);
+		test_env_close(&env);
+		test_fixture_deinit();
+		test_dir_deinit();
+	}
+	test_end();
+}
+
+/* Schema 1 stored the POP3 UIDL a save was given (dsync, a migration)
+   without checking it. A link whose only fault under the new rules is
+   such a UIDL is a message the user has: the upgrade must keep it (with
+   the UIDL replaced, e.g. by lmdb_value_digest(), or dropped), not leave
+   the whole link unreadable. */
+static void test_schema_upgrade_keeps_invalid_uidl_bug(void)
+{
+	static const char *const uidls[] = { "two words", "tab\there" };
+	struct lmdb_link_record link, expected;
+	struct lmdb_env *env;
+	struct test_raw raw;
+	const char *error;
+	MDB_txn *txn;
+	unsigned int i;
+
+	test_begin("schema upgrade keeps a link with a UIDL it now refuses");
+	test_dir_init();
+	test_fixture_init(FALSE);
+	test_fixture_write(64 * MB);
+	test_raw_begin(&raw, TRUE, 0);
+	T_BEGIN {
+		buffer_t *buf = t_buffer_create(128);
+
+		for (i = 0; i < N_ELEMENTS(uidls); i++) {
+			expected = fx.links[0].rec;
+			expected.pop3_uidl = uidls[i];
+			buffer_set_used_size(buf, 0);
+			test_v1_link(buf, &expected);
+			test_v1_put_link(&raw, test_archive, 10 + i, buf);
+		}
+	} T_END;
+	test_raw_end(&raw);
+	env = test_env_open_quiet();
+	if (lmdb_env_read_begin(env, &txn, &error) < 0)
+		i_fatal("%s", error);
+	for (i = 0; i < N_ELEMENTS(uidls); i++) T_BEGIN {
+		test_assert_idx(lmdb_link_get(env, txn, test_archive, 10 + i,
+					      pool_datastack_create(), &link,
+					      &error) == 1, i);
+		expected = fx.links[0].rec;
+		expected.pop3_uidl = link.pop3_uidl;
+		test_assert_idx(test_link_equals(&link, &expected), i);
+		test_assert_idx(link.pop3_uidl[0] == '\0' ||
+				strcmp(link.pop3_uidl,
+				       lmdb_value_digest(uidls[i])) == 0, i);
+	} T_END;
+	lmdb_env_read_end(env, &txn);
+	test_env_close(&env);
+	test_fixture_deinit();
+	test_dir_deinit();
+	test_end();
+}
+
 int main(void)
 {
 	static void (*const tests[])(void) = {
 		test_schema_upgrade_v1,
 		test_schema_env_record_rebuilt,
 		test_schema_newer_refused,
+		test_schema_upgrade_map_full_bug,
+		test_schema_v1_env_record_damaged_bug,
+		test_schema_upgrade_keeps_invalid_uidl_bug,
 		NULL
 	};
 	return test_run(tests);
