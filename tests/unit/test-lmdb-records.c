@@ -1506,8 +1506,8 @@ static void test_body_record_layout_bugs(void)
 	test_end();
 }
 
-/* A sealed record with the bytes of one field changed: its position is
-   found from the end, where the strings are. */
+/* Schema-1 bytes sealed as version 2 under the sample key; a test then
+   changes bytes of one field and seals again before decoding. */
 static buffer_t *test_sealed_buf(enum test_record_type type, const buffer_t *v1)
 {
 	struct test_key key;
