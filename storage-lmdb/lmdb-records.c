@@ -45,11 +45,20 @@ static bool env_fields_read(struct lmdb_reader *r,
 	return lmdb_reader_finish(r, error_r);
 }
 
+/* What a decoder refuses, an encoder refuses too: a record it wrote
+   must read back. */
+static const char *env_check(const struct lmdb_env_record *rec)
+{
+	return rec->next_body_id == 0 ? "env record with next_body_id 0" : NULL;
+}
+
 bool lmdb_env_record_encode(buffer_t *buf, const struct lmdb_env_record *rec,
 			    const char **error_r)
 {
 	struct lmdb_writer w;
 
+	if ((*error_r = env_check(rec)) != NULL)
+		return FALSE;
 	lmdb_writer_init(&w, buf);
 	env_fields_write(&w, rec);
 	return lmdb_writer_finish(&w, LMDB_RECORD_TYPE_ENV, LMDB_ENV_RECORD_KEY,
@@ -82,6 +91,44 @@ bool lmdb_env_record_decode_v1(const void *data, size_t size,
 }
 
 /* --- bodies --- */
+
+static const char *body_check(const struct lmdb_body_record *rec)
+{
+	if (rec->state < LMDB_BODY_STATE_PENDING ||
+	    rec->state > LMDB_BODY_STATE_DEAD) {
+		return t_strdup_printf("body record has invalid state %u",
+				       rec->state);
+	}
+	if (rec->guid != NULL && rec->guid[0] != '\0' &&
+	    !lmdb_guid_is_valid(rec->guid)) {
+		return t_strdup_printf("body record has an invalid message "
+			"GUID (%zu bytes%s)", strlen(rec->guid),
+			strlen(rec->guid) > LMDB_GUID_MAX_LEN ?
+			", too long" : "");
+	}
+	if (rec->chunk_size > LMDB_CHUNK_SIZE_MAX) {
+		return t_strdup_printf("body record has chunk size %u",
+				       rec->chunk_size);
+	}
+	/* the chunk layout must be able to hold exactly physical_size
+	   bytes, or a reader could be sent past the last chunk */
+	if (rec->chunk_size == 0 &&
+	    (rec->physical_size > 0 || rec->chunk_count > 0))
+		return "body record has zero chunk size";
+	/* written without the + chunk_size - 1 idiom, which can overflow */
+	if (rec->chunk_size != 0 &&
+	    rec->chunk_count != rec->physical_size / rec->chunk_size +
+	    (rec->physical_size % rec->chunk_size != 0 ? 1 : 0)) {
+		return t_strdup_printf(
+			"body record chunk count %u doesn't match size "
+			"%"PRIu64" / chunk size %u", rec->chunk_count,
+			rec->physical_size, rec->chunk_size);
+	}
+	if (rec->virtual_size < rec->message_size)
+		return "body record virtual size below message size";
+	return NULL;
+}
+
 
 static void body_fields_write(struct lmdb_writer *w,
 			      const struct lmdb_body_record *rec)
@@ -129,43 +176,9 @@ static bool body_fields_read(struct lmdb_reader *r, pool_t pool,
 	rec_r->guid = lmdb_get_str16(r, pool, LMDB_GUID_MAX_LEN, "guid");
 	if (r->error != NULL)
 		return lmdb_reader_finish(r, error_r);
-
-	if (state < LMDB_BODY_STATE_PENDING || state > LMDB_BODY_STATE_DEAD) {
-		*error_r = t_strdup_printf("body record has invalid state %u",
-					   state);
-		return FALSE;
-	}
 	rec_r->state = state;
-	if (rec_r->guid[0] != '\0' && !lmdb_guid_is_valid(rec_r->guid)) {
-		*error_r = "body record has an invalid message GUID";
+	if ((*error_r = body_check(rec_r)) != NULL)
 		return FALSE;
-	}
-	if (rec_r->chunk_size > LMDB_CHUNK_SIZE_MAX) {
-		*error_r = t_strdup_printf("body record has chunk size %u",
-					   rec_r->chunk_size);
-		return FALSE;
-	}
-	/* the chunk layout must be able to hold exactly physical_size
-	   bytes, or a reader could be sent past the last chunk */
-	if (rec_r->chunk_size == 0 &&
-	    (rec_r->physical_size > 0 || rec_r->chunk_count > 0)) {
-		*error_r = "body record has zero chunk size";
-		return FALSE;
-	}
-	/* written without the + chunk_size - 1 idiom, which can overflow */
-	if (rec_r->chunk_size != 0 &&
-	    rec_r->chunk_count != rec_r->physical_size / rec_r->chunk_size +
-	    (rec_r->physical_size % rec_r->chunk_size != 0 ? 1 : 0)) {
-		*error_r = t_strdup_printf(
-			"body record chunk count %u doesn't match size "
-			"%"PRIu64" / chunk size %u", rec_r->chunk_count,
-			rec_r->physical_size, rec_r->chunk_size);
-		return FALSE;
-	}
-	if (rec_r->virtual_size < rec_r->message_size) {
-		*error_r = "body record virtual size below message size";
-		return FALSE;
-	}
 	return TRUE;
 }
 
@@ -176,6 +189,8 @@ bool lmdb_body_record_encode(buffer_t *buf, uint64_t body_id,
 	unsigned char key[LMDB_BODY_ID_SIZE];
 	struct lmdb_writer w;
 
+	if ((*error_r = body_check(rec)) != NULL)
+		return FALSE;
 	lmdb_body_id_encode(body_id, key);
 	lmdb_writer_init(&w, buf);
 	body_fields_write(&w, rec);
@@ -214,6 +229,34 @@ bool lmdb_body_record_decode_v1(const void *data, size_t size, pool_t pool,
 
 /* --- links --- */
 
+static const char *link_check(const struct lmdb_link_record *rec)
+{
+	unsigned int i;
+
+	if (rec->body_id == 0)
+		return "link record with body_id 0";
+	if ((rec->flags & ~LMDB_LINK_FLAGS_MASK) != 0)
+		return t_strdup_printf("link record has flags 0x%x", rec->flags);
+	/* read back, these reach IMAP replies and Dovecot's assertions:
+	   a UIDL with a line break, say, would be a protocol injection */
+	if (rec->pop3_uidl != NULL && rec->pop3_uidl[0] != '\0' &&
+	    !lmdb_uidl_is_valid(rec->pop3_uidl)) {
+		return t_strdup_printf("link record has an invalid POP3 UIDL "
+			"(pop3_uidl, %zu bytes%s)", strlen(rec->pop3_uidl),
+			strlen(rec->pop3_uidl) > LMDB_UIDL_MAX_LEN ?
+			", too long" : "");
+	}
+	if (rec->keywords_count > LMDB_KEYWORDS_MAX) {
+		return t_strdup_printf("link record has %u keywords",
+				       rec->keywords_count);
+	}
+	for (i = 0; i < rec->keywords_count; i++) {
+		if (!lmdb_keyword_is_valid(rec->keywords[i]))
+			return "link record has an invalid keyword";
+	}
+	return NULL;
+}
+
 static void link_fields_write(struct lmdb_writer *w,
 			      const struct lmdb_link_record *rec)
 {
@@ -225,27 +268,31 @@ static void link_fields_write(struct lmdb_writer *w,
 	lmdb_put_u64(w, (uint64_t)rec->save_date);
 	lmdb_put_u32(w, rec->pop3_order);
 	lmdb_put_u64(w, rec->modseq);
-	lmdb_put_str16(w, rec->pop3_uidl, LMDB_UIDL_MAX_LEN,
-		  rec->pop3_uidl == NULL || rec->pop3_uidl[0] == '\0' ||
-		  lmdb_uidl_is_valid(rec->pop3_uidl), "POP3 UIDL");
-	if (rec->keywords_count > LMDB_KEYWORDS_MAX && w->error == NULL) {
-		w->error = t_strdup_printf("%u keywords can't be stored",
-					   rec->keywords_count);
-	}
-	lmdb_put_u16(w, w->error != NULL ? 0 : rec->keywords_count);
-	for (i = 0; i < rec->keywords_count && w->error == NULL; i++) {
+	lmdb_put_str16(w, rec->pop3_uidl, LMDB_UIDL_MAX_LEN, TRUE,
+		       "POP3 UIDL");
+	lmdb_put_u16(w, rec->keywords_count);
+	for (i = 0; i < rec->keywords_count; i++) {
 		size_t len = strlen(rec->keywords[i]);
 
-		if (!lmdb_keyword_is_valid(rec->keywords[i])) {
-			w->error = t_strdup_printf("keyword can't be stored "
-						   "(%zu bytes, invalid)", len);
-			break;
-		}
 		lmdb_put_u8(w, len);
 		buffer_append(w->buf, rec->keywords[i], len);
 	}
 }
 
+static void lmdb_link_drop_invalid_keywords(struct lmdb_link_record *rec)
+{
+	const char **keywords = (const char **)rec->keywords;
+	unsigned int i, n = 0;
+
+	for (i = 0; i < rec->keywords_count; i++) {
+		if (lmdb_keyword_is_valid(keywords[i]))
+			keywords[n++] = keywords[i];
+	}
+	keywords[n] = NULL;
+	rec->keywords_count = n;
+}
+
+/* The fields, structurally: every length within the record. */
 static bool link_fields_read(struct lmdb_reader *r, pool_t pool,
 			     struct lmdb_link_record *rec_r,
 			     const char **error_r)
@@ -259,19 +306,11 @@ static bool link_fields_read(struct lmdb_reader *r, pool_t pool,
 	rec_r->save_date = (int64_t)lmdb_get_u64(r, "save_date");
 	rec_r->pop3_order = lmdb_get_u32(r, "pop3_order");
 	rec_r->modseq = lmdb_get_u64(r, "modseq");
-	rec_r->pop3_uidl = lmdb_get_str16(r, pool, LMDB_UIDL_MAX_LEN, "pop3_uidl");
+	rec_r->pop3_uidl = lmdb_get_str16(r, pool, LMDB_UIDL_MAX_LEN,
+					  "pop3_uidl");
 	count = lmdb_get_u16(r, "keywords_count");
 	if (r->error == NULL && count > LMDB_KEYWORDS_MAX)
 		r->error = t_strdup_printf("too many keywords (%u)", count);
-	/* read back, these reach IMAP replies and Dovecot's assertions:
-	   a UIDL with a line break, say, would be a protocol injection */
-	if (r->error == NULL && rec_r->pop3_uidl[0] != '\0' &&
-	    !lmdb_uidl_is_valid(rec_r->pop3_uidl))
-		lmdb_reader_invalid(r, "pop3_uidl");
-	if (r->error == NULL && (rec_r->flags & ~LMDB_LINK_FLAGS_MASK) != 0)
-		lmdb_reader_invalid(r, "flags");
-	if (r->error == NULL && rec_r->body_id == 0)
-		lmdb_reader_invalid(r, "body_id 0");
 	if (r->error != NULL)
 		return lmdb_reader_finish(r, error_r);
 
@@ -282,9 +321,7 @@ static bool link_fields_read(struct lmdb_reader *r, pool_t pool,
 		if (len == 0 && r->error == NULL)
 			r->error = "empty keyword";
 		keywords[i] = lmdb_get_str(r, pool, len, LMDB_KEYWORD_MAX_LEN,
-				      "keyword");
-		if (r->error == NULL && !lmdb_keyword_is_valid(keywords[i]))
-			lmdb_reader_invalid(r, "keyword");
+					   "keyword");
 	}
 	rec_r->keywords = keywords;
 	rec_r->keywords_count = count;
@@ -298,6 +335,8 @@ bool lmdb_link_record_encode(buffer_t *buf, const guid_128_t mailbox_guid,
 	unsigned char key[LMDB_LINK_KEY_SIZE];
 	struct lmdb_writer w;
 
+	if ((*error_r = link_check(rec)) != NULL)
+		return FALSE;
 	lmdb_link_key_encode(mailbox_guid, uid, key);
 	lmdb_writer_init(&w, buf);
 	link_fields_write(&w, rec);
@@ -319,7 +358,9 @@ bool lmdb_link_record_decode(const guid_128_t mailbox_guid, uint32_t uid,
 	if (!lmdb_reader_open(&r, LMDB_RECORD_TYPE_LINK, key, sizeof(key),
 			 data, size))
 		return lmdb_reader_finish(&r, error_r);
-	return link_fields_read(&r, pool, rec_r, error_r);
+	if (!link_fields_read(&r, pool, rec_r, error_r))
+		return FALSE;
+	return (*error_r = link_check(rec_r)) == NULL;
 }
 
 bool lmdb_link_record_decode_v1(const void *data, size_t size, pool_t pool,
@@ -332,10 +373,36 @@ bool lmdb_link_record_decode_v1(const void *data, size_t size, pool_t pool,
 	rec_r->pop3_uidl = "";
 	if (!lmdb_reader_open_v1(&r, LMDB_RECORD_TYPE_LINK, data, size))
 		return lmdb_reader_finish(&r, error_r);
-	return link_fields_read(&r, pool, rec_r, error_r);
+	if (!link_fields_read(&r, pool, rec_r, error_r))
+		return FALSE;
+	/* schema 1 stored UIDLs and keywords from outside as given; the
+	   upgrade keeps such a link, with what schema 2 can hold: a UIDL
+	   becomes its digest (as a save does now), keywords that can't be
+	   mirrored are dropped (the index keeps them) */
+	if (rec_r->pop3_uidl[0] != '\0' && !lmdb_uidl_is_valid(rec_r->pop3_uidl))
+		rec_r->pop3_uidl = p_strdup(pool, lmdb_value_digest(rec_r->pop3_uidl));
+	lmdb_link_drop_invalid_keywords(rec_r);
+	rec_r->flags &= LMDB_LINK_FLAGS_MASK;
+	return (*error_r = link_check(rec_r)) == NULL;
 }
 
 /* --- mailboxes --- */
+
+static const char *mailbox_check(const struct lmdb_mailbox_record *rec)
+{
+	if (rec->state > LMDB_MAILBOX_STATE_DELETED) {
+		return t_strdup_printf("mailbox record has invalid state %u",
+				       rec->state);
+	}
+	if (rec->name == NULL || !lmdb_mailbox_name_is_valid(rec->name)) {
+		return t_strdup_printf("mailbox record has an invalid mailbox "
+			"name (%zu bytes%s)", rec->name == NULL ? 0 :
+			strlen(rec->name), rec->name != NULL &&
+			strlen(rec->name) > LMDB_NAME_MAX_LEN ?
+			", too long" : "");
+	}
+	return NULL;
+}
 
 static void mailbox_fields_write(struct lmdb_writer *w,
 				 const struct lmdb_mailbox_record *rec)
@@ -347,9 +414,7 @@ static void mailbox_fields_write(struct lmdb_writer *w,
 	lmdb_put_u32(w, rec->highest_uid);
 	lmdb_put_u64(w, rec->highest_modseq);
 	lmdb_put_u64(w, (uint64_t)rec->created);
-	lmdb_put_str16(w, rec->name, LMDB_NAME_MAX_LEN,
-		  rec->name != NULL && lmdb_mailbox_name_is_valid(rec->name),
-		  "mailbox name");
+	lmdb_put_str16(w, rec->name, LMDB_NAME_MAX_LEN, TRUE, "mailbox name");
 }
 
 static bool mailbox_fields_read(struct lmdb_reader *r, pool_t pool,
@@ -366,17 +431,10 @@ static bool mailbox_fields_read(struct lmdb_reader *r, pool_t pool,
 	rec_r->highest_modseq = lmdb_get_u64(r, "highest_modseq");
 	rec_r->created = (int64_t)lmdb_get_u64(r, "created");
 	rec_r->name = lmdb_get_str16(r, pool, LMDB_NAME_MAX_LEN, "name");
-	if (r->error == NULL && !lmdb_mailbox_name_is_valid(rec_r->name))
-		lmdb_reader_invalid(r, "mailbox name");
 	if (r->error != NULL)
 		return lmdb_reader_finish(r, error_r);
-	if (state > LMDB_MAILBOX_STATE_DELETED) {
-		*error_r = t_strdup_printf("mailbox record has invalid state %u",
-					   state);
-		return FALSE;
-	}
 	rec_r->state = state;
-	return TRUE;
+	return (*error_r = mailbox_check(rec_r)) == NULL;
 }
 
 bool lmdb_mailbox_record_encode(buffer_t *buf, const guid_128_t mailbox_guid,
@@ -385,6 +443,8 @@ bool lmdb_mailbox_record_encode(buffer_t *buf, const guid_128_t mailbox_guid,
 {
 	struct lmdb_writer w;
 
+	if ((*error_r = mailbox_check(rec)) != NULL)
+		return FALSE;
 	lmdb_writer_init(&w, buf);
 	mailbox_fields_write(&w, rec);
 	return lmdb_writer_finish(&w, LMDB_RECORD_TYPE_MAILBOX, mailbox_guid,
@@ -524,6 +584,12 @@ bool lmdb_chunk_decode(uint64_t body_id, uint32_t chunk_idx,
 	}
 	*data_r = p + LMDB_CHUNK_HDR_SIZE;
 	*size_r = value_size - LMDB_CHUNK_HDR_SIZE;
+	/* no flags are defined: a bit there is damage the checksum, which
+	   covers only key and data, can't see */
+	if (p[1] != 0 || p[2] != 0 || p[3] != 0) {
+		*error_r = "chunk has unknown flags";
+		return FALSE;
+	}
 	switch (p[0]) {
 	case LMDB_RECORD_VERSION_1:
 		/* written by schema 1: the data alone is checksummed */

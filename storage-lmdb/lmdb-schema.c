@@ -113,23 +113,30 @@ lmdb_schema_convert_dbi(struct lmdb_schema_upgrade *up, MDB_dbi dbi,
 	}
 	key_copy = t_buffer_create(64);
 	out = t_buffer_create(256);
-	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) T_BEGIN {
-		buffer_set_used_size(out, 0);
-		if (!convert(&key, &val, out, &error)) {
-			up->damaged++;
-			i_error("lmdb: %s: schema upgrade left a damaged "
-				"%s record as it was: %s", up->env->path,
-				name, error);
-		} else {
-			/* our own copy of the key: the put may move the
-			   bytes LMDB returned */
-			buffer_set_used_size(key_copy, 0);
-			buffer_append(key_copy, key.mv_data, key.mv_size);
-			ret = lmdb_env_cursor_put_current(cursor,
-				key_copy->data, key_copy->used, out);
-			up->converted++;
-		}
-	} T_END;
+	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) {
+		T_BEGIN {
+			buffer_set_used_size(out, 0);
+			if (!convert(&key, &val, out, &error)) {
+				up->damaged++;
+				i_error("lmdb: %s: schema upgrade left a "
+					"damaged %s record as it was: %s",
+					up->env->path, name, error);
+			} else {
+				/* our own copy of the key: the put may move
+				   the bytes LMDB returned */
+				buffer_set_used_size(key_copy, 0);
+				buffer_append(key_copy, key.mv_data,
+					      key.mv_size);
+				ret = lmdb_env_cursor_put_current(cursor,
+					key_copy->data, key_copy->used, out);
+				up->converted++;
+			}
+		} T_END;
+		/* a full map must reach lmdb_env_write(), which grows it
+		   and runs the upgrade again */
+		if (ret != 0)
+			break;
+	}
 	mdb_cursor_close(cursor);
 	if (ret != MDB_NOTFOUND) {
 		*error_r = t_strdup_printf("converting %s records failed: %s",
@@ -264,6 +271,37 @@ static int lmdb_schema_open_dbis(struct lmdb_env *env, MDB_txn *txn,
 	return ret;
 }
 
+/* Which schema do the records of an environment without a readable env
+   record have? The first link or body tells (1 or 2; 0 if neither
+   decodes). */
+static int lmdb_schema_sniff(struct lmdb_env *env, MDB_txn *txn,
+			     unsigned int *version_r)
+{
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	const unsigned char *p;
+	int ret;
+
+	*version_r = 0;
+	if ((ret = mdb_cursor_open(txn, env->dbi_links, &cursor)) != 0)
+		return ret;
+	ret = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+	if (ret == MDB_NOTFOUND) {
+		mdb_cursor_close(cursor);
+		if ((ret = mdb_cursor_open(txn, env->dbi_bodies, &cursor)) != 0)
+			return ret;
+		ret = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+	}
+	if (ret == 0 && val.mv_size > 0) {
+		p = val.mv_data;
+		if (p[0] == LMDB_RECORD_VERSION_1 ||
+		    p[0] == LMDB_RECORD_VERSION)
+			*version_r = p[0];
+	}
+	mdb_cursor_close(cursor);
+	return ret == MDB_NOTFOUND ? 0 : ret;
+}
+
 /* Does the environment hold anything besides the env record? */
 static int lmdb_schema_is_empty(struct lmdb_env *env, MDB_txn *txn,
 				bool *empty_r)
@@ -331,10 +369,22 @@ int lmdb_schema_init(struct lmdb_env *env, MDB_txn *txn,
 		rec.next_body_id = 1;
 		rec.created = ioloop_time;
 	} else {
+		unsigned int version;
+
 		i_error("lmdb: %s: env record is %s: rebuilding it from the "
 			"records (doveadm lmdb verify -r recounts the rest)",
 			env->path, !found ? "missing" :
 			t_strdup_printf("damaged (%s)", error));
+		if ((ret = lmdb_schema_sniff(env, txn, &version)) != 0) {
+			*error_r = t_strdup_printf("reading records failed: %s",
+						   mdb_strerror(ret));
+			return ret;
+		}
+		/* the records of a schema-1 environment are converted as
+		   they would have been with their env record intact */
+		if (version == LMDB_RECORD_VERSION_1 &&
+		    (ret = lmdb_schema_upgrade_v1(env, txn, error_r)) != 0)
+			return ret;
 		ret = lmdb_schema_rebuild_env_record(env, txn, &rec, error_r);
 	}
 	if (ret != 0)
