@@ -12,6 +12,7 @@
 #include "lmdb-body.h"
 #include "lmdb-link.h"
 #include "lmdb-quarantine.h"
+#include "lmdb-uidls.h"
 #include "lmdb-storage.h"
 #include "doveadm-lmdb.h"
 
@@ -63,6 +64,11 @@ struct lmdb_verify_state {
 	HASH_TABLE(void *, void *) refs;
 	/* body id -> 1 if it has a body record */
 	HASH_TABLE(void *, void *) bodies_seen;
+	/* mailbox GUID hex + " " + UIDL -> the first UID holding it */
+	HASH_TABLE(char *, void *) uidls;
+	/* the same + " " + UID, for every link holding a UIDL */
+	HASH_TABLE(char *, void *) uidl_holders;
+	bool uidls_rebuild;
 
 	/* what -r does, collected first, done in one write transaction */
 	ARRAY(uint64_t) refcount_fixes;
@@ -163,6 +169,75 @@ static int lmdb_verify_scan_mailboxes(struct lmdb_verify_state *state,
 	return ret == MDB_NOTFOUND ? 0 : ret;
 }
 
+/* RFC 1939: a UIDL is unique in its mailbox. Two links sharing one are
+   reported, not changed: either may be what a client has seen. */
+static void lmdb_verify_uidl(struct lmdb_verify_state *state,
+			     struct lmdb_verify_box *box, uint32_t uid,
+			     const char *uidl)
+{
+	const char *key = t_strdup_printf("%s %s",
+					  guid_128_to_string(box->guid), uidl);
+	void *first = hash_table_lookup(state->uidls, key);
+
+	hash_table_insert(state->uidl_holders,
+			  p_strdup_printf(state->pool, "%s %u", key, uid),
+			  POINTER_CAST(1));
+
+	if (first == NULL) {
+		hash_table_insert(state->uidls, p_strdup(state->pool, key),
+				  POINTER_CAST(uid));
+		return;
+	}
+	lmdb_verify_report(state, box->name, uid, 0, t_strdup_printf(
+		"POP3 UIDL %s is also uid %u's", uidl,
+		POINTER_CAST_TO(first, uint32_t)));
+}
+
+/* The UIDL index must name, for each UIDL, a link that has it. */
+static int lmdb_verify_scan_uidls(struct lmdb_verify_state *state,
+				  MDB_txn *txn)
+{
+	struct lmdb_env *env = state->storage->env;
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	const char *error, *hkey;
+	uint32_t uid;
+	unsigned int entries = 0;
+	int ret;
+
+	if ((ret = mdb_cursor_open(txn, env->dbi_uidls, &cursor)) != 0)
+		return ret;
+	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) T_BEGIN {
+		entries++;
+		if (key.mv_size <= GUID_128_SIZE ||
+		    !lmdb_uidls_value_decode(key.mv_data, key.mv_size,
+					     val.mv_data, val.mv_size, &uid,
+					     &error)) {
+			state->uidls_rebuild = TRUE;
+		} else {
+			hkey = t_strdup_printf("%s %s",
+				guid_128_to_string(key.mv_data),
+				t_strndup(CONST_PTR_OFFSET(key.mv_data,
+							   GUID_128_SIZE),
+					  key.mv_size - GUID_128_SIZE));
+			/* any link holding the UIDL may be named (when two
+			   share one, that is reported on its own) */
+			if (hash_table_lookup(state->uidl_holders,
+					t_strdup_printf("%s %u", hkey, uid)) == NULL)
+				state->uidls_rebuild = TRUE;
+		}
+	} T_END;
+	mdb_cursor_close(cursor);
+	if (entries != hash_table_count(state->uidls))
+		state->uidls_rebuild = TRUE;
+	if (state->uidls_rebuild) {
+		lmdb_verify_report(state, "-", 0, 0, state->cmd->repair ?
+			"the POP3 UIDL index doesn't match the links (rebuilt)" :
+			"the POP3 UIDL index doesn't match the links");
+	}
+	return ret == MDB_NOTFOUND ? 0 : ret;
+}
+
 static int lmdb_verify_scan_links(struct lmdb_verify_state *state,
 				  MDB_txn *txn)
 {
@@ -199,6 +274,8 @@ static int lmdb_verify_scan_links(struct lmdb_verify_state *state,
 			array_push_back(&box->body_ids, &link.body_id);
 			lmdb_verify_count_ref(state, link.body_id);
 			state->links++;
+			if (link.pop3_uidl[0] != '\0')
+				lmdb_verify_uidl(state, box, uid, link.pop3_uidl);
 		}
 	} T_END;
 	mdb_cursor_close(cursor);
@@ -602,6 +679,16 @@ static int lmdb_repair_txn(MDB_txn *txn, void *context, const char **error_r)
 			return ret;
 		state->repaired++;
 	}
+	/* after the quarantine, from the links that are left */
+	if (state->uidls_rebuild || array_count(&state->quarantine_links) > 0 ||
+	    array_count(&state->rebuild_bodies) > 0) {
+		unsigned int duplicates;
+
+		if ((ret = lmdb_uidls_rebuild(env, txn, &duplicates,
+					      error_r)) != 0)
+			return ret;
+		state->repaired++;
+	}
 	/* the counters, as the records say */
 	if ((ret = lmdb_env_record_get(env, txn, &env_rec, error_r)) != 0)
 		return ret;
@@ -687,6 +774,9 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	p_array_init(&state.box_list, state.pool, 16);
 	hash_table_create_direct(&state.refs, state.pool, 1024);
 	hash_table_create_direct(&state.bodies_seen, state.pool, 1024);
+	hash_table_create(&state.uidls, state.pool, 1024, str_hash, strcmp);
+	hash_table_create(&state.uidl_holders, state.pool, 1024, str_hash,
+			  strcmp);
 	p_array_init(&state.refcount_fixes, state.pool, 16);
 	p_array_init(&state.rebuild_bodies, state.pool, 4);
 	p_array_init(&state.gc_missing, state.pool, 4);
@@ -696,7 +786,8 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	ret = lmdb_env_read_begin(state.storage->env, &txn, &error);
 	if (ret == 0) {
 		if ((ret = lmdb_verify_scan_mailboxes(&state, txn)) == 0 &&
-		    (ret = lmdb_verify_scan_links(&state, txn)) == 0)
+		    (ret = lmdb_verify_scan_links(&state, txn)) == 0 &&
+		    (ret = lmdb_verify_scan_uidls(&state, txn)) == 0)
 			ret = lmdb_verify_scan_gc(&state, txn);
 		if (ret != 0)
 			error = mdb_strerror(ret);
@@ -745,6 +836,8 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 		doveadm_mail_failed_error(_ctx, MAIL_ERROR_NOTPOSSIBLE);
 	hash_table_destroy(&state.refs);
 	hash_table_destroy(&state.bodies_seen);
+	hash_table_destroy(&state.uidls);
+	hash_table_destroy(&state.uidl_holders);
 	hash_table_destroy(&state.boxes);
 	pool_unref(&state.pool);
 	return ret;

@@ -228,6 +228,8 @@ const char *lmdb_record_type_name(enum lmdb_record_type type)
 		return "chunk";
 	case LMDB_RECORD_TYPE_QUARANTINE:
 		return "quarantine";
+	case LMDB_RECORD_TYPE_UIDL:
+		return "uidl";
 	}
 	return "unknown";
 }

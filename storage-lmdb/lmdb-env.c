@@ -20,7 +20,7 @@
 #include <sys/vfs.h>
 #include <sys/statvfs.h>
 
-#define LMDB_ENV_MAX_DBS 8
+#define LMDB_ENV_MAX_DBS 12
 #define LMDB_ENV_WRITE_MAX_RETRIES 64
 #define LMDB_ENV_SWAP_LOCK_NAME "dovecot-lmdb.lock"
 #define LMDB_ENV_COMPACT_DIR_NAME "compact.tmp"
@@ -144,6 +144,7 @@ static int lmdb_env_open_dbis_readonly(struct lmdb_env *env)
 	    mdb_dbi_open(txn, "mailboxes", 0, &env->dbi_mailboxes) != 0 ||
 	    mdb_dbi_open(txn, "gc", 0, &env->dbi_gc) != 0 ||
 	    mdb_dbi_open(txn, "quarantine", 0, &env->dbi_quarantine) != 0 ||
+	    mdb_dbi_open(txn, "uidls", 0, &env->dbi_uidls) != 0 ||
 	    lmdb_env_record_get(env, txn, &rec, &error) != 0 ||
 	    rec.schema_version != LMDB_SCHEMA_VERSION) {
 		mdb_txn_abort(txn);

@@ -66,7 +66,7 @@ struct lmdb_env {
 	bool headroom_warned;
 
 	MDB_dbi dbi_meta, dbi_bodies, dbi_chunks, dbi_links;
-	MDB_dbi dbi_mailboxes, dbi_gc, dbi_quarantine;
+	MDB_dbi dbi_mailboxes, dbi_gc, dbi_quarantine, dbi_uidls;
 };
 
 /* A unit of work run inside a write transaction. It may run more than

@@ -546,6 +546,46 @@ bool lmdb_quarantine_record_decode(const void *key, size_t key_size,
 	return lmdb_reader_finish(&r, error_r);
 }
 
+/* --- uidls --- */
+
+void lmdb_uidls_key_encode(buffer_t *buf, const guid_128_t mailbox_guid,
+			   const char *uidl)
+{
+	buffer_append(buf, mailbox_guid, GUID_128_SIZE);
+	buffer_append(buf, uidl, strlen(uidl));
+}
+
+bool lmdb_uidls_value_encode(buffer_t *buf, const void *key, size_t key_size,
+			     uint32_t uid, const char **error_r)
+{
+	struct lmdb_writer w;
+
+	if (uid == 0) {
+		*error_r = "UIDL entry with UID 0";
+		return FALSE;
+	}
+	lmdb_writer_init(&w, buf);
+	lmdb_put_u32(&w, uid);
+	return lmdb_writer_finish(&w, LMDB_RECORD_TYPE_UIDL, key, key_size,
+				  error_r);
+}
+
+bool lmdb_uidls_value_decode(const void *key, size_t key_size,
+			     const void *data, size_t size, uint32_t *uid_r,
+			     const char **error_r)
+{
+	struct lmdb_reader r;
+
+	*uid_r = 0;
+	if (!lmdb_reader_open(&r, LMDB_RECORD_TYPE_UIDL, key, key_size,
+			      data, size))
+		return lmdb_reader_finish(&r, error_r);
+	*uid_r = lmdb_get_u32(&r, "uid");
+	if (r.error == NULL && *uid_r == 0)
+		lmdb_reader_invalid(&r, "UID 0");
+	return lmdb_reader_finish(&r, error_r);
+}
+
 /* --- chunks --- */
 
 static uint32_t lmdb_chunk_crc(uint64_t body_id, uint32_t chunk_idx,

@@ -35,6 +35,7 @@ enum lmdb_record_type {
 	LMDB_RECORD_TYPE_GC = 5,
 	LMDB_RECORD_TYPE_CHUNK = 6,
 	LMDB_RECORD_TYPE_QUARANTINE = 7,
+	LMDB_RECORD_TYPE_UIDL = 8,
 };
 
 #define LMDB_ENV_RECORD_KEY "env"
@@ -247,6 +248,17 @@ bool lmdb_quarantine_record_decode(const void *key, size_t key_size,
 				   const void *data, size_t size, pool_t pool,
 				   struct lmdb_quarantine_record *rec_r,
 				   const char **error_r);
+
+/* "uidls" DBI, key: mailbox GUID + the UIDL's bytes; value: the UID of
+   the link holding it (lmdb-uidls.h). */
+#define LMDB_UIDLS_KEY_MAX_SIZE (GUID_128_SIZE + LMDB_UIDL_MAX_LEN)
+void lmdb_uidls_key_encode(buffer_t *buf, const guid_128_t mailbox_guid,
+			   const char *uidl);
+bool lmdb_uidls_value_encode(buffer_t *buf, const void *key, size_t key_size,
+			     uint32_t uid, const char **error_r);
+bool lmdb_uidls_value_decode(const void *key, size_t key_size,
+			     const void *data, size_t size, uint32_t *uid_r,
+			     const char **error_r);
 
 /* A chunk value is the header followed by the data. Version 2 checksums
    the key with the data, version 1 only the data; both are read. */

@@ -14,6 +14,7 @@
 #include "lmdb-ostream.h"
 #include "lmdb-sync.h"
 #include "lmdb-uidl.h"
+#include "lmdb-uidls.h"
 #include "lmdb-values.h"
 #include "lmdb-storage.h"
 
@@ -50,6 +51,8 @@ struct lmdb_save_context {
 	bool need_env_sync;
 	/* bytes of the deferred bodies in mails */
 	uint64_t deferred_bytes;
+	/* of the mailbox, as the commit's sync view has it */
+	uint32_t uid_validity;
 
 	bool failed:1;
 	bool finished:1;
@@ -396,7 +399,9 @@ static int lmdb_save_finish_write(struct mail_save_context *_ctx)
 		}
 	}
 	if (!ctx->failed) {
-		index_mail_cache_pop3_data(_ctx->dest_mail, mdata->pop3_uidl,
+		/* not the UIDL: the commit may replace a taken one, and a
+		   cached UIDL is answered before the stored one */
+		index_mail_cache_pop3_data(_ctx->dest_mail, NULL,
 					   mdata->pop3_order);
 	}
 	if (ctx->writer != NULL)
@@ -438,6 +443,9 @@ struct lmdb_save_link_ctx {
 	const char *damage;
 	/* a copied message's body was freed meanwhile (expunged) */
 	bool copy_expunged;
+	uint32_t uid_validity;
+	/* UIDLs that were taken and replaced, for the log */
+	const char *uidl_changes;
 };
 
 /* Returns 1 if the link was removed, 0 if it wasn't ours, or an LMDB
@@ -456,11 +464,72 @@ lmdb_save_undo_link(struct lmdb_save_link_ctx *lctx, MDB_txn *txn,
 	if (ret <= 0 || old.body_id != smail->body_id)
 		return 0;
 	if ((ret = lmdb_link_delete(env, txn, *lctx->mailbox_guid,
-				    smail->uid, error_r)) != 0)
+				    smail->uid, error_r)) != 0 ||
+	    (ret = lmdb_uidls_unset(env, txn, *lctx->mailbox_guid,
+				    old.pop3_uidl, smail->uid, error_r)) != 0)
 		return ret;
 	ret = lmdb_body_release(env, txn, smail->body_id, ioloop_time,
 				&vsize, error_r);
 	return ret == MDB_NOTFOUND || ret == 0 ? 1 : ret;
+}
+
+/* At most this many alternatives are tried for a UIDL that is taken. */
+#define LMDB_SAVE_UIDL_ALTERNATIVES 100
+
+/* Make smail's UIDL its own in the mailbox. A UIDL held by another
+   message stays with that one (its POP3 clients have seen it) and the
+   newcomer gets the value of Dovecot's default format for its own UID,
+   which a UID never reused keeps free (a suffix if even that is taken).
+   A UIDL held by a link to the same body is the same message under a new
+   UID (dsync renumbering it, a move within the mailbox): it moves along. */
+static int
+lmdb_save_claim_uidl(struct lmdb_save_link_ctx *lctx, MDB_txn *txn,
+		     struct lmdb_save_mail *smail, const char **error_r)
+{
+	struct lmdb_save_context *ctx = lctx->save;
+	struct lmdb_env *env = ctx->mbox->storage->env;
+	struct lmdb_link_record owner_link;
+	const char *uidl = smail->pop3_uidl, *given = smail->pop3_uidl;
+	uint32_t owner;
+	unsigned int n;
+	int ret;
+
+	if (uidl == NULL || uidl[0] == '\0')
+		return 0;
+	for (n = 0; n < LMDB_SAVE_UIDL_ALTERNATIVES; n++) {
+		ret = lmdb_uidls_lookup(env, txn, *lctx->mailbox_guid, uidl,
+					&owner, error_r);
+		if (ret < 0)
+			return MDB_CORRUPTED;
+		if (ret == 0 || owner == smail->uid)
+			break;
+		ret = lmdb_link_get(env, txn, *lctx->mailbox_guid, owner,
+				    pool_datastack_create(), &owner_link,
+				    error_r);
+		/* gone, damaged, or the same message: take it over */
+		if (ret <= 0 || owner_link.body_id == smail->body_id ||
+		    strcmp(owner_link.pop3_uidl, uidl) != 0)
+			break;
+		uidl = n == 0 ?
+			t_strdup_printf("%08x%08x", smail->uid,
+					lctx->uid_validity) :
+			t_strdup_printf("%08x%08x-%u", smail->uid,
+					lctx->uid_validity, n);
+	}
+	if (n == LMDB_SAVE_UIDL_ALTERNATIVES) {
+		*error_r = t_strdup_printf("no free POP3 UIDL for uid=%u",
+					   smail->uid);
+		return EINVAL;
+	}
+	if (uidl != given) {
+		smail->pop3_uidl = p_strdup(ctx->pool, uidl);
+		lctx->uidl_changes = p_strdup_printf(ctx->pool,
+			"%s%suid=%u: %s -> %s", lctx->uidl_changes == NULL ?
+			"" : lctx->uidl_changes, lctx->uidl_changes == NULL ?
+			"" : ", ", smail->uid, given, uidl);
+	}
+	return lmdb_uidls_set(env, txn, *lctx->mailbox_guid, smail->pop3_uidl,
+			      smail->uid, error_r);
 }
 
 static int
@@ -479,6 +548,7 @@ lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
 
 	lctx->damage = NULL;
 	lctx->copy_expunged = FALSE;
+	lctx->uidl_changes = NULL;
 	array_foreach_modifiable(&ctx->mails, smail) {
 		if (lctx->undo) {
 			ret = lmdb_save_undo_link(lctx, txn, smail, error_r);
@@ -493,6 +563,9 @@ lmdb_save_link_txn(MDB_txn *txn, void *context, const char **error_r)
 		if (smail->deferred != NULL &&
 		    (ret = lmdb_body_writer_write_txn(smail->deferred, txn,
 					&smail->body_id, error_r)) != 0)
+			return ret;
+		if ((ret = lmdb_save_claim_uidl(lctx, txn, smail,
+						error_r)) != 0)
 			return ret;
 		i_zero(&link);
 		link.body_id = smail->body_id;
@@ -556,6 +629,7 @@ static int lmdb_save_write_links(struct lmdb_save_context *ctx, bool undo)
 	lctx.save = ctx;
 	lctx.mailbox_guid = &ctx->mbox->mailbox_guid;
 	lctx.undo = undo;
+	lctx.uid_validity = ctx->uid_validity;
 	if (ctx->sync_ctx != NULL) {
 		lmdb_mailbox_fallback_record(ctx->mbox,
 					     ctx->sync_ctx->sync_view,
@@ -572,6 +646,11 @@ static int lmdb_save_write_links(struct lmdb_save_context *ctx, bool undo)
 			     &lctx, undo, &error);
 	if (ret == 0 && !undo)
 		ctx->need_env_sync = TRUE;
+	if (ret == 0 && lctx.uidl_changes != NULL) {
+		e_info(ctx->mbox->box.event, "lmdb: POP3 UIDLs another message "
+		       "of the mailbox already has were replaced: %s",
+		       lctx.uidl_changes);
+	}
 	if (ret == 0 && lctx.damage != NULL) {
 		e_error(ctx->mbox->box.event, "lmdb: %s: mailbox record "
 			"was damaged (%s): rewritten from the index",
@@ -677,6 +756,7 @@ int lmdb_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	mail_index_append_finish_uids(ctx->trans, hdr->next_uid,
 				      &_t->changes->saved_uids);
 	lmdb_save_assign_uids(ctx, &_t->changes->saved_uids);
+	ctx->uid_validity = hdr->uid_validity;
 	lmdb_uidl_assign(ctx->mbox, hdr->uid_validity, ctx->pool, &ctx->mails);
 	lmdb_save_update_pop3_header(ctx);
 

@@ -6,6 +6,7 @@
 #include "lmdb-records.h"
 #include "lmdb-env.h"
 #include "lmdb-schema.h"
+#include "lmdb-uidls.h"
 
 #include <unistd.h>
 
@@ -153,6 +154,7 @@ static int lmdb_schema_upgrade_v1(struct lmdb_env *env, MDB_txn *txn,
 				  const char **error_r)
 {
 	struct lmdb_schema_upgrade up = { .env = env, .txn = txn };
+	unsigned int duplicates;
 	int ret;
 
 	if ((ret = lmdb_schema_convert_dbi(&up, env->dbi_bodies, "bodies",
@@ -169,6 +171,15 @@ static int lmdb_schema_upgrade_v1(struct lmdb_env *env, MDB_txn *txn,
 					   lmdb_schema_convert_gc,
 					   error_r)) != 0)
 		return ret;
+	/* schema 2's UIDL index, from the converted links */
+	if ((ret = lmdb_uidls_rebuild(env, txn, &duplicates, error_r)) != 0)
+		return ret;
+	if (duplicates > 0) {
+		i_warning("lmdb: %s: %u messages share their POP3 UIDL with "
+			  "another message of their mailbox (left as they "
+			  "are: doveadm lmdb verify lists them)", env->path,
+			  duplicates);
+	}
 	i_info("lmdb: %s: upgraded from schema 1 to %u (%u records%s)",
 	       env->path, LMDB_SCHEMA_VERSION, up.converted,
 	       up.damaged == 0 ? "" :
@@ -264,7 +275,8 @@ static int lmdb_schema_open_dbis(struct lmdb_env *env, MDB_txn *txn,
 	    (ret = mdb_dbi_open(txn, "links", MDB_CREATE, &env->dbi_links)) != 0 ||
 	    (ret = mdb_dbi_open(txn, "mailboxes", MDB_CREATE, &env->dbi_mailboxes)) != 0 ||
 	    (ret = mdb_dbi_open(txn, "gc", MDB_CREATE, &env->dbi_gc)) != 0 ||
-	    (ret = mdb_dbi_open(txn, "quarantine", MDB_CREATE, &env->dbi_quarantine)) != 0) {
+	    (ret = mdb_dbi_open(txn, "quarantine", MDB_CREATE, &env->dbi_quarantine)) != 0 ||
+	    (ret = mdb_dbi_open(txn, "uidls", MDB_CREATE, &env->dbi_uidls)) != 0) {
 		*error_r = t_strdup_printf("mdb_dbi_open() failed: %s",
 					   mdb_strerror(ret));
 	}

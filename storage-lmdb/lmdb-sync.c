@@ -10,6 +10,7 @@
 #include "lmdb-sync.h"
 #include "lmdb-storage.h"
 #include "lmdb-uidl.h"
+#include "lmdb-uidls.h"
 
 /* a link's state as read from the index before the LMDB transaction:
    the transaction itself never calls back into Dovecot */
@@ -76,6 +77,10 @@ lmdb_sync_expunge_link(struct lmdb_sync_write_ctx *ctx, MDB_txn *txn,
 		return 0;
 	}
 	ctx->links_removed++;
+	if (found > 0 &&
+	    (ret = lmdb_uidls_unset(env, txn, ctx->mbox->mailbox_guid,
+				    link.pop3_uidl, uid, error_r)) != 0)
+		return ret;
 	if (found < 0) {
 		/* a damaged link must not block the expunge; its body's
 		   reference is left to doveadm lmdb verify -r */

@@ -9,6 +9,7 @@
 #include "index-pop3-uidl.h"
 #include "lmdb-link.h"
 #include "lmdb-records.h"
+#include "lmdb-uidls.h"
 #include "lmdb-values.h"
 #include "lmdb-storage.h"
 #include "lmdb-uidl.h"
@@ -151,6 +152,7 @@ lmdb_uidl_write_txn(MDB_txn *txn, void *context, const char **error_r)
 	const struct lmdb_uidl_update *upd;
 	struct lmdb_link_record link;
 	pool_t pool = pool_datastack_create();
+	uint32_t owner;
 	int ret;
 
 	array_foreach(ctx->updates, upd) {
@@ -160,6 +162,17 @@ lmdb_uidl_write_txn(MDB_txn *txn, void *context, const char **error_r)
 		   already fixed: a UIDL once stored never changes */
 		if (ret <= 0 || link.pop3_uidl[0] != '\0')
 			continue;
+		/* taken by another message: not stored (the POP3 server
+		   keeps computing it, and the index shows the clash) */
+		ret = lmdb_uidls_lookup(env, txn, ctx->mbox->mailbox_guid,
+					upd->uidl, &owner, error_r);
+		if (ret < 0)
+			return MDB_CORRUPTED;
+		if (ret > 0 && owner != upd->uid)
+			continue;
+		if ((ret = lmdb_uidls_set(env, txn, ctx->mbox->mailbox_guid,
+					  upd->uidl, upd->uid, error_r)) != 0)
+			return ret;
 		link.pop3_uidl = upd->uidl;
 		if ((ret = lmdb_link_put(env, txn, ctx->mbox->mailbox_guid,
 					 upd->uid, &link, error_r)) != 0)
