@@ -91,7 +91,8 @@ enum ps_state {
 	PS_REJECTED,
 };
 #define PS_STATE_IS_USED(s) \
-	((s) == PS_META || (s) == PS_TREE || (s) == PS_OVERFLOW || (s) == PS_FREE)
+	((s) == PS_META || (s) == PS_TREE || (s) == PS_OVERFLOW || \
+	 (s) == PS_FREE)
 #define PS_STATE_IS_OPEN(s) ((s) == PS_UNSEEN || (s) >= PS_REJECTED)
 
 struct ps_key {
@@ -323,8 +324,9 @@ ps_page_check(unsigned int page_size, uint64_t pgno, const unsigned char *buf,
 			end += (nflags & PS_F_BIGDATA) != 0 ? PS_W :
 				ps_node_dsize(buf + ofs);
 		}
-		/* a branch's first key is unused (LMDB leaves it empty) */
-		if (ksize > PS_MAX_KEY_SIZE || (ksize == 0 && (!branch || i > 0))) {
+		/* a branch's first key is unused (LMDB writes it empty) */
+		if (ksize > PS_MAX_KEY_SIZE ||
+		    (ksize == 0 && (!branch || i > 0))) {
 			*reason_r = "invalid key size";
 			return FALSE;
 		}
@@ -492,8 +494,9 @@ ps_overflow_read(struct lmdb_pagescan *scan, uint64_t pgno, uint64_t size,
 		goto bad;
 	}
 	ps_value_buf_alloc(scan, I_MAX(size, 1));
-	if ((*reason_r = ps_pread(scan->fd, scan->value_buf, size,
-				  pgno * scan->page_size + PS_PAGEHDRSZ)) != NULL)
+	*reason_r = ps_pread(scan->fd, scan->value_buf, size,
+			     pgno * scan->page_size + PS_PAGEHDRSZ);
+	if (*reason_r != NULL)
 		goto bad;
 	if (orphan) {
 		scan->state[pgno] = PS_ORPHAN_RUN_USED;
@@ -648,12 +651,14 @@ ps_tree_add_dbis(struct lmdb_pagescan *scan, const struct ps_page *page)
 		    ps_node_dsize(node) != PS_DB_SIZE ||
 		    memchr(key.data, '\0', key.size) != NULL ||
 		    (ps_u16(db + PS_DB_FLAGS_OFS) & ~PS_DB_VALID_FLAGS) != 0) {
-			ps_damage(scan, main_tree, page->pgno, LMDB_PAGESCAN_NO_PGNO,
+			ps_damage(scan, main_tree, page->pgno,
+				  LMDB_PAGESCAN_NO_PGNO,
 				  "invalid named DBI record");
 			continue;
 		}
 		if (array_count(&scan->dbis) >= PS_MAX_DBIS) {
-			ps_damage(scan, main_tree, page->pgno, LMDB_PAGESCAN_NO_PGNO,
+			ps_damage(scan, main_tree, page->pgno,
+				  LMDB_PAGESCAN_NO_PGNO,
 				  "too many named DBIs");
 			return;
 		}
@@ -661,7 +666,8 @@ ps_tree_add_dbis(struct lmdb_pagescan *scan, const struct ps_page *page)
 		   a name twice: keep the first */
 		name = p_strndup(scan->pool, key.data, key.size);
 		if (ps_dbi_find(scan, name)) {
-			ps_damage(scan, main_tree, page->pgno, LMDB_PAGESCAN_NO_PGNO,
+			ps_damage(scan, main_tree, page->pgno,
+				  LMDB_PAGESCAN_NO_PGNO,
 				  "named DBI found twice");
 			continue;
 		}
@@ -687,6 +693,7 @@ ps_yield(struct lmdb_pagescan *scan, struct ps_tree *tree,
 	 const struct ps_page *page, unsigned int idx)
 {
 	struct lmdb_pagescan_record rec;
+	struct lmdb_pagescan_dbi *dbi;
 	const unsigned char *node = ps_node(page, idx);
 	uint16_t nflags = ps_u16(node + PS_NODE_FLAGS_OFS);
 	struct ps_key key = ps_node_key(node);
@@ -701,7 +708,7 @@ ps_yield(struct lmdb_pagescan *scan, struct ps_tree *tree,
 	if ((nflags & (PS_F_SUBDATA | PS_F_DUPDATA)) != 0) {
 		scan->stats.records_damaged++;
 		ps_damage(scan, tree, page->pgno, LMDB_PAGESCAN_NO_PGNO,
-			  "duplicate-sorted or sub-database node not supported");
+			  "sub-database or duplicate data not supported");
 		return 0;
 	}
 	rec.overflow_pgno = LMDB_PAGESCAN_NO_PGNO;
@@ -730,8 +737,7 @@ ps_yield(struct lmdb_pagescan *scan, struct ps_tree *tree,
 		rec.dbi_name = tree->name;
 		scan->stats.records_tree++;
 		if (tree->kind == LMDB_PAGESCAN_TREE_NAMED) {
-			struct lmdb_pagescan_dbi *dbi =
-				array_idx_modifiable(&scan->dbis, tree->dbi_idx);
+			dbi = array_idx_modifiable(&scan->dbis, tree->dbi_idx);
 			dbi->records++;
 		}
 	}
@@ -902,8 +908,9 @@ static int ps_orphans(struct lmdb_pagescan *scan)
 				if (ps_page_sorted(&page, cmps[i]))
 					break;
 			}
+			/* a run not claimed */
 			if (page.type == PS_P_OVERFLOW)
-				reason = "unreached overflow run overlaps pages in use";
+				reason = "unusable overflow run";
 			else if (i == N_ELEMENTS(cmps))
 				reason = "keys out of order";
 		}
@@ -995,8 +1002,10 @@ ps_meta_check_root(int fd, uint64_t file_size, const struct ps_meta *meta)
 			       root * meta->page_size)) != NULL ||
 	    !ps_page_check(meta->page_size, root, buf, &page, &reason) ||
 	    page.type == PS_P_OVERFLOW) {
-		return t_strdup_printf("main DB root page %"PRIu64": %s", root,
-				       reason != NULL ? reason : "overflow page");
+		if (reason == NULL)
+			reason = "overflow page";
+		return t_strdup_printf("main DB root page %"PRIu64": %s",
+				       root, reason);
 	}
 	return NULL;
 }
@@ -1014,7 +1023,8 @@ ps_metas_read(int fd, struct ps_meta metas_r[PS_NUM_METAS])
 	if (valid0 && ps_meta_parse(fd, 1, metas_r[0].page_size, &metas_r[1])) {
 		count++;
 	} else {
-		for (size = PS_MIN_PAGE_SIZE; size <= PS_MAX_PAGE_SIZE; size *= 2) {
+		for (size = PS_MIN_PAGE_SIZE; size <= PS_MAX_PAGE_SIZE;
+		     size *= 2) {
 			if (ps_meta_parse(fd, 1, size, &metas_r[count])) {
 				count++;
 				break;
@@ -1040,13 +1050,19 @@ int lmdb_pagescan_open(const char *path, struct lmdb_pagescan **scan_r,
 	struct stat st;
 	int fd;
 
-	fd = open(path, O_RDONLY);
+	/* O_NONBLOCK: a FIFO in place of the file must not block us */
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY);
 	if (fd == -1) {
 		*error_r = t_strdup_printf("open(%s) failed: %m", path);
 		return -1;
 	}
 	if (fstat(fd, &st) < 0) {
 		*error_r = t_strdup_printf("fstat(%s) failed: %m", path);
+		i_close_fd(&fd);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		*error_r = t_strdup_printf("%s: not a regular file", path);
 		i_close_fd(&fd);
 		return -1;
 	}
@@ -1143,7 +1159,8 @@ static void ps_stats_init(struct lmdb_pagescan *scan)
 	stats->file_pages = scan->file_pages;
 	stats->pages_total = scan->npages;
 	if (scan->meta.last_pg >= scan->file_pages)
-		stats->pages_missing = scan->meta.last_pg + 1 - scan->file_pages;
+		stats->pages_missing =
+			scan->meta.last_pg + 1 - scan->file_pages;
 }
 
 /* Every page ends in exactly one state: count them. */

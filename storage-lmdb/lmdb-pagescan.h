@@ -5,40 +5,49 @@
    salvaging a damaged environment. LMDB's own code follows page numbers and
    sizes from the file and may crash or loop on damage, and its pages carry
    no checksums; this scanner bounds every offset, size and page number,
-   reads with pread() (a file truncated under it cannot SIGBUS), marks each
-   page once (no cycles) and limits tree depth to LMDB's own 32, so any
-   bytes give a finite scan and no invalid memory access.
+   reads with pread() (a file truncated under it cannot SIGBUS), accepts
+   each page once (no cycles) and limits tree depth to LMDB's own 32, so
+   any bytes give a finite scan (about linear in the file's size) and no
+   invalid memory access. Memory: about 5 bytes per page of the file.
 
-   The scan reads the meta page with the highest txnid (the other one when
-   the first is invalid, or its main DB's root page is not a valid page),
-   walks the main DB, every named DBI found in it and the free list
-   DB, and yields every record of the trees (source TREE). Then every page
-   up to the meta's last page that no tree reached, that is not free and not
-   part of an overflow run, is parsed: valid leaf pages yield their records
-   as source ORPHAN (typically the leaves under a damaged branch page).
+   Meta page: the one with the highest txnid, unless it is invalid (magic,
+   version, page size, txnid parity: transaction N writes page N % 2), its
+   last page number is below the other's (pages are only ever added) or
+   its main DB's root is not a valid page; then the other one.
 
-   What it can tell: that a page is structurally valid (its own page number,
-   type, offsets, node sizes, key order, overflow run bounds), that a
-   tree's child page holds keys within its parent's range, and that no page
-   is used twice. What it cannot tell:
+   The scan, in order:
+   1. walks the main DB, every named DBI found in it and the free list DB
+      from their roots, checking each page (its own page number, type,
+      offsets, node sizes, key order, keys within the parent's range);
+   2. reads the free list (a page both in a tree and listed free stays in
+      the tree, and is reported);
+   3. yields every record of the trees (source TREE), reading each
+      F_BIGDATA value whole from its overflow run, which must not overlap
+      pages in use;
+   4. parses every page up to the meta's last page that no tree reached,
+      that is not free and not in an overflow run: valid leaf pages yield
+      their records as source ORPHAN (typically the leaves under a damaged
+      branch page). Unreached overflow runs are claimed first by their
+      header pages, so a value's raw bytes (mail content) are never parsed
+      as pages, unless that header page is damaged too.
+
+   What it cannot tell:
    - whether a record's bytes are intact: LMDB has no checksums, so a
      damaged value in a valid page is yielded as it is. Our records carry
      their own checksums for this reason; the caller's decoder decides.
    - whether an ORPHAN page is current: a page freed by an older
      transaction looks like an orphan when the free list itself is damaged,
-     and then yields old (possibly deleted) records. When the same key comes
-     from TREE and ORPHAN, the TREE one is the current one.
+     and then yields old (possibly deleted) records. When the same key
+     comes from TREE and ORPHAN, the TREE one is the current one.
    - which DBI an ORPHAN record belongs to: the caller classifies it by its
-     key and record format (dbi_name is NULL).
+     key and record format (dbi_name is NULL). Named DBI records in
+     orphaned main DB leaves are skipped: their trees' leaves are orphans.
    - anything newer than the chosen meta page: if the newest meta is
      damaged, the scan uses the previous transaction's trees, and the pages
      the newest transaction wrote are free or beyond last_pg there.
-   - misdirected pointers within bounds: a damaged branch pointer to a valid
-     unreached page whose keys fit the parent's range attributes that page
-     to the wrong parent (the real parent reports "reached twice").
-   An unreached overflow run is claimed by its header page, so a value's
-   raw bytes (mail content) are never parsed as pages, unless that header
-   page itself is damaged.
+   - a damaged pointer to a valid page whose keys happen to fit the
+     parent's range: that page is attributed to the wrong parent (possibly
+     another DBI) and its real parent reports "page reached twice".
 
    Supported: the LMDB 0.9 format of the host (pgno_t = size_t, host byte
    order, PAGEBASE 0), named DBIs with the default, REVERSEKEY or
@@ -120,7 +129,8 @@ struct lmdb_pagescan_stats {
 	/* of pages_total: */
 	uint64_t pages_meta, pages_tree, pages_overflow, pages_free;
 	uint64_t orphan_leaves, orphan_branches, orphan_overflow_pages;
-	/* unreached pages that are no valid page at all */
+	/* damaged: invalid where a tree reached them, or unreached and no
+	   valid page */
 	uint64_t pages_unreadable;
 
 	uint64_t records_tree, records_orphan;
@@ -131,7 +141,7 @@ struct lmdb_pagescan_stats {
 
 struct lmdb_pagescan;
 
-/* Return 0 to go on, -1 to stop the scan. */
+/* Return 0 to go on, -1 to stop the scan. It must not use the scan. */
 typedef int lmdb_pagescan_callback_t(const struct lmdb_pagescan_record *record,
 				     void *context);
 
@@ -141,9 +151,10 @@ int lmdb_pagescan_open(const char *path, struct lmdb_pagescan **scan_r,
 		       const char **error_r);
 void lmdb_pagescan_close(struct lmdb_pagescan **scan);
 
-/* Scan once: yields every TREE record (DBI by DBI, in key order), then
-   every ORPHAN record (by page number). Damage is counted and listed, never
-   a failure: returns -1 only when the callback stopped the scan. */
+/* Scan from the start: yields every TREE record (DBI by DBI, in key
+   order), then every ORPHAN record (by page number). Damage is counted and
+   listed, never a failure: returns -1 only when the callback stopped the
+   scan. */
 int lmdb_pagescan_run(struct lmdb_pagescan *scan,
 		      lmdb_pagescan_callback_t *callback, void *context,
 		      const char **error_r);
@@ -153,12 +164,14 @@ int lmdb_pagescan_run(struct lmdb_pagescan *scan,
 			int (*)(const struct lmdb_pagescan_record *, \
 				typeof(context)))), error_r)
 
+/* These are valid until the next run or close. Before a run, only the
+   stats' fields up to pages_missing are set. */
 const struct lmdb_pagescan_stats *
 lmdb_pagescan_get_stats(struct lmdb_pagescan *scan);
 /* Damage found (the first LMDB_PAGESCAN_MAX_DAMAGES), in scan order */
 const struct lmdb_pagescan_damage *
 lmdb_pagescan_get_damages(struct lmdb_pagescan *scan, unsigned int *count_r);
-/* Named DBIs found in the main DB, in key order */
+/* Named DBIs found in the main DB, in walk (key) order */
 const struct lmdb_pagescan_dbi *
 lmdb_pagescan_get_dbis(struct lmdb_pagescan *scan, unsigned int *count_r);
 

@@ -35,7 +35,7 @@ static const unsigned int key_sizes[DBI_COUNT] = { 8, 8, 12, 20, 16, 17 };
 struct test_env {
 	unsigned int counts[DBI_COUNT];
 	char dir[64];
-	/* data.mdb after the last and the previous-to-last transaction */
+	/* data.mdb as the last transaction left it */
 	unsigned char *data;
 	size_t size;
 };
@@ -290,7 +290,8 @@ static void test_file_write(const unsigned char *data, size_t size)
 {
 	int fd = open(scan_path, O_WRONLY | O_CREAT, 0600);
 
-	if (fd < 0 || (size > 0 && pwrite(fd, data, size, 0) != (ssize_t)size) ||
+	if (fd < 0 ||
+	    (size > 0 && pwrite(fd, data, size, 0) != (ssize_t)size) ||
 	    ftruncate(fd, size) < 0)
 		i_fatal("write(%s) failed: %m", scan_path);
 	i_close_fd(&fd);
@@ -351,9 +352,10 @@ test_scan_damaged(const struct test_env *env, size_t ofs,
 
 static bool test_damage_found(uint64_t pgno)
 {
-	unsigned int i;
+	unsigned int i, count;
 
-	for (i = 0; i < I_MIN(result.damage_count, N_ELEMENTS(result.damages)); i++) {
+	count = I_MIN(result.damage_count, N_ELEMENTS(result.damages));
+	for (i = 0; i < count; i++) {
 		if (result.damages[i].pgno == pgno)
 			return TRUE;
 	}
@@ -362,9 +364,10 @@ static bool test_damage_found(uint64_t pgno)
 
 static bool test_damage_reason_found(const char *reason)
 {
-	unsigned int i;
+	unsigned int i, count;
 
-	for (i = 0; i < I_MIN(result.damage_count, N_ELEMENTS(result.damages)); i++) {
+	count = I_MIN(result.damage_count, N_ELEMENTS(result.damages));
+	for (i = 0; i < count; i++) {
 		if (strcmp(result.damages[i].reason, reason) == 0)
 			return TRUE;
 	}
@@ -432,8 +435,9 @@ static void test_check_page_stats(void)
 	const struct lmdb_pagescan_stats *st = &result.stats;
 
 	test_assert_ucmp(st->pages_meta + st->pages_tree + st->pages_overflow +
-			 st->pages_free + st->orphan_leaves + st->orphan_branches +
-			 st->orphan_overflow_pages + st->pages_unreadable, ==,
+			 st->pages_free + st->orphan_leaves +
+			 st->orphan_branches + st->orphan_overflow_pages +
+			 st->pages_unreadable, ==,
 			 st->pages_total);
 	test_assert_ucmp(st->records_tree + st->records_orphan, ==,
 			 result.records);
@@ -690,8 +694,7 @@ static void test_pagescan_meta_damage(void)
 			  PAGE_SIZE_EXPECTED);
 	test_check_tree_records(&big_env, FALSE, NULL);
 	test_assert_ucmp(result.stats.meta_pgno, ==, 1 - clean_meta_pgno);
-	test_assert(result.stats.meta_fallback_reason != NULL &&
-		    strstr(result.stats.meta_fallback_reason, "main DB") != NULL);
+	test_assert(strstr(result.fallback_reason, "main DB") != NULL);
 
 	/* the older meta: nothing changes */
 	test_scan_damaged(&big_env, (1 - clean_meta_pgno) * PAGE_SIZE_EXPECTED +
@@ -714,10 +717,12 @@ static void test_pagescan_meta_damage(void)
 	   used (pages are only added at the end of the file) */
 	{
 		uint64_t last_pg = 10;
-		test_scan_damaged(&big_env, clean_meta_pgno * PAGE_SIZE_EXPECTED +
-				  META_LAST_PG_OFS, &last_pg, sizeof(last_pg));
+		test_scan_damaged(&big_env, clean_meta_pgno *
+				  PAGE_SIZE_EXPECTED + META_LAST_PG_OFS,
+				  &last_pg, sizeof(last_pg));
 		test_check_tree_records(&big_env, FALSE, NULL);
-		test_assert_ucmp(result.stats.meta_pgno, ==, 1 - clean_meta_pgno);
+		test_assert_ucmp(result.stats.meta_pgno, ==,
+				 1 - clean_meta_pgno);
 	}
 
 	/* both: no scan */
@@ -797,7 +802,8 @@ static void test_pagescan_misdirected_pointer(void)
 			test_assert_idx(result.orphan[D_BODIES][i] == 1, i);
 	}
 	test_assert(result.stats.records_orphan > 0);
-	test_assert(test_damage_reason_found("keys outside the parent's range"));
+	test_assert(test_damage_reason_found(
+		"keys outside the parent's range"));
 	test_check_page_stats();
 	test_end();
 }
@@ -818,7 +824,8 @@ static void test_pagescan_stale_overflow(void)
 						   META_FREE_ROOT_OFS) *
 			  PAGE_SIZE_EXPECTED, NULL, PAGE_SIZE_EXPECTED);
 	for (i = 0; i < big_env.counts[D_CHUNKS]; i++) {
-		if (record_deleted(D_CHUNKS, i) && result.orphan[D_CHUNKS][i] > 0) {
+		if (record_deleted(D_CHUNKS, i) &&
+		    result.orphan[D_CHUNKS][i] > 0) {
 			stale_run = result.overflow[D_CHUNKS][i];
 			break;
 		}
@@ -846,28 +853,41 @@ static void test_pagescan_cycle(void)
 {
 	const struct lmdb_pagescan_dbi *dbi;
 	const unsigned char *root;
+	unsigned char *copy;
 	uint64_t pgno;
-	uint16_t ofs, lo, hi;
+	uint16_t ofs, lo, hi, lower = PAGEHDRSZ + 2;
 
 	test_begin("pagescan: branch page pointing to itself");
-	/* the first child of links' root becomes the root: a cycle */
 	dbi = test_dbi(&big_env, "links");
 	pgno = dbi->root_pgno;
 	root = big_env.data + pgno * PAGE_SIZE_EXPECTED;
 	memcpy(&ofs, root + PAGEHDRSZ, 2);
 	lo = pgno & 0xffff;
 	hi = pgno >> 16;
-	{
-		unsigned char node[4];
-		memcpy(node, &lo, 2);
-		memcpy(node + 2, &hi, 2);
-		test_scan_damaged(&big_env, pgno * PAGE_SIZE_EXPECTED + ofs,
-				  node, sizeof(node));
-	}
+	copy = i_malloc(big_env.size);
+	memcpy(copy, big_env.data, big_env.size);
+	memcpy(copy + pgno * PAGE_SIZE_EXPECTED + ofs, &lo, 2);
+	memcpy(copy + pgno * PAGE_SIZE_EXPECTED + ofs + 2, &hi, 2);
+
+	/* links' root's first child is the root (its keys would also be
+	   outside the child's range) */
+	test_file_write(copy, big_env.size);
+	test_scan_file(&big_env);
 	(void)test_check_records(&big_env, TRUE, test_orphan_links, NULL);
 	test_assert(result.stats.records_orphan > 0);
-	test_assert(test_damage_found(pgno));
+	test_assert(test_damage_reason_found("page reached twice"));
 	test_check_page_stats();
+
+	/* and its only child: a page without keys, which has no range to
+	   fail (the depth limit would end the recursion) */
+	memcpy(copy + pgno * PAGE_SIZE_EXPECTED + 12, &lower, 2);
+	test_file_write(copy, big_env.size);
+	test_scan_file(&big_env);
+	(void)test_check_records(&big_env, TRUE, test_orphan_links, NULL);
+	test_assert(result.stats.records_orphan > 0);
+	test_assert(test_damage_reason_found("page reached twice"));
+	test_check_page_stats();
+	i_free(copy);
 	test_end();
 }
 
@@ -916,13 +936,14 @@ static void test_pagescan_truncated(void)
 	unsigned int d, i, errors = 0;
 	size_t size = big_env.size * 6 / 10 + 100;
 
-	test_begin("pagescan: truncated, empty and zero files");
+	test_begin("pagescan: truncated, empty and zero files, a directory");
 	test_file_write(big_env.data, size);
 	test_scan_file(&big_env);
 	test_assert(result.open_ret == 0 && result.ret == 0);
 	test_assert(result.foreign == 0 && result.stale == 0 &&
 		    result.wrong_dbi == 0);
-	test_assert_ucmp(result.stats.pages_total, ==, size / PAGE_SIZE_EXPECTED);
+	test_assert_ucmp(result.stats.pages_total, ==,
+			 size / PAGE_SIZE_EXPECTED);
 	test_assert_ucmp(result.stats.pages_missing, >, 0);
 	test_assert(result.stats.damage_count > 0);
 	test_assert(result.records > 0 &&
@@ -953,6 +974,13 @@ static void test_pagescan_truncated(void)
 		i_free(zeros);
 		test_scan_file(&big_env);
 		test_assert(result.open_ret < 0);
+	}
+
+	/* not a file */
+	{
+		struct lmdb_pagescan *scan;
+		const char *error;
+		test_assert(lmdb_pagescan_open(big_env.dir, &scan, &error) < 0);
 	}
 	test_end();
 }
@@ -1050,6 +1078,7 @@ static void test_pagescan_fuzz(void)
 		iterations = atoi(value);
 	test_begin(t_strdup_printf("pagescan: %u randomly damaged copies",
 				   iterations));
+	/* meta 0 holds the last (fourth) transaction */
 	main_root = test_page_word(env, 0, META_MAIN_ROOT_OFS);
 	test_file_write(env->data, env->size);
 	fd = open(scan_path, O_RDWR);
@@ -1121,7 +1150,8 @@ static void test_pagescan_fuzz(void)
 		if (result.open_ret == 0) {
 			test_assert_idx(result.ret == 0, iter);
 			test_check_page_stats();
-			test_assert_idx(result.stats.pages_total <= npages, iter);
+			test_assert_idx(result.stats.pages_total <= npages,
+					iter);
 		}
 
 		/* restore */
@@ -1183,7 +1213,8 @@ int main(void)
 
 	if (sizeof(size_t) != 8 || getpagesize() != PAGE_SIZE_EXPECTED) {
 		/* the damage is placed with this host's layout */
-		printf("test-lmdb-pagescan: skipped (needs 64-bit, 4 KiB pages)\n");
+		printf("test-lmdb-pagescan: skipped "
+		       "(needs 64-bit, 4 KiB pages)\n");
 		return 0;
 	}
 	return test_run(tests);
