@@ -744,27 +744,41 @@ ps_yield(struct lmdb_pagescan *scan, struct ps_tree *tree,
 	return scan->callback(&rec, scan->context);
 }
 
-/* The free DB: txnid -> list of page numbers freed by it (first word =
-   count, sorted descending) */
-static bool
-ps_free_list_valid(struct lmdb_pagescan *scan, const unsigned char *value,
-		   uint64_t size)
+/* The free DB: txnid -> list of the page numbers it freed (first word =
+   count = the rest of the value, sorted descending). Entries are taken one
+   by one: a damaged list loses only its damaged entries, and a wrong entry
+   can't free a page a tree uses (the tree keeps it). */
+static void
+ps_free_list_add(struct lmdb_pagescan *scan, struct ps_tree *tree,
+		 uint64_t leaf_pgno, const unsigned char *value, uint64_t size,
+		 uint8_t *pending)
 {
 	uint64_t i, count, pgno, prev = PS_P_INVALID;
+	bool damaged = FALSE;
 
-	if (size < PS_W || size % PS_W != 0)
-		return FALSE;
-	count = ps_word(value);
-	if (count > size / PS_W - 1)
-		return FALSE;
+	if (size < PS_W || size % PS_W != 0) {
+		ps_damage(scan, tree, leaf_pgno, LMDB_PAGESCAN_NO_PGNO,
+			  "invalid free page list");
+		scan->stats.records_damaged++;
+		return;
+	}
+	count = size / PS_W - 1;
+	if (ps_word(value) != count)
+		damaged = TRUE;
 	for (i = 1; i <= count; i++) {
 		pgno = ps_word(value + i * PS_W);
-		if (pgno >= prev || pgno < PS_NUM_METAS ||
-		    pgno > scan->meta.last_pg)
-			return FALSE;
+		if (pgno >= prev)
+			damaged = TRUE;
 		prev = pgno;
+		if (pgno < PS_NUM_METAS || pgno > scan->meta.last_pg)
+			damaged = TRUE;
+		else if (pgno < scan->npages)
+			pending[pgno / 8] |= 1 << (pgno % 8);
 	}
-	return TRUE;
+	if (damaged) {
+		ps_damage(scan, tree, leaf_pgno, LMDB_PAGESCAN_NO_PGNO,
+			  "damaged free page list");
+	}
 }
 
 static void
@@ -775,7 +789,7 @@ ps_free_list_node(struct lmdb_pagescan *scan, struct ps_tree *tree,
 	const unsigned char *node = ps_node(page, idx), *value;
 	uint16_t nflags = ps_u16(node + PS_NODE_FLAGS_OFS);
 	struct ps_key key = ps_node_key(node);
-	uint64_t i, count, pgno, size = ps_node_dsize(node);
+	uint64_t size = ps_node_dsize(node);
 	const char *reason;
 
 	if ((nflags & (PS_F_SUBDATA | PS_F_DUPDATA)) != 0) {
@@ -793,19 +807,7 @@ ps_free_list_node(struct lmdb_pagescan *scan, struct ps_tree *tree,
 		scan->stats.records_damaged++;
 		return;
 	}
-	if (!ps_free_list_valid(scan, value, size)) {
-		/* a damaged list frees nothing: its pages are scanned */
-		ps_damage(scan, tree, page->pgno, LMDB_PAGESCAN_NO_PGNO,
-			  "invalid free page list");
-		scan->stats.records_damaged++;
-		return;
-	}
-	count = ps_word(value);
-	for (i = 1; i <= count; i++) {
-		pgno = ps_word(value + i * PS_W);
-		if (pgno < scan->npages)
-			pending[pgno / 8] |= 1 << (pgno % 8);
-	}
+	ps_free_list_add(scan, tree, page->pgno, value, size, pending);
 }
 
 /* Re-read a leaf collected by the walk: the file may change under us. */

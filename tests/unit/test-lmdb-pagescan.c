@@ -494,7 +494,7 @@ test_dbi(const struct test_env *env, const char *name)
 }
 
 static unsigned int clean_meta_pgno;
-static uint64_t clean_txnid;
+static uint64_t clean_txnid, clean_pages_free;
 static uint64_t clean_leaf[DBI_COUNT][MAX_RECORDS];
 static uint64_t clean_overflow[DBI_COUNT][MAX_RECORDS];
 
@@ -525,6 +525,7 @@ static void test_pagescan_clean(void)
 	test_check_page_stats();
 	clean_meta_pgno = result.stats.meta_pgno;
 	clean_txnid = result.stats.txnid;
+	clean_pages_free = result.stats.pages_free;
 	memcpy(clean_leaf, result.leaf, sizeof(clean_leaf));
 	memcpy(clean_overflow, result.overflow, sizeof(clean_overflow));
 
@@ -768,6 +769,34 @@ static void test_pagescan_free_list_damage(void)
 		test_assert_ucmp(errors, ==, 0);
 	}
 	test_check_page_stats();
+
+	/* one entry of a list out of range: only that entry is lost */
+	{
+		const unsigned char *page =
+			big_env.data + free_root * PAGE_SIZE_EXPECTED;
+		uint16_t flags, ofs, ksize, nflags;
+		uint64_t run;
+		size_t entry_ofs;
+		unsigned char ff = 0xff;
+
+		memcpy(&flags, page + 10, 2);
+		test_assert(flags == 2);
+		memcpy(&ofs, page + PAGEHDRSZ, 2);
+		memcpy(&nflags, page + ofs + 4, 2);
+		memcpy(&ksize, page + ofs + 6, 2);
+		if ((nflags & 1) != 0) {
+			memcpy(&run, page + ofs + 8 + ksize, 8);
+			entry_ofs = run * PAGE_SIZE_EXPECTED + PAGEHDRSZ + 8;
+		} else {
+			entry_ofs = free_root * PAGE_SIZE_EXPECTED +
+				ofs + 8 + ksize + 8;
+		}
+		test_scan_damaged(&big_env, entry_ofs + 7, &ff, 1);
+		test_assert_ucmp(result.stats.pages_free, ==,
+				 clean_pages_free - 1);
+		test_assert(test_damage_reason_found("damaged free page list"));
+		test_check_page_stats();
+	}
 	test_end();
 }
 
