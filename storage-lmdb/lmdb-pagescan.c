@@ -132,7 +132,6 @@ struct ps_tree {
 };
 
 struct lmdb_pagescan {
-	char *path;
 	int fd;
 	char *fallback_reason;
 	unsigned int page_size;
@@ -1099,7 +1098,6 @@ int lmdb_pagescan_open(const char *path, struct lmdb_pagescan **scan_r,
 	}
 
 	scan = i_new(struct lmdb_pagescan, 1);
-	scan->path = i_strdup(path);
 	scan->fd = fd;
 	scan->meta = metas[i];
 	scan->fallback_reason = i_strdup(reason);
@@ -1144,7 +1142,6 @@ void lmdb_pagescan_close(struct lmdb_pagescan **_scan)
 		array_free(&scan->damages);
 	i_close_fd(&scan->fd);
 	i_free(scan->fallback_reason);
-	i_free(scan->path);
 	i_free(scan);
 }
 
