@@ -12,6 +12,7 @@
 #include "lmdb-body.h"
 #include "lmdb-link.h"
 #include "lmdb-quarantine.h"
+#include "lmdb-schema.h"
 #include "lmdb-uidls.h"
 #include "lmdb-storage.h"
 #include "doveadm-lmdb.h"
@@ -329,6 +330,31 @@ static bool lmdb_verify_has_gc_key(struct lmdb_env *env, MDB_txn *txn,
 	return mdb_get(txn, env->dbi_gc, &key, &val) == 0;
 }
 
+/* "INBOX uid 2, Other uid 7": where a damaged body is used. One pass
+   over the links: damage is rare. */
+static const char *
+lmdb_verify_body_users(struct lmdb_verify_state *state, uint64_t body_id)
+{
+	struct lmdb_verify_box *box;
+	const uint32_t *uids;
+	const uint64_t *body_ids;
+	unsigned int i, count;
+	string_t *str = t_str_new(64);
+
+	array_foreach_elem(&state->box_list, box) {
+		uids = array_get(&box->uids, &count);
+		body_ids = array_get(&box->body_ids, &count);
+		for (i = 0; i < count; i++) {
+			if (body_ids[i] != body_id)
+				continue;
+			if (str_len(str) > 0)
+				str_append(str, ", ");
+			str_printfa(str, "%s uid %u", box->name, uids[i]);
+		}
+	}
+	return str_len(str) == 0 ? "no links" : str_c(str);
+}
+
 static void lmdb_verify_body(struct lmdb_verify_state *state, MDB_txn *txn,
 			     uint64_t body_id)
 {
@@ -362,9 +388,9 @@ static void lmdb_verify_body(struct lmdb_verify_state *state, MDB_txn *txn,
 	if (rec.state == LMDB_BODY_STATE_LINKED &&
 	    (ret = lmdb_body_verify(env, body_id, &rec, TRUE, &error)) <= 0) {
 		lmdb_verify_report(state, "-", 0, body_id, t_strdup_printf(
-			"damaged body (GUID %s, %lu links): %s (reading it "
+			"damaged body (GUID %s, used by %s): %s (reading it "
 			"fails; its intact chunks stay for salvage)", rec.guid,
-			(unsigned long)links, error));
+			lmdb_verify_body_users(state, body_id), error));
 	}
 	if (rec.refcount != links &&
 	    !(rec.state == LMDB_BODY_STATE_PENDING && links == 0)) {
@@ -445,7 +471,7 @@ static void lmdb_verify_dangling_links(struct lmdb_verify_state *state)
 
 	array_foreach_elem(&state->box_list, box) {
 		uids = array_get(&box->uids, &count);
-		body_ids = array_front(&box->body_ids);
+		body_ids = array_get(&box->body_ids, &count);
 		for (i = 0; i < count; i++) {
 			if (hash_table_lookup(state->bodies_seen,
 					POINTER_CAST(body_ids[i])) != NULL)
@@ -501,7 +527,7 @@ static void lmdb_verify_mailbox(struct lmdb_verify_state *state,
 	hdr = mail_index_get_header(box->view);
 	msgs = mail_index_view_get_messages_count(box->view);
 	uids = array_get(&vbox->uids, &count);
-	body_ids = array_front(&vbox->body_ids);
+	body_ids = array_get(&vbox->body_ids, &count);
 	for (seq = 1; seq <= msgs; seq++) {
 		mail_index_lookup_uid(box->view, seq, &uid);
 		for (; i < count && uids[i] < uid; i++) {
@@ -567,7 +593,7 @@ static void lmdb_repair_body_links(struct lmdb_verify_state *state,
 
 	array_foreach_elem(&state->box_list, box) {
 		uids = array_get(&box->uids, &count);
-		body_ids = array_front(&box->body_ids);
+		body_ids = array_get(&box->body_ids, &count);
 		for (i = 0; i < count; i++) {
 			if (body_ids[i] == body_id) {
 				array_push_back(uids_r, &uids[i]);
@@ -582,7 +608,7 @@ static int lmdb_repair_txn(MDB_txn *txn, void *context, const char **error_r)
 	struct lmdb_verify_state *state = context;
 	struct lmdb_env *env = state->storage->env;
 	struct lmdb_body_record rec;
-	struct lmdb_env_record env_rec;
+	struct lmdb_env_record env_rec, counted;
 	ARRAY_TYPE(uint32_t) uids;
 	ARRAY_TYPE(lmdb_verify_box) boxes;
 	unsigned char key[LMDB_LINK_KEY_SIZE], body_key[LMDB_BODY_ID_SIZE];
@@ -689,18 +715,14 @@ static int lmdb_repair_txn(MDB_txn *txn, void *context, const char **error_r)
 			return ret;
 		state->repaired++;
 	}
-	/* the counters, as the records say */
+	/* the counters, as the records say after the repairs above */
 	if ((ret = lmdb_env_record_get(env, txn, &env_rec, error_r)) != 0)
 		return ret;
-	if (env_rec.links != state->links ||
-	    env_rec.link_vsize_bytes != state->link_vsize ||
-	    env_rec.bodies != state->bodies ||
-	    env_rec.body_bytes != state->body_bytes) {
-		env_rec.links = state->links;
-		env_rec.link_vsize_bytes = state->link_vsize;
-		env_rec.bodies = state->bodies;
-		env_rec.body_bytes = state->body_bytes;
-		if ((ret = lmdb_env_record_put(env, txn, &env_rec,
+	counted = env_rec;
+	if ((ret = lmdb_schema_recount(env, txn, &counted, error_r)) != 0)
+		return ret;
+	if (memcmp(&counted, &env_rec, sizeof(counted)) != 0) {
+		if ((ret = lmdb_env_record_put(env, txn, &counted,
 					       error_r)) != 0)
 			return ret;
 		state->repaired++;
@@ -759,7 +781,7 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	struct lmdb_verify_cmd_context *ctx =
 		container_of(_ctx, struct lmdb_verify_cmd_context, ctx);
 	struct lmdb_verify_state state;
-	struct lmdb_env_record env_rec;
+	struct lmdb_env_record env_rec, counted;
 	MDB_txn *txn;
 	const char *error = NULL;
 	int ret;
@@ -794,6 +816,12 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 		else if (lmdb_env_record_get(state.storage->env, txn,
 					     &env_rec, &error) != 0)
 			ret = -1;
+		else {
+			counted = env_rec;
+			if (lmdb_schema_recount(state.storage->env, txn,
+						&counted, &error) != 0)
+				ret = -1;
+		}
 		lmdb_env_read_end(state.storage->env, &txn);
 	}
 	if (ret != 0) {
@@ -809,15 +837,15 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 		ret = -1;
 	}
 	lmdb_verify_dangling_links(&state);
-	if (ret == 0 &&
-	    (env_rec.links != state.links || env_rec.bodies != state.bodies ||
-	     env_rec.body_bytes != state.body_bytes)) {
+	if (ret == 0 && memcmp(&counted, &env_rec, sizeof(counted)) != 0) {
 		lmdb_verify_report(&state, "-", 0, 0, t_strdup_printf(
-			"env record counts %"PRIu64" links, %"PRIu64" bodies "
-			"of %"PRIu64" bytes; the records: %"PRIu64", %"PRIu64
-			", %"PRIu64"%s", env_rec.links, env_rec.bodies,
-			env_rec.body_bytes, state.links, state.bodies,
-			state.body_bytes, ctx->repair ? " (fixed)" : ""));
+			"env record counts %"PRIu64" messages of %"PRIu64
+			" bytes, %"PRIu64" bodies of %"PRIu64" bytes; the "
+			"records: %"PRIu64", %"PRIu64", %"PRIu64", %"PRIu64"%s",
+			env_rec.links, env_rec.link_vsize_bytes,
+			env_rec.bodies, env_rec.body_bytes, counted.links,
+			counted.link_vsize_bytes, counted.bodies,
+			counted.body_bytes, ctx->repair ? " (fixed)" : ""));
 	}
 
 	if (ctx->repair && ctx->problems > 0 && ret == 0) {
