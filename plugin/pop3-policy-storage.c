@@ -118,6 +118,8 @@ pop3_policy_flush_one(struct pop3_policy_env *env, MDB_txn *txn,
 	}
 	if (!changed)
 		return 0;
+	if (rec.uidl[0] == '\0' && rec.first_download == 0 && rec.flags == 0)
+		return pop3_policy_env_msg_del(env, txn, rec.guid, error_r);
 	return pop3_policy_env_msg_put(env, txn, &rec, error_r);
 }
 
