@@ -282,16 +282,57 @@ static void pop3_policy_mail_user_created(struct mail_user *user)
 	}
 }
 
+/* dele=move:<mailbox> must name a mailbox other than the maildrop, as
+   Dovecot resolves the name (INBOX in any case, namespace prefixes):
+   moving a DELEted message into INBOX brings it back at once. */
+static int
+pop3_policy_check_move_target(struct pop3_policy_user *puser,
+			      const char **error_r)
+{
+	struct mail_user *user = puser->user;
+	const char *name = puser->set.dele_mailbox;
+	struct mail_namespace *ns;
+	struct mailbox *box;
+	bool is_maildrop;
+
+	if (puser->set.dele != POP3_POLICY_DELE_MOVE)
+		return 0;
+	ns = mail_namespace_find(user->namespaces, name);
+	if (ns == NULL) {
+		*error_r = t_strdup_printf("Invalid pop3_policy_dele=move:%s: "
+					   "no namespace has this mailbox",
+					   name);
+		return -1;
+	}
+	/* only allocated, never opened: nothing is created or read */
+	box = mailbox_alloc(ns->list, name, 0);
+	is_maildrop = box->inbox_user &&
+		ns == pop3_policy_user_inbox_ns(user);
+	mailbox_free(&box);
+	if (is_maildrop) {
+		*error_r = t_strdup_printf("Invalid pop3_policy_dele=move:%s: "
+			"that is the POP3 mailbox (INBOX) itself, DELEted "
+			"messages would stay; name another mailbox", name);
+		return -1;
+	}
+	return 0;
+}
+
 static void
 pop3_policy_mail_namespaces_created(struct mail_namespace *namespaces)
 {
 	struct mail_user *user = namespaces->user;
 	struct pop3_policy_user *puser = POP3_POLICY_USER_CONTEXT(user);
-	const char *flag;
+	const char *flag, *error;
 	bool is_pop3;
 
 	if (puser == NULL)
 		return;
+	if (pop3_policy_check_move_target(puser, &error) < 0) {
+		user->error = p_strdup_printf(user->pool, "pop3_policy: %s",
+					      error);
+		return;
+	}
 	/* pop3_deleted_flag is a POP3 setting: other services may not
 	   have it at all, or not the value of protocol pop3 {} */
 	flag = pop3_policy_service_setting(user, "pop3_deleted_flag");

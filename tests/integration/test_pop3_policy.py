@@ -485,6 +485,10 @@ def move_user(dc, user: str, dest_driver: str, password='testpass') -> None:
 
 BAD_SETTINGS = [
     ('pop3_policy_dele', 'bogus'),
+    # the POP3 mailbox itself, as Dovecot resolves INBOX (any case): the
+    # message would come back after every DELE
+    ('pop3_policy_dele', 'move:INBOX'),
+    ('pop3_policy_dele', 'move:inbox'),
     ('pop3_policy_keep_days', 'soon'),
     ('pop3_policy_quota_purge', 'maybe'),
     ('pop3_policy_login_delay', 'later'),
