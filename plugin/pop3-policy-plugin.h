@@ -52,6 +52,10 @@ struct pop3_policy_pending {
 	/* end of a complete RETR/TOP read, or 0 */
 	time_t download;
 	bool hidden;
+	/* copied, moved or saved (with its GUID) into the maildrop: a new
+	   stay, whose downloads start over. Only applied if the
+	   transaction commits. */
+	bool arrived;
 };
 
 struct pop3_policy_mailbox {

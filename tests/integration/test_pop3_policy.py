@@ -894,6 +894,89 @@ def test_keep_days_at_logout(driver):
         dc.assert_no_log_errors(ignore=HARNESS_NOISE)
 
 
+def imap_move(dc, message_id: str, src: str, dest: str, copy=False, user=USER) -> None:
+    """IMAP UID MOVE (or COPY, then STORE \\Deleted + EXPUNGE of the
+    original) of the message with this Message-ID from src to dest."""
+    imap = dc.imap(user)
+    typ, _ = imap.select(src)
+    assert typ == 'OK', src
+    typ, data = imap.uid('SEARCH', 'HEADER', 'Message-ID', message_id)
+    uids = data[0].split()
+    assert typ == 'OK' and len(uids) == 1, (src, message_id, data)
+    typ, data = imap.uid('COPY' if copy else 'MOVE', uids[0], dest)
+    assert typ == 'OK', data
+    if copy:
+        typ, data = imap.uid('STORE', uids[0], '+FLAGS.SILENT', '(\\Deleted)')
+        assert typ == 'OK', data
+        typ, data = imap.expunge()
+        assert typ == 'OK', data
+    imap.logout()
+
+
+@harness.drivers('lmdb', 'maildir')
+def test_keep_days_message_returns(driver):
+    """A message that comes back into INBOX starts a new stay: keep_days
+    counts only downloads since it came back (docs/pop3-policy.md,
+    "Messages that come back").  r0 is downloaded, moved out and back
+    (IMAP MOVE); r1 downloaded, copied out, expunged, copied back; r2
+    downloaded and left alone.  8 days later only r2 is removed; r0 is
+    removed 8 days after its next download, r1 stays.  Their UIDLs don't
+    change, so a client that has them doesn't fetch them again."""
+    with make_dc(driver, {'pop3_policy_keep_days': 7}, faketime_pop3=True) as dc:
+        deliver(dc, [make_msg('ret', i) for i in range(3)])
+        view = pop3_view(dc)
+        c = dc.pop3()
+        ids = {m: n for n, m in pop3_msgids(c).items()}
+        for i in range(3):
+            pop3_multiline(c, 'RETR %d' % ids[mid('ret', i)])
+        pop3_quit_and_wait(dc, c)
+        show = policy_show(dc)
+        assert sum(truthy(r['downloaded']) for r in show.values()) == 3, show
+
+        imap = dc.imap()
+        typ, data = imap.create('Elsewhere')
+        assert typ == 'OK', data
+        imap.logout()
+        imap_move(dc, mid('ret', 0), 'INBOX', 'Elsewhere')
+        imap_move(dc, mid('ret', 0), 'Elsewhere', 'INBOX')
+        imap_move(dc, mid('ret', 1), 'INBOX', 'Elsewhere', copy=True)
+        imap_move(dc, mid('ret', 1), 'Elsewhere', 'INBOX', copy=True)
+        assert imap_msgids(dc) == {mid('ret', i) for i in range(3)}
+        # the returned ones count as not downloaded
+        show = {r['uidl']: truthy(r['downloaded']) for r in policy_show(dc).values()}
+        assert show == {view[mid('ret', 0)]: False, view[mid('ret', 1)]: False,
+                        view[mid('ret', 2)]: True}, (show, view)
+        assert pop3_view(dc) == view, 'a returned message got another UIDL'
+
+        set_pop3_time(dc, '+8d')
+        c = dc.pop3()
+        c.stat()
+        pop3_quit_and_wait(dc, c)
+        entries = keep_days_entries(dc.log())
+        assert [e['uidl'] for e in entries] == [view[mid('ret', 2)]], \
+            '\n'.join(e['line'] for e in entries)
+        assert imap_msgids(dc) == {mid('ret', 0), mid('ret', 1)}
+
+        # downloaded again at +8d: removed 7 days after that
+        c = dc.pop3()
+        ids = {m: n for n, m in pop3_msgids(c).items()}
+        pop3_multiline(c, 'RETR %d' % ids[mid('ret', 0)])
+        pop3_quit_and_wait(dc, c)
+        set_pop3_time(dc, '+14d')
+        c = dc.pop3()
+        pop3_quit_and_wait(dc, c)
+        assert imap_msgids(dc) == {mid('ret', 0), mid('ret', 1)}, 'removed before +15d'
+        set_pop3_time(dc, '+16d')
+        c = dc.pop3()
+        pop3_quit_and_wait(dc, c)
+        set_pop3_time(dc, '')
+        assert imap_msgids(dc) == {mid('ret', 1)}
+        entries = keep_days_entries(dc.log())
+        assert [e['uidl'] for e in entries] == [view[mid('ret', 2)], view[mid('ret', 0)]], \
+            '\n'.join(e['line'] for e in entries)
+        dc.assert_no_log_errors(ignore=HARNESS_NOISE)
+
+
 @harness.drivers('lmdb', 'maildir')
 def test_keep_days_at_logout_with_quota(driver):
     """keep_days at POP3 logout with the quota plugin loaded (as for
