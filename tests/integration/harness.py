@@ -1113,6 +1113,9 @@ class Dovecot:
     BENIGN_LOG_RE = [
         # our own SIGTERM on stop()/restart()
         r'master: Warning: Killed with signal 15 \(by pid=%d ' % os.getpid(),
+        # start()'s connect-and-close probe of a doveadm inet_listener
+        # (a port a test added to self.ports)
+        r'doveadm\(127\.0\.0\.1\): Error: doveadm client disconnected before handshake: EOF',
     ]
 
     def log_errors(self, include_warnings: bool = True, include_benign: bool = False
