@@ -169,9 +169,10 @@ def test_backup_of_long_guids_and_uidls():
     uidlist carries hostile GUIDs and UIDLs: exit 0, the lmdb side stores
     their digests (the others unchanged), every message reads back
     byte-identical, and a second backup and a two-way sync change
-    nothing."""
+    nothing.  doveadm import (a COPY from another storage, which passes
+    the GUID) stores the same GUIDs."""
     dc = mig.new_instance(src='userdb_mail=maildir:~/Maildir', dst=mig.LMDB_USER_EXTRA,
-                          local=mig.LMDB_USER_EXTRA)
+                          local=mig.LMDB_USER_EXTRA, imp=mig.LMDB_USER_EXTRA)
     with dc:
         assert all(r.all_ok() for r in dc.lmtp_deliver_many(['src'],
                                                             [message(i) for i in range(N)]))
@@ -224,7 +225,8 @@ def test_backup_of_long_guids_and_uidls():
         assert not d, 'two-way sync changed the lmdb side:\n  ' + '\n  '.join(d)
         d = mig.diff_states(src1, mig.state(dc, 'src'), modseq=False)
         assert not d, 'two-way sync changed the maildir side:\n  ' + '\n  '.join(d)
-        assert len(digest_warnings(dc, ''.join(stderr))) == n_warn, 'a later run saved messages again'
+        assert len(digest_warnings(dc, ''.join(stderr))) == n_warn, \
+            'a later run saved messages again'
         assert doveadm_values(dc, 'dst') == want
 
         # the in-process pipe (doveadm backup -u src lmdb:<path>)
@@ -241,12 +243,28 @@ def test_backup_of_long_guids_and_uidls():
         d = mig.diff_states(local1, mig.state(dc, 'local'))
         assert not d, 'second in-process backup changed something:\n  ' + '\n  '.join(d)
 
-        for user in ('dst', 'local'):
+        # a COPY from another storage (doveadm import: mailbox_copy() from
+        # the maildir into lmdb, the GUID given by mail_storage_copy())
+        source = 'maildir:' + os.path.join(dc.home('src'), 'Maildir')
+        r = mig.doveadm(dc, 'import', source, '', 'mailbox', 'INBOX', 'all', user='imp',
+                        opts=OPTS)
+        stderr.append(r.stderr)
+        assert {u: g for u, (g, _p) in doveadm_values(dc, 'imp').items()} == \
+            {u: g for u, (g, _p) in want.items()}
+        assert {u: g for u, (g, _p) in lmdb_values(dc, 'imp').items()} == \
+            {u: g for u, (g, _p) in want.items()}
+        # (three GUIDs to digest; no UIDL is given: a copy gets its own)
+        assert len(digest_warnings(dc, ''.join(stderr))) == 2 * n_warn + 3
+        uv = int(mig.state(dc, 'imp')['status']['INBOX']['uidvalidity'])
+        assert [p for _g, p in doveadm_values(dc, 'imp').values()] == \
+            ['%08x%08x' % (u, uv) for u in range(1, N + 1)]
+
+        for user in ('dst', 'local', 'imp'):
             r = dc.doveadm('lmdb', 'verify', user=user, check=False)
             assert r.returncode == 0, r.stdout + r.stderr
         # every message reads back byte-identical over IMAP and POP3 too
         bodies = {}
-        for user in ('src', 'dst', 'local'):
+        for user in ('src', 'dst', 'local', 'imp'):
             imap = dc.imap(user, 'pw')
             imap.select('INBOX', readonly=True)
             got = harness.imap_fetch(imap, '1:*', '(BODY.PEEK[])')
@@ -255,13 +273,13 @@ def test_backup_of_long_guids_and_uidls():
         assert sorted(bodies['src']) == list(range(1, N + 1))
         for uid, body in bodies['src'].items():
             assert body.endswith(harness.crlf(message(uid - 1))), uid
-        assert bodies['dst'] == bodies['src'] and bodies['local'] == bodies['src']
-        for user in ('dst', 'local'):
+        for user in ('dst', 'local', 'imp'):
+            assert bodies[user] == bodies['src'], user
             pop = dc.pop3(user, 'pw')
             for uid in range(1, N + 1):
                 _st, body = harness.pop3_multiline(pop, 'RETR %d' % uid)
                 assert body == bodies['src'][uid], (user, uid)
             pop.quit()
-        assert len(digest_warnings(dc, ''.join(stderr))) == 2 * n_warn
+        assert len(digest_warnings(dc, ''.join(stderr))) == 2 * n_warn + 3
         bad = bad_log_lines(dc, ''.join(stderr))
         assert not bad, '\n'.join(bad)

@@ -118,7 +118,8 @@ class Maildrop:
         if stored:
             self.problem(step, 'stored UIDL != the one POP3 shows (uid, stored, shown): %r'
                          % stored)
-        print('%s %s: %s' % (self.user, step, ' '.join('%d=%s' % kv for kv in sorted(cur.items()))))
+        print('%s %s: %s' % (self.user, step,
+                             ' '.join('%d=%s' % kv for kv in sorted(cur.items()))))
         self.seen, self.msgid = cur, msgid
         for uid, uidl in cur.items():
             self.ever.setdefault(uidl, msgid[uid])
