@@ -28,7 +28,6 @@ the list of every step that broke a rule.
 import collections
 import os
 
-import harness
 import test_migration as mig
 
 USERS = {'a': 'userdb_mail=lmdb:~/lmdb', 'b': 'userdb_mail=lmdb:~/lmdb'}
