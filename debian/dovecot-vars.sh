@@ -5,6 +5,8 @@
 #   DOVECOT_SERIES       2.3 or 2.4: which conf.d snippet to install
 #   DOVECOT_PKG_VERSION  the exact version of the dovecot-dev package
 #                        (the same source as dovecot-core)
+#   DOVECOT_VERSION_TAG  that version as a part of ours: no epoch, '-' as '.'
+#                        (1:2.3.19.1+dfsg1-2.1+deb12u7 -> 2.3.19.1+dfsg1.2.1+deb12u7)
 # Fails loudly when something does not agree, so that a package never
 # claims an ABI it was not built against.
 set -eu
@@ -33,3 +35,4 @@ version=$(dpkg-query -W -f='${Version}' dovecot-dev)
 echo "DOVECOT_ABI=$abi"
 echo "DOVECOT_SERIES=$series"
 echo "DOVECOT_PKG_VERSION=$version"
+echo "DOVECOT_VERSION_TAG=$(printf '%s' "$version" | sed -e 's/^[0-9]*://' -e 's/-/./g')"

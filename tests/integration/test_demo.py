@@ -79,6 +79,16 @@ def _log_tail(path, n=60):
         return str(e)
 
 
+def _doveadm_hints(out):
+    """The doveadm command lines of the demo's "Try:" hints, comments cut."""
+    hints = []
+    for line in out.splitlines():
+        cmd = line.split('#', 1)[0].strip()
+        if cmd.split(' ', 1)[0].endswith('/doveadm'):
+            hints.append(cmd)
+    return hints
+
+
 def test_demo_start_read_stop():
     if os.geteuid() != 0:
         raise harness.Skip('scripts/demo must run as root')
@@ -156,6 +166,23 @@ def test_demo_start_read_stop():
             imap.close()
         finally:
             imap.logout()
+
+        # the doveadm hints work as printed: the wrapper sees the build's
+        # doveadm plugins (doveadm 2.3 looks only in its compiled-in dir)
+        hints = _doveadm_hints(out)
+        assert [h for h in hints if ' lmdb stats ' in h + ' '], out
+        for hint in hints:
+            r = subprocess.run(hint, shell=True, stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=120)
+            TRANSCRIPT.append('$ %s  (exit %d)\n%s%s' % (hint, r.returncode, r.stdout, r.stderr))
+            assert r.returncode == 0, (hint, r.returncode, r.stdout, r.stderr)
+            if ' lmdb stats ' in hint + ' ':
+                assert 'messages=%d ' % DEMO_COUNT in r.stdout + ' ', r.stdout
+            elif 'mailbox status' in hint:
+                assert 'messages=%d' % DEMO_COUNT in r.stdout, r.stdout
+        # the wrapper leaves no mount behind on the host
+        with open('/proc/self/mounts') as f:
+            assert os.path.join(demo_dir, 'doveadm-modules') not in f.read()
 
         # status, and a second start: says so, same master, no new mail
         rc, out = _run(['status'], env)
