@@ -104,4 +104,69 @@ lmdb_salvage_box_get(struct lmdb_salvage *sv, const guid_128_t guid);
    with *error_r when the new environment can't be written. */
 int lmdb_salvage_resolve(struct lmdb_salvage *sv, const char **error_r);
 
+/* --- lmdb-salvage-resolve.c and lmdb-salvage-write.c --- */
+
+#define LMDB_SALVAGE_RECOVERY_NAME "Recovered"
+
+typedef int lmdb_salvage_step_func_t(struct lmdb_salvage *sv, MDB_txn *txn,
+				     unsigned int idx, const char **error_r);
+
+struct lmdb_salvage_step {
+	struct lmdb_salvage *sv;
+	lmdb_salvage_step_func_t *func;
+	unsigned int start, end;
+};
+
+/* each body to rebuild, and whether that worked */
+struct lmdb_salvage_rebuild {
+	struct lmdb_salvage_body *body;
+	bool ok;
+	const char *error;
+};
+
+/* a UID an index has but no link was found for */
+struct lmdb_salvage_missing {
+	struct lmdb_salvage_box *box;
+	uint32_t uid;
+	bool in_index;
+	const char *message_id;
+	/* what the index says, for a link made again */
+	const char *pop3_uidl;
+	uint8_t flags;
+	unsigned int keywords_count;
+	const char *const *keywords;
+	/* the body it is linked to again, or NULL */
+	struct lmdb_salvage_body *body;
+};
+
+/* a link to add: one matched to its UID again, or a re-link */
+struct lmdb_salvage_new_link {
+	struct lmdb_salvage_box *box;
+	uint32_t uid;
+	struct lmdb_salvage_body *body;
+	const struct lmdb_salvage_missing *missing;
+};
+
+struct lmdb_salvage_resolve {
+	ARRAY(struct lmdb_salvage_rebuild) rebuilds;
+	ARRAY(struct lmdb_salvage_body *) kept_bodies, lost_bodies;
+	ARRAY(struct lmdb_salvage_link *) lost_links;
+	ARRAY(struct lmdb_salvage_missing) missing;
+	ARRAY(struct lmdb_salvage_new_link) new_links;
+	struct lmdb_salvage_box *recovery_box;
+	/* recounted from the new environment */
+	uint64_t link_vsize, body_bytes;
+};
+
+/* Run func for 0..count-1, in batches of short write transactions. func
+   may run again for the same index after the map grew: it must only
+   change the transaction and what it sets itself. Returns 0 or -1. */
+int lmdb_salvage_in_batches(struct lmdb_salvage *sv, unsigned int count,
+			    lmdb_salvage_step_func_t *func,
+			    const char **error_r);
+/* lmdb-salvage-write.c: what the resolution decided, written: lost links
+   and bodies removed, reference counts, gc entries, new links, mailbox
+   records, the UIDL index, the counters. Returns 0 or -1. */
+int lmdb_salvage_write(struct lmdb_salvage *sv, const char **error_r);
+
 #endif

@@ -5,6 +5,7 @@
 #include "buffer.h"
 #include "hash.h"
 #include "str.h"
+#include "sort.h"
 #include "lmdb-records.h"
 #include "lmdb-salvage-private.h"
 
@@ -94,10 +95,6 @@ lmdb_salvage_box_get(struct lmdb_salvage *sv, const guid_128_t guid)
 	return box;
 }
 
-static int uint32_cmp(const uint32_t *a, const uint32_t *b)
-{
-	return *a < *b ? -1 : (*a > *b ? 1 : 0);
-}
 
 /* An ORPHAN link may come from a page freed long ago (when the free list
    itself is damaged): one whose UID the mailbox's index has passed
@@ -641,6 +638,12 @@ int lmdb_salvage_build(const struct lmdb_salvage_settings *set,
 	int ret;
 
 	*result_r = NULL;
+	/* records already there would win over the salvaged ones */
+	if (stat(t_strconcat(set->dest_dir, "/data.mdb", NULL), &st) == 0) {
+		*error_r = t_strdup_printf("%s already holds an environment",
+					   set->dest_dir);
+		return -1;
+	}
 	pool = pool_alloconly_create("lmdb salvage result", 16384);
 	result = p_new(pool, struct lmdb_salvage_result, 1);
 	result->pool = pool;

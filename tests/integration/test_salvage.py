@@ -1,6 +1,7 @@
-"""doveadm lmdb salvage: a damaged data.mdb (a leaf page of links, a leaf
-page of bodies, a branch page, random bytes at random offsets; fixed seed)
-is rebuilt from what is still readable. Every message the salvage does not
+"""doveadm lmdb salvage: a damaged data.mdb (leaf pages of links, a leaf
+page of bodies, a branch page, a meta page LMDB refuses the file for,
+random bytes at random offsets; fixed seed) is rebuilt from what is still
+readable, without LMDB's own code ever opening it. Every message the salvage does not
 report lost comes back byte-identical over IMAP and POP3 with its UID,
 flags, keywords and UIDL; the ones reported lost are exactly the ones
 missing (whole bodies that lost their links come back in a recovery
@@ -192,6 +193,11 @@ def damage(path: str, inbox_guid: bytes, work_guid: bytes) -> list:
     # a leaf of bodies: rebuilt from their chunks
     writes.append((body_leaves[-1][0] * PAGE, PAGE))
     done.append('bodies leaf %d' % body_leaves[-1][0])
+    # the older meta page's magic: LMDB refuses to open the file at all,
+    # the scanner uses the newer one
+    older = min((0, PAGE), key=lambda off: u64(data, off + 144))
+    writes.append((older + 16, 4))
+    done.append('magic of meta page %d' % (older // PAGE))
     # random bytes anywhere past the meta pages
     for _ in range(8):
         ofs = rng.randrange(2 * PAGE, len(data) - 64)
@@ -261,6 +267,9 @@ def test_lmdb_salvage_damaged():
         for c in caches:
             os.unlink(c)
         dc.start()
+        # LMDB itself can't open it: the salvage never lets it try
+        st = dc.doveadm('lmdb', 'stats', user=USER, check=False)
+        assert st.returncode != 0 and 'MDB_INVALID' in st.stderr, (st.stdout, st.stderr)
 
         r = salvage(dc)
         lost, recovered, totals, other = parse_report(r.stdout)
