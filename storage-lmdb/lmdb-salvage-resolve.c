@@ -11,7 +11,6 @@
 #include "lmdb-values.h"
 #include "lmdb-salvage-private.h"
 
-
 /* After the scan, the new environment holds every readable record; here
    they are made consistent with each other, in this order:
    1. bodies whose record was lost get one from their chunks, if whole;
@@ -46,6 +45,20 @@ lmdb_salvage_note(struct lmdb_salvage *sv,
 	msg->message_id = message_id;
 	msg->reason = p_strdup(sv->result->pool, reason);
 	return msg;
+}
+
+/* Bodies in id order: the order they were saved in (re-linked ones get
+   their UIDs in it), and neighbours in the B-trees. */
+static int lmdb_salvage_body_cmp(struct lmdb_salvage_body *const *a,
+				 struct lmdb_salvage_body *const *b)
+{
+	return (*a)->id < (*b)->id ? -1 : ((*a)->id > (*b)->id ? 1 : 0);
+}
+
+static int lmdb_salvage_rebuild_cmp(const struct lmdb_salvage_rebuild *a,
+				    const struct lmdb_salvage_rebuild *b)
+{
+	return lmdb_salvage_body_cmp(&a->body, &b->body);
 }
 
 /* --- 1. bodies without a record --- */
@@ -87,6 +100,7 @@ static int lmdb_salvage_rebuild_bodies(struct lmdb_salvage *sv,
 		}
 	}
 	hash_table_iterate_deinit(&iter);
+	array_sort(&rs->rebuilds, lmdb_salvage_rebuild_cmp);
 	if (lmdb_salvage_in_batches(sv, array_count(&rs->rebuilds),
 				    lmdb_salvage_rebuild_one, error_r) < 0)
 		return -1;
@@ -132,7 +146,6 @@ static void lmdb_salvage_judge_body(struct lmdb_salvage *sv,
 	}
 }
 
-
 static void lmdb_salvage_judge(struct lmdb_salvage *sv)
 {
 	struct lmdb_salvage_resolve *rs = sv->resolve;
@@ -153,6 +166,8 @@ static void lmdb_salvage_judge(struct lmdb_salvage *sv)
 		}
 	}
 	hash_table_iterate_deinit(&iter);
+	array_sort(&rs->kept_bodies, lmdb_salvage_body_cmp);
+	array_sort(&rs->lost_bodies, lmdb_salvage_body_cmp);
 
 	array_foreach_modifiable(&sv->links, link) {
 		body = hash_table_lookup(sv->bodies,
@@ -311,11 +326,11 @@ static int lmdb_salvage_match(struct lmdb_salvage *sv, const char **error_r)
 
 	if (array_count(&rs->missing) == 0)
 		return 0;
+	if (lmdb_env_read_begin(sv->env, &txn, error_r) < 0)
+		return -1;
 	i_zero(&ambiguous);
 	hash_table_create(&bodies, sv->pool, 16, str_hash, strcmp);
 	hash_table_create(&counts, sv->pool, 16, str_hash, strcmp);
-	if (lmdb_env_read_begin(sv->env, &txn, error_r) < 0)
-		return -1;
 	array_foreach_elem(&rs->kept_bodies, body) {
 		if (lmdb_salvage_links_lost(sv, body) == 0)
 			continue;

@@ -21,6 +21,8 @@
 /* a batch is written when it holds this many records or bytes */
 #define LMDB_SALVAGE_BATCH_RECORDS 2048
 #define LMDB_SALVAGE_BATCH_BYTES (8 * 1024 * 1024)
+/* the largest record value worth decoding */
+#define LMDB_SALVAGE_VALUE_MAX (LMDB_CHUNK_SIZE_MAX + 65536)
 /* the new environment's map during the build: the damaged file's size
    plus a quarter plus this */
 #define LMDB_SALVAGE_MAP_SLACK (64 * 1024 * 1024ULL)
@@ -322,6 +324,10 @@ lmdb_salvage_classify(struct lmdb_salvage *sv,
 	item->key_size = rec->key_size;
 	item->value = rec->value;
 	item->value_size = rec->value_size;
+	/* none of ours is larger (a quarantined record holds one chunk at
+	   most): not worth a checksum per type */
+	if (rec->value_size > LMDB_SALVAGE_VALUE_MAX)
+		return FALSE;
 	dbi_type = item->orphan ? 0 : lmdb_salvage_dbi_type(rec->dbi_name);
 	if (dbi_type != 0 && lmdb_salvage_decode(sv, dbi_type, rec, item))
 		return TRUE;
