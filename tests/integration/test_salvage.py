@@ -354,6 +354,9 @@ def test_lmdb_salvage_undamaged():
 
 
 def test_lmdb_salvage_refuses_open_session():
+    """Without -f the salvage refuses while a session has the environment
+    open (it would go on writing into the damaged file); with -f it goes
+    ahead and warns."""
     folders = [('INBOX', 5)]
     with harness.Dovecot('lmdb') as dc:
         dc.start()
@@ -372,4 +375,11 @@ def test_lmdb_salvage_refuses_open_session():
         # the session goes on as before
         typ, data = imap.noop()
         assert typ == 'OK', data
+
+        # -f salvages anyway, and says what that costs
+        r = salvage(dc, '-f')
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert 'is open by process(es) %d (-f)' % pid in r.stderr, r.stderr
+        assert glob.glob(os.path.join(env_dir, 'data.mdb.damaged-*')), os.listdir(env_dir)
         imap.logout()
+        assert [uid for uid, _ in dc.message_ids(USER)] == [1, 2, 3, 4, 5]
