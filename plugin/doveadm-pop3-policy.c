@@ -99,7 +99,9 @@ pop3_policy_cmd_iter_inbox(struct doveadm_mail_cmd_context *ctx,
 
 struct pop3_policy_uidl_ctx {
 	pool_t pool;
+	/* guids and UIDLs of the maildrop's messages, printed first */
 	HASH_TABLE(char *, void *) printed;
+	HASH_TABLE(char *, void *) printed_uidls;
 };
 
 static int
@@ -118,6 +120,8 @@ pop3_policy_cmd_uidl_mail(struct pop3_policy_user *puser ATTR_UNUSED,
 		return 0;
 	hash_table_insert(uctx->printed, p_strdup(uctx->pool, guid),
 			  POINTER_CAST(1));
+	hash_table_update(uctx->printed_uidls, p_strdup(uctx->pool, uidl),
+			  POINTER_CAST(1));
 	doveadm_print(guid);
 	doveadm_print(uidl);
 	return 0;
@@ -130,7 +134,8 @@ struct pop3_policy_uidl_rest {
 };
 
 static int
-pop3_policy_cmd_uidl_record(const struct pop3_policy_msg_record *rec,
+pop3_policy_cmd_uidl_record(const char *uidl,
+			    const struct pop3_policy_uidl_record *rec,
 			    const char *error, void *context)
 {
 	struct pop3_policy_uidl_rest *rest = context;
@@ -140,12 +145,11 @@ pop3_policy_cmd_uidl_record(const struct pop3_policy_msg_record *rec,
 		i_error("%s", error);
 		return 0;
 	}
-	if (rec->uidl[0] == '\0' ||
-	    hash_table_lookup(rest->uctx->printed, rec->guid) != NULL)
+	if (hash_table_lookup(rest->uctx->printed_uidls, uidl) != NULL)
 		return 0;
 	/* print after the read transaction: doveadm output may block */
 	pair[0] = p_strdup(rest->pool, rec->guid);
-	pair[1] = p_strdup(rest->pool, rec->uidl);
+	pair[1] = p_strdup(rest->pool, uidl);
 	array_append(&rest->lines, pair, 2);
 	return 0;
 }
@@ -167,8 +171,10 @@ pop3_policy_cmd_uidl_run(struct doveadm_mail_cmd_context *ctx,
 	i_zero(&uctx);
 	uctx.pool = pool_alloconly_create("pop3_policy uidl", 1024);
 	hash_table_create(&uctx.printed, uctx.pool, 0, str_hash, strcmp);
-	/* the maildrop first, in POP3 order; then frozen UIDLs of messages
-	   that are gone (still reserved) */
+	hash_table_create(&uctx.printed_uidls, uctx.pool, 0, str_hash, strcmp);
+	/* the maildrop first, in POP3 order; then the reserved UIDLs of
+	   messages that are gone (a UIDL is never given to another
+	   message) */
 	ret = pop3_policy_cmd_iter_inbox(ctx, puser,
 					 pop3_policy_cmd_uidl_mail, &uctx);
 	if (ret == 0) {
@@ -177,8 +183,8 @@ pop3_policy_cmd_uidl_run(struct doveadm_mail_cmd_context *ctx,
 		rest.pool = uctx.pool;
 		p_array_init(&rest.lines, uctx.pool, 16);
 		if (pop3_policy_user_get_env(puser, &env, &error) < 0 ||
-		    pop3_policy_env_msg_iter(env, pop3_policy_cmd_uidl_record,
-					     &rest, &error) < 0) {
+		    pop3_policy_env_uidl_iter(env, pop3_policy_cmd_uidl_record,
+					      &rest, &error) < 0) {
 			i_error("%s", error);
 			doveadm_mail_failed_error(ctx, MAIL_ERROR_TEMP);
 			ret = -1;
@@ -188,6 +194,7 @@ pop3_policy_cmd_uidl_run(struct doveadm_mail_cmd_context *ctx,
 			doveadm_print(lines[i]);
 	}
 	hash_table_destroy(&uctx.printed);
+	hash_table_destroy(&uctx.printed_uidls);
 	pool_unref(&uctx.pool);
 	return ret;
 }
@@ -279,6 +286,7 @@ pop3_policy_cmd_run_run(struct doveadm_mail_cmd_context *_ctx,
 		container_of(_ctx, struct pop3_policy_cmd_context, ctx);
 	struct pop3_policy_user *puser = pop3_policy_cmd_get_user(_ctx, user);
 	const char *error;
+	unsigned int forgotten;
 
 	if (puser == NULL)
 		return -1;
@@ -290,6 +298,17 @@ pop3_policy_cmd_run_run(struct doveadm_mail_cmd_context *_ctx,
 		doveadm_mail_failed_error(_ctx, MAIL_ERROR_TEMP);
 		return -1;
 	}
+	if (ctx->dry_run)
+		return 0;
+	/* also forget what left the maildrop since the last sweep */
+	if (pop3_policy_sweep(puser, NULL, &forgotten, &error) < 0) {
+		i_error("pop3-policy run for %s: dropping records of messages "
+			"no longer in INBOX failed: %s", user->username, error);
+		doveadm_mail_failed_error(_ctx, MAIL_ERROR_TEMP);
+		return -1;
+	}
+	e_debug(user->event, POP3_POLICY_LOG_PREFIX
+		"forgot %u messages no longer in INBOX", forgotten);
 	return 0;
 }
 

@@ -1,6 +1,7 @@
 /* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
 
 #include "lib.h"
+#include "array.h"
 #include "mail-namespace.h"
 #include "pop3-policy-plugin.h"
 
@@ -66,6 +67,23 @@ static void pop3_policy_dele_audit(struct pop3_policy_mailbox *pbox,
 				pop3_policy_dele_rule(puser->set.dele));
 }
 
+/* The message leaves the maildrop when this session commits: its
+   record is dropped at logout, unless a copy is still there. */
+static void pop3_policy_dele_note_gone(struct pop3_policy_mailbox *pbox,
+				       struct mail *mail)
+{
+	struct pop3_policy_user *puser = pbox->puser;
+	const char *guid;
+
+	if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0 ||
+	    guid[0] == '\0')
+		return;
+	if (!array_is_created(&puser->dele_gone))
+		p_array_init(&puser->dele_gone, puser->user->pool, 16);
+	guid = p_strdup(puser->user->pool, guid);
+	array_push_back(&puser->dele_gone, &guid);
+}
+
 static int pop3_policy_dele_open_dest(struct pop3_policy_mailbox *pbox,
 				      const char **error_r)
 {
@@ -123,7 +141,9 @@ static void pop3_policy_dele_move(struct pop3_policy_mailbox *pbox,
 	pmail->dele_done = TRUE;
 	ret = mailbox_move(&save_ctx, mail);
 	pmail->dele_done = FALSE;
-	if (ret < 0) {
+	if (ret == 0)
+		pop3_policy_dele_note_gone(pbox, mail);
+	else {
 		e_error(mail_event(mail), POP3_POLICY_LOG_PREFIX
 			"dele=move: moving to %s failed: %s",
 			mailbox_get_vname(pbox->move_box),
@@ -175,6 +195,7 @@ void pop3_policy_dele_expunge(struct mail *mail)
 	switch (pbox->puser->set.dele) {
 	case POP3_POLICY_DELE_EXPUNGE:
 		pmail->module_ctx.super.expunge(mail);
+		pop3_policy_dele_note_gone(pbox, mail);
 		break;
 	case POP3_POLICY_DELE_KEEP:
 	case POP3_POLICY_DELE_MARK_READ:

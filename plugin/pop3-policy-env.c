@@ -2,21 +2,178 @@
 
 #include "lib.h"
 #include "array.h"
-#include "buffer.h"
-#include "ioloop.h"
+#include "pop3-policy-map.h"
 #include "pop3-policy-env.h"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 
-/* The environment holds a few hundred bytes per message: start small,
-   double when full. */
-#define POP3_POLICY_ENV_MAP_INITIAL (8ULL * 1024 * 1024)
-#define POP3_POLICY_ENV_MAP_MAX (4ULL * 1024 * 1024 * 1024)
+/* The environment's life in a process: opening (shared per file),
+   transactions, and the map, which grows when full and follows another
+   process's growth, but never beyond what the process's address space
+   limit leaves. */
+
 #define POP3_POLICY_ENV_MAX_READERS 512
-#define POP3_POLICY_ENV_MAX_DBS 4
+#define POP3_POLICY_ENV_MAX_DBS 8
 #define POP3_POLICY_ENV_WRITE_MAX_RETRIES 16
+/* the smallest map worth opening */
+#define POP3_POLICY_ENV_MAP_MIN (256ULL * 1024)
+#define POP3_POLICY_ENV_VSZ_HINT \
+	"raise vsz_limit of the service (default_vsz_limit)"
 
 static ARRAY(struct pop3_policy_env *) pop3_policy_envs = ARRAY_INIT;
+
+static int pop3_policy_env_open_mdb(struct pop3_policy_env *env,
+				    const char **error_r);
+static void pop3_policy_env_close_mdb(struct pop3_policy_env *env);
+
+/* The process's whole address space, from the kernel's own count (the
+   first field of statm, in pages): what RLIMIT_AS is checked against. */
+static bool pop3_policy_env_vsz(uint64_t *vsz_r)
+{
+	char buf[256];
+	const char *end;
+	ssize_t len;
+	long page_size;
+	int fd;
+
+	fd = open("/proc/self/statm", O_RDONLY);
+	if (fd == -1)
+		return FALSE;
+	len = read(fd, buf, sizeof(buf) - 1);
+	i_close_fd(&fd);
+	page_size = sysconf(_SC_PAGESIZE);
+	if (len <= 0 || page_size <= 0)
+		return FALSE;
+	buf[len] = '\0';
+	if (str_parse_uint64(buf, vsz_r, &end) < 0 || *end != ' ')
+		return FALSE;
+	*vsz_r *= (uint64_t)page_size;
+	return TRUE;
+}
+
+/* The largest map this process can hold now; *as_limit_r is RLIMIT_AS
+   (0 = none). Without /proc the limit can't be computed: then only
+   LMDB's own failure tells, and the reopen after it keeps us safe. */
+static uint64_t pop3_policy_env_map_limit(struct pop3_policy_env *env,
+					  uint64_t *as_limit_r)
+{
+	struct rlimit rl;
+	uint64_t vsz;
+
+	*as_limit_r = 0;
+	if (getrlimit(RLIMIT_AS, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return POP3_POLICY_MAP_UNLIMITED;
+	*as_limit_r = rl.rlim_cur;
+	if (!pop3_policy_env_vsz(&vsz))
+		return POP3_POLICY_MAP_UNLIMITED;
+	return pop3_policy_map_limit(rl.rlim_cur, vsz,
+				     env->env == NULL ? 0 : env->map_size,
+				     POP3_POLICY_ENV_VSZ_MARGIN,
+				     env->page_size);
+}
+
+static const char *
+pop3_policy_env_vsz_error(struct pop3_policy_env *env, uint64_t size,
+			  uint64_t as_limit)
+{
+	return t_strdup_printf("%s needs a map of %"PRIu64" bytes, which "
+		"this process's address space limit (vsz_limit) of %"PRIu64
+		" bytes doesn't leave room for: "POP3_POLICY_ENV_VSZ_HINT,
+		env->path, size, as_limit);
+}
+
+/* Map want_size bytes, or as much of it as fits, but at least
+   min_size. A failed resize leaves LMDB with nothing mapped (it unmaps
+   the old map first): the file is opened again before anything else
+   can touch it. */
+static int
+pop3_policy_env_set_map_size(struct pop3_policy_env *env, uint64_t min_size,
+			     uint64_t want_size, const char **error_r)
+{
+	uint64_t as_limit, limit, size;
+	const char *error;
+	int ret;
+
+	limit = pop3_policy_env_map_limit(env, &as_limit);
+	if (!pop3_policy_map_size(min_size, want_size, limit, &size)) {
+		*error_r = pop3_policy_env_vsz_error(env, min_size, as_limit);
+		return ENOMEM;
+	}
+	if ((ret = mdb_env_set_mapsize(env->env, size)) == 0) {
+		env->map_size = size;
+		return 0;
+	}
+	*error_r = t_strdup_printf("mdb_env_set_mapsize(%s, %"PRIu64
+				   ") failed: %s", env->path, size,
+				   mdb_strerror(ret));
+	if (ret == ENOMEM && as_limit != 0) {
+		*error_r = t_strdup_printf("%s (vsz_limit %"PRIu64" bytes: "
+					   POP3_POLICY_ENV_VSZ_HINT")",
+					   *error_r, as_limit);
+	}
+	pop3_policy_env_close_mdb(env);
+	if (env->reopening) {
+		/* this resize was part of a reopen: leave it closed, the
+		   next transaction tries again */
+		return ret;
+	}
+	env->reopening = TRUE;
+	if (pop3_policy_env_open_mdb(env, &error) < 0 ||
+	    pop3_policy_env_open_dbis(env, &error) < 0) {
+		*error_r = t_strdup_printf("%s; reopening failed: %s",
+					   *error_r, error);
+		if (env->env != NULL)
+			pop3_policy_env_close_mdb(env);
+	}
+	env->reopening = FALSE;
+	return ret;
+}
+
+static int pop3_policy_env_grow(struct pop3_policy_env *env,
+				const char **error_r)
+{
+	if (env->map_size >= POP3_POLICY_ENV_MAP_MAX) {
+		*error_r = t_strdup_printf("%s is full at %"PRIu64" bytes",
+					   env->path, env->map_size);
+		return MDB_MAP_FULL;
+	}
+	/* resizing needs all of this process's transactions closed; ours
+	   are all short, so only a broken caller can trip this */
+	if (env->open_txns > 0) {
+		*error_r = t_strdup_printf("%s is full and can't grow while "
+					   "a transaction is open", env->path);
+		return MDB_MAP_FULL;
+	}
+	return pop3_policy_env_set_map_size(env,
+		env->map_size + env->page_size,
+		pop3_policy_map_grow_want(env->map_size,
+					  POP3_POLICY_ENV_MAP_MAX), error_r);
+}
+
+/* Another process grew the data beyond our map: follow it, as far as
+   our address space allows. */
+static int pop3_policy_env_follow(struct pop3_policy_env *env,
+				  const char **error_r)
+{
+	MDB_envinfo info;
+	uint64_t needed;
+
+	/* remapping would pull the map from under the open transaction */
+	if (env->open_txns > 0) {
+		*error_r = t_strdup_printf("%s was grown by another process "
+					   "and can't be followed while a "
+					   "transaction is open", env->path);
+		return MDB_MAP_RESIZED;
+	}
+	(void)mdb_env_info(env->env, &info);
+	needed = ((uint64_t)info.me_last_pgno + 1) * env->page_size;
+	return pop3_policy_env_set_map_size(env, needed,
+		pop3_policy_map_follow_want(env->map_size, needed,
+					    POP3_POLICY_ENV_MAP_MAX), error_r);
+}
 
 static int
 pop3_policy_env_txn_begin(struct pop3_policy_env *env, unsigned int flags,
@@ -24,16 +181,23 @@ pop3_policy_env_txn_begin(struct pop3_policy_env *env, unsigned int flags,
 {
 	int ret;
 
+	if (env->env == NULL) {
+		/* a failed resize couldn't reopen it: try again */
+		env->reopening = TRUE;
+		if (pop3_policy_env_open_mdb(env, error_r) < 0 ||
+		    pop3_policy_env_open_dbis(env, error_r) < 0) {
+			if (env->env != NULL)
+				pop3_policy_env_close_mdb(env);
+			env->reopening = FALSE;
+			return EIO;
+		}
+		env->reopening = FALSE;
+	}
 	ret = mdb_txn_begin(env->env, NULL, flags, txn_r);
 	if (ret == MDB_MAP_RESIZED) {
-		/* another process grew the map: adopt its size */
-		MDB_envinfo info;
-
-		if ((ret = mdb_env_set_mapsize(env->env, 0)) == 0) {
-			(void)mdb_env_info(env->env, &info);
-			env->map_size = info.me_mapsize;
-			ret = mdb_txn_begin(env->env, NULL, flags, txn_r);
-		}
+		if ((ret = pop3_policy_env_follow(env, error_r)) != 0)
+			return ret;
+		ret = mdb_txn_begin(env->env, NULL, flags, txn_r);
 	}
 	if (ret != 0) {
 		*error_r = t_strdup_printf("mdb_txn_begin(%s) failed: %s",
@@ -51,34 +215,6 @@ static void pop3_policy_env_txn_abort(struct pop3_policy_env *env,
 	mdb_txn_abort(*txn);
 	*txn = NULL;
 	env->open_txns--;
-}
-
-static int pop3_policy_env_grow(struct pop3_policy_env *env,
-				const char **error_r)
-{
-	uint64_t new_size;
-	int ret;
-
-	if (env->map_size >= POP3_POLICY_ENV_MAP_MAX) {
-		*error_r = t_strdup_printf("%s is full at %"PRIu64" bytes",
-					   env->path, env->map_size);
-		return MDB_MAP_FULL;
-	}
-	/* resizing needs all of this process's transactions closed; ours
-	   are all short, so only a broken caller can trip this */
-	if (env->open_txns > 0) {
-		*error_r = t_strdup_printf("%s is full and can't grow while "
-					   "a transaction is open", env->path);
-		return MDB_MAP_FULL;
-	}
-	new_size = I_MIN(env->map_size * 2, POP3_POLICY_ENV_MAP_MAX);
-	if ((ret = mdb_env_set_mapsize(env->env, new_size)) != 0) {
-		*error_r = t_strdup_printf("mdb_env_set_mapsize(%s) failed: %s",
-					   env->path, mdb_strerror(ret));
-		return ret;
-	}
-	env->map_size = new_size;
-	return 0;
 }
 
 int pop3_policy_env_write(struct pop3_policy_env *env,
@@ -126,241 +262,65 @@ void pop3_policy_env_read_end(struct pop3_policy_env *env, MDB_txn **txn)
 		pop3_policy_env_txn_abort(env, txn);
 }
 
-static int
-pop3_policy_env_get(MDB_txn *txn, MDB_dbi dbi, const void *key,
-		    size_t key_size, MDB_val *val_r, const char **error_r)
+static void pop3_policy_env_close_mdb(struct pop3_policy_env *env)
 {
-	MDB_val k;
-	int ret;
+	i_assert(env->open_txns == 0);
+	if (env->env != NULL)
+		mdb_env_close(env->env);
+	env->env = NULL;
+	env->map_size = 0;
+}
 
-	k.mv_data = (void *)key;
-	k.mv_size = key_size;
-	ret = mdb_get(txn, dbi, &k, val_r);
-	if (ret == MDB_NOTFOUND)
-		return 0;
+/* Create the MDB_env and map the file (no DBIs yet). */
+static int pop3_policy_env_open_mdb(struct pop3_policy_env *env,
+				    const char **error_r)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	uint64_t as_limit, limit, size;
+	int ret, dead;
+
+	i_assert(env->env == NULL);
+	/* LMDB maps at least the data in the file whatever we ask for; a
+	   file that doesn't fit fails in mdb_env_open() itself */
+	limit = pop3_policy_env_map_limit(env, &as_limit);
+	if (!pop3_policy_map_size(POP3_POLICY_ENV_MAP_MIN,
+				  POP3_POLICY_ENV_MAP_INITIAL, limit, &size)) {
+		*error_r = pop3_policy_env_vsz_error(env,
+			POP3_POLICY_ENV_MAP_MIN, as_limit);
+		return -1;
+	}
+	if ((ret = mdb_env_create(&env->env)) != 0) {
+		env->env = NULL;
+		*error_r = t_strdup_printf("mdb_env_create() failed: %s",
+					   mdb_strerror(ret));
+		return -1;
+	}
+	(void)mdb_env_set_maxdbs(env->env, POP3_POLICY_ENV_MAX_DBS);
+	(void)mdb_env_set_maxreaders(env->env, POP3_POLICY_ENV_MAX_READERS);
+	(void)mdb_env_set_mapsize(env->env, size);
+	/* NOTLS: Dovecot overlaps reads in one thread; NOSUBDIR: files
+	   only, see POP3_POLICY_ENV_FILE_NAME */
+	ret = mdb_env_open(env->env, env->path, MDB_NOTLS | MDB_NOSUBDIR,
+			   env->mode);
 	if (ret != 0) {
-		*error_r = t_strdup_printf("mdb_get() failed: %s",
-					   mdb_strerror(ret));
+		*error_r = t_strdup_printf("mdb_env_open(%s) failed: %s%s",
+			env->path, mdb_strerror(ret),
+			ret != ENOMEM || as_limit == 0 ? "" : t_strdup_printf(
+			" (the map must cover the whole file; vsz_limit %"
+			PRIu64" bytes: "POP3_POLICY_ENV_VSZ_HINT")",
+			as_limit));
+		mdb_env_close(env->env);
+		env->env = NULL;
 		return -1;
 	}
-	return 1;
-}
-
-static int
-pop3_policy_env_put(MDB_txn *txn, MDB_dbi dbi, const void *key,
-		    size_t key_size, const buffer_t *value,
-		    const char **error_r)
-{
-	MDB_val k, v;
-	int ret;
-
-	k.mv_data = (void *)key;
-	k.mv_size = key_size;
-	v.mv_data = (void *)value->data;
-	v.mv_size = value->used;
-	if ((ret = mdb_put(txn, dbi, &k, &v, 0)) != 0) {
-		*error_r = t_strdup_printf("mdb_put() failed: %s",
-					   mdb_strerror(ret));
-	}
-	return ret;
-}
-
-int pop3_policy_env_msg_get(struct pop3_policy_env *env, MDB_txn *txn,
-			    const char *guid,
-			    struct pop3_policy_msg_record *rec_r,
-			    const char **error_r)
-{
-	const char *key = pop3_policy_msg_key(guid), *error;
-	MDB_val val;
-	int ret;
-
-	ret = pop3_policy_env_get(txn, env->dbi_msgs, key, strlen(key),
-				  &val, error_r);
-	if (ret <= 0)
-		return ret;
-	if (!pop3_policy_msg_record_decode(val.mv_data, val.mv_size,
-					   rec_r, &error)) {
-		*error_r = t_strdup_printf("%s: corrupted message record "
-					   "for GUID %s: %s", env->path,
-					   guid, error);
-		return -1;
-	}
-	return 1;
-}
-
-int pop3_policy_env_msg_put(struct pop3_policy_env *env, MDB_txn *txn,
-			    const struct pop3_policy_msg_record *rec,
-			    const char **error_r)
-{
-	const char *key = pop3_policy_msg_key(rec->guid);
-	buffer_t *buf = t_buffer_create(128);
-
-	pop3_policy_msg_record_encode(buf, rec);
-	return pop3_policy_env_put(txn, env->dbi_msgs, key, strlen(key),
-				   buf, error_r);
-}
-
-int pop3_policy_env_uidl_get(struct pop3_policy_env *env, MDB_txn *txn,
-			     const char *uidl,
-			     struct pop3_policy_uidl_record *rec_r,
-			     const char **error_r)
-{
-	const char *error;
-	MDB_val val;
-	int ret;
-
-	ret = pop3_policy_env_get(txn, env->dbi_uidls, uidl, strlen(uidl),
-				  &val, error_r);
-	if (ret <= 0)
-		return ret;
-	if (!pop3_policy_uidl_record_decode(val.mv_data, val.mv_size,
-					    rec_r, &error)) {
-		*error_r = t_strdup_printf("%s: corrupted UIDL record %s: %s",
-					   env->path, uidl, error);
-		return -1;
-	}
-	return 1;
-}
-
-int pop3_policy_env_uidl_put(struct pop3_policy_env *env, MDB_txn *txn,
-			     const char *uidl,
-			     const struct pop3_policy_uidl_record *rec,
-			     const char **error_r)
-{
-	buffer_t *buf = t_buffer_create(64);
-
-	pop3_policy_uidl_record_encode(buf, rec);
-	return pop3_policy_env_put(txn, env->dbi_uidls, uidl, strlen(uidl),
-				   buf, error_r);
-}
-
-int pop3_policy_env_flag_get(struct pop3_policy_env *env, MDB_txn *txn,
-			     const char **keyword_r, const char **error_r)
-{
-	struct pop3_policy_flag_record rec;
-	const char *error;
-	MDB_val val;
-	int ret;
-
-	ret = pop3_policy_env_get(txn, env->dbi_meta, "deleted-flag", 12,
-				  &val, error_r);
-	if (ret <= 0)
-		return ret;
-	if (!pop3_policy_flag_record_decode(val.mv_data, val.mv_size,
-					    &rec, &error)) {
-		*error_r = t_strdup_printf("%s: corrupted deleted-flag "
-					   "record: %s", env->path, error);
-		return -1;
-	}
-	*keyword_r = rec.keyword;
-	return 1;
-}
-
-int pop3_policy_env_flag_put(struct pop3_policy_env *env, MDB_txn *txn,
-			     const char *keyword, const char **error_r)
-{
-	struct pop3_policy_flag_record rec = { .keyword = keyword };
-	buffer_t *buf = t_buffer_create(64);
-
-	pop3_policy_flag_record_encode(buf, &rec);
-	return pop3_policy_env_put(txn, env->dbi_meta, "deleted-flag", 12,
-				   buf, error_r);
-}
-
-int pop3_policy_env_msg_iter(struct pop3_policy_env *env,
-			     pop3_policy_env_msg_iter_func_t *func,
-			     void *context, const char **error_r)
-{
-	struct pop3_policy_msg_record rec;
-	MDB_cursor *cursor;
-	MDB_txn *txn;
-	MDB_val key, val;
-	const char *error;
-	int ret, func_ret = 0;
-
-	if (pop3_policy_env_read_begin(env, &txn, error_r) < 0)
-		return -1;
-	if ((ret = mdb_cursor_open(txn, env->dbi_msgs, &cursor)) != 0) {
-		*error_r = t_strdup_printf("mdb_cursor_open() failed: %s",
-					   mdb_strerror(ret));
-		pop3_policy_env_read_end(env, &txn);
-		return -1;
-	}
-	while (func_ret >= 0 &&
-	       (ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) {
-		T_BEGIN {
-			if (pop3_policy_msg_record_decode(val.mv_data,
-							  val.mv_size, &rec,
-							  &error))
-				func_ret = func(&rec, NULL, context);
-			else {
-				func_ret = func(NULL, t_strdup_printf(
-					"%s: corrupted message record %s: %s",
-					env->path, t_strndup(key.mv_data,
-							     key.mv_size),
-					error), context);
-			}
-		} T_END;
-	}
-	mdb_cursor_close(cursor);
-	pop3_policy_env_read_end(env, &txn);
-	if (ret != 0 && ret != MDB_NOTFOUND) {
-		*error_r = t_strdup_printf("mdb_cursor_get() failed: %s",
-					   mdb_strerror(ret));
-		return -1;
-	}
-	return func_ret < 0 ? -1 : 0;
-}
-
-static int
-pop3_policy_env_init_schema(struct pop3_policy_env *env, MDB_txn *txn,
-			    void *context ATTR_UNUSED, const char **error_r)
-{
-	struct pop3_policy_schema_record rec;
-	const char *error;
-	buffer_t *buf;
-	MDB_val val;
-	int ret;
-
-	if ((ret = mdb_dbi_open(txn, "meta", MDB_CREATE, &env->dbi_meta)) != 0 ||
-	    (ret = mdb_dbi_open(txn, "msgs", MDB_CREATE, &env->dbi_msgs)) != 0 ||
-	    (ret = mdb_dbi_open(txn, "uidls", MDB_CREATE, &env->dbi_uidls)) != 0) {
-		*error_r = t_strdup_printf("mdb_dbi_open(%s) failed: %s",
-					   env->path, mdb_strerror(ret));
-		return ret;
-	}
-	ret = pop3_policy_env_get(txn, env->dbi_meta, "schema", 6, &val,
-				  error_r);
-	if (ret < 0)
-		return MDB_CORRUPTED;
-	if (ret > 0) {
-		if (!pop3_policy_schema_record_decode(val.mv_data, val.mv_size,
-						      &rec, &error)) {
-			*error_r = t_strdup_printf("%s: corrupted schema "
-						   "record: %s", env->path,
-						   error);
-			return MDB_CORRUPTED;
-		}
-		if (rec.schema_version > POP3_POLICY_SCHEMA_VERSION) {
-			*error_r = t_strdup_printf(
-				"%s has schema version %u, this module knows "
-				"only up to %u: upgrade the module", env->path,
-				rec.schema_version, POP3_POLICY_SCHEMA_VERSION);
-			return MDB_VERSION_MISMATCH;
-		}
-		if (rec.schema_version == POP3_POLICY_SCHEMA_VERSION)
-			return 0;
-		/* upgrade-on-open of older schemas goes here, in this same
-		   transaction; version 1 is the first */
-	} else {
-		i_zero(&rec);
-		rec.created = ioloop_time != 0 ? ioloop_time : time(NULL);
-	}
-	rec.schema_version = POP3_POLICY_SCHEMA_VERSION;
-	buf = t_buffer_create(32);
-	pop3_policy_schema_record_encode(buf, &rec);
-	return pop3_policy_env_put(txn, env->dbi_meta, "schema", 6, buf,
-				   error_r);
+	(void)mdb_env_stat(env->env, &st);
+	env->page_size = st.ms_psize;
+	(void)mdb_env_info(env->env, &info);
+	env->map_size = info.me_mapsize;
+	/* readers of crashed processes would pin pages forever */
+	(void)mdb_reader_check(env->env, &dead);
+	return 0;
 }
 
 static struct pop3_policy_env *pop3_policy_env_find(dev_t dev, ino_t ino)
@@ -378,8 +338,7 @@ static struct pop3_policy_env *pop3_policy_env_find(dev_t dev, ino_t ino)
 
 static void pop3_policy_env_free(struct pop3_policy_env *env)
 {
-	if (env->env != NULL)
-		mdb_env_close(env->env);
+	pop3_policy_env_close_mdb(env);
 	i_free(env->path);
 	i_free(env);
 }
@@ -389,8 +348,6 @@ int pop3_policy_env_open(const char *path, mode_t mode,
 {
 	struct pop3_policy_env *env;
 	struct stat st;
-	MDB_envinfo info;
-	int ret, dead;
 
 	if (stat(path, &st) == 0) {
 		env = pop3_policy_env_find(st.st_dev, st.st_ino);
@@ -407,23 +364,8 @@ int pop3_policy_env_open(const char *path, mode_t mode,
 	env = i_new(struct pop3_policy_env, 1);
 	env->refcount = 1;
 	env->path = i_strdup(path);
-	env->map_size = POP3_POLICY_ENV_MAP_INITIAL;
-	if ((ret = mdb_env_create(&env->env)) != 0) {
-		*error_r = t_strdup_printf("mdb_env_create() failed: %s",
-					   mdb_strerror(ret));
-		env->env = NULL;
-		pop3_policy_env_free(env);
-		return -1;
-	}
-	(void)mdb_env_set_maxdbs(env->env, POP3_POLICY_ENV_MAX_DBS);
-	(void)mdb_env_set_maxreaders(env->env, POP3_POLICY_ENV_MAX_READERS);
-	(void)mdb_env_set_mapsize(env->env, env->map_size);
-	/* NOTLS: Dovecot overlaps reads in one thread; NOSUBDIR: files
-	   only, see POP3_POLICY_ENV_FILE_NAME */
-	ret = mdb_env_open(env->env, path, MDB_NOTLS | MDB_NOSUBDIR, mode);
-	if (ret != 0) {
-		*error_r = t_strdup_printf("mdb_env_open(%s) failed: %s",
-					   path, mdb_strerror(ret));
+	env->mode = mode;
+	if (pop3_policy_env_open_mdb(env, error_r) < 0) {
 		pop3_policy_env_free(env);
 		return -1;
 	}
@@ -434,14 +376,7 @@ int pop3_policy_env_open(const char *path, mode_t mode,
 	}
 	env->dev = st.st_dev;
 	env->ino = st.st_ino;
-	(void)mdb_env_info(env->env, &info);
-	if (info.me_mapsize > env->map_size)
-		env->map_size = info.me_mapsize;
-	/* readers of crashed processes would pin pages forever */
-	(void)mdb_reader_check(env->env, &dead);
-
-	if (pop3_policy_env_write(env, pop3_policy_env_init_schema, NULL,
-				  error_r) != 0) {
+	if (pop3_policy_env_open_dbis(env, error_r) < 0) {
 		pop3_policy_env_free(env);
 		return -1;
 	}

@@ -11,6 +11,8 @@
 #include "pop3-policy-env.h"
 #include "pop3-policy-plugin.h"
 
+#include <sys/stat.h>
+
 const char *pop3_policy_plugin_version = DOVECOT_ABI_VERSION;
 
 struct pop3_policy_user_module pop3_policy_user_module =
@@ -31,42 +33,78 @@ struct mail_namespace *pop3_policy_user_inbox_ns(struct mail_user *user)
 	return mail_namespace_find_inbox(user->namespaces);
 }
 
-int pop3_policy_user_get_env(struct pop3_policy_user *puser,
-			     struct pop3_policy_env **env_r,
-			     const char **error_r)
+/* The path of the user's environment: beside the POP3 session lock, in
+   the index root, else the mail root (INDEX=MEMORY). */
+static int
+pop3_policy_user_env_path(struct pop3_policy_user *puser, bool create,
+			  const char **path_r, mode_t *mode_r,
+			  const char **error_r)
 {
 	struct mail_namespace *ns;
 	struct mailbox_permissions perm;
-	const char *root, *path;
+	const char *root;
 
-	if (puser->env != NULL) {
-		*env_r = puser->env;
-		return 0;
-	}
 	ns = pop3_policy_user_inbox_ns(puser->user);
 	if (ns == NULL) {
 		*error_r = "User has no INBOX namespace";
 		return -1;
 	}
-	/* beside the POP3 session lock: the index root, else the mail
-	   root (INDEX=MEMORY) */
 	if (!mailbox_list_get_root_path(ns->list, MAILBOX_LIST_PATH_TYPE_INDEX,
 					&root) || root[0] == '\0')
 		root = mailbox_list_get_root_forced(ns->list,
 						    MAILBOX_LIST_PATH_TYPE_DIR);
-	if (mailbox_list_mkdir_root(ns->list, root,
-				    MAILBOX_LIST_PATH_TYPE_INDEX) < 0) {
+	if (create && mailbox_list_mkdir_root(ns->list, root,
+					      MAILBOX_LIST_PATH_TYPE_INDEX) < 0) {
 		*error_r = t_strdup_printf("Couldn't create %s: %s", root,
 			mailbox_list_get_last_internal_error(ns->list, NULL));
 		return -1;
 	}
 	mailbox_list_get_root_permissions(ns->list, &perm);
-	path = t_strconcat(root, "/", POP3_POLICY_ENV_FILE_NAME, NULL);
-	if (pop3_policy_env_open(path, perm.file_create_mode & 0666,
-				 &puser->env, error_r) < 0)
+	*path_r = t_strconcat(root, "/", POP3_POLICY_ENV_FILE_NAME, NULL);
+	*mode_r = perm.file_create_mode & 0666;
+	return 0;
+}
+
+int pop3_policy_user_get_env(struct pop3_policy_user *puser,
+			     struct pop3_policy_env **env_r,
+			     const char **error_r)
+{
+	const char *path;
+	mode_t mode;
+
+	if (puser->env != NULL) {
+		*env_r = puser->env;
+		return 0;
+	}
+	if (pop3_policy_user_env_path(puser, TRUE, &path, &mode,
+				      error_r) < 0 ||
+	    pop3_policy_env_open(path, mode, &puser->env, error_r) < 0)
 		return -1;
 	*env_r = puser->env;
 	return 0;
+}
+
+int pop3_policy_user_get_env_if_exists(struct pop3_policy_user *puser,
+				       struct pop3_policy_env **env_r,
+				       const char **error_r)
+{
+	struct stat st;
+	const char *path;
+	mode_t mode;
+
+	if (puser->env == NULL) {
+		if (pop3_policy_user_env_path(puser, FALSE, &path, &mode,
+					      error_r) < 0)
+			return -1;
+		if (stat(path, &st) < 0) {
+			if (errno == ENOENT)
+				return 0;
+			*error_r = t_strdup_printf("stat(%s) failed: %m",
+						   path);
+			return -1;
+		}
+	}
+	return pop3_policy_user_get_env(puser, env_r, error_r) < 0 ? -1 : 1;
 }
 
 /* A setting of another settings root of this process (pop3's settings
@@ -174,21 +212,31 @@ const char *pop3_policy_audit(struct pop3_policy_user *puser,
 	return line;
 }
 
-static void pop3_policy_user_deinit(struct mail_user *user)
+/* keep_days and the sweep run when a POP3 client logs out: the
+   session's INBOX is closed by now, so its downloads are flushed. In
+   deinit_pre, because at deinit the quota plugin (loaded before us)
+   has already freed what a mailbox transaction needs. */
+static void pop3_policy_user_deinit_pre(struct mail_user *user)
 {
 	struct pop3_policy_user *puser = POP3_POLICY_USER_CONTEXT(user);
 	const char *error;
 
-	/* keep_days runs when a POP3 client logs out; the session's INBOX
-	   is closed by now, so its downloads are flushed */
-	if (puser->pop3_inbox_opened && puser->set.keep_days > 0 &&
-	    user->error == NULL) {
-		if (pop3_policy_retention_run(user, FALSE, NULL, NULL,
+	if (puser->pop3_inbox_opened && user->error == NULL) {
+		if (puser->set.keep_days > 0 &&
+		    pop3_policy_retention_run(user, FALSE, NULL, NULL,
 					      &error) < 0) {
 			e_error(user->event, POP3_POLICY_LOG_PREFIX
 				"keep_days removal failed: %s", error);
 		}
+		pop3_policy_sweep_at_logout(puser);
 	}
+	puser->module_ctx.super.deinit_pre(user);
+}
+
+static void pop3_policy_user_deinit(struct mail_user *user)
+{
+	struct pop3_policy_user *puser = POP3_POLICY_USER_CONTEXT(user);
+
 	puser->module_ctx.super.deinit(user);
 	pop3_policy_env_unref(&puser->env);
 }
@@ -217,6 +265,7 @@ static void pop3_policy_mail_user_created(struct mail_user *user)
 	}
 	puser->module_ctx.super = *v;
 	user->vlast = &puser->module_ctx.super;
+	v->deinit_pre = pop3_policy_user_deinit_pre;
 	v->deinit = pop3_policy_user_deinit;
 	MODULE_CONTEXT_SET(user, pop3_policy_user_module, puser);
 
@@ -233,16 +282,57 @@ static void pop3_policy_mail_user_created(struct mail_user *user)
 	}
 }
 
+/* dele=move:<mailbox> must name a mailbox other than the maildrop, as
+   Dovecot resolves the name (INBOX in any case, namespace prefixes):
+   moving a DELEted message into INBOX brings it back at once. */
+static int
+pop3_policy_check_move_target(struct pop3_policy_user *puser,
+			      const char **error_r)
+{
+	struct mail_user *user = puser->user;
+	const char *name = puser->set.dele_mailbox;
+	struct mail_namespace *ns;
+	struct mailbox *box;
+	bool is_maildrop;
+
+	if (puser->set.dele != POP3_POLICY_DELE_MOVE)
+		return 0;
+	ns = mail_namespace_find(user->namespaces, name);
+	if (ns == NULL) {
+		*error_r = t_strdup_printf("Invalid pop3_policy_dele=move:%s: "
+					   "no namespace has this mailbox",
+					   name);
+		return -1;
+	}
+	/* only allocated, never opened: nothing is created or read */
+	box = mailbox_alloc(ns->list, name, 0);
+	is_maildrop = box->inbox_user &&
+		ns == pop3_policy_user_inbox_ns(user);
+	mailbox_free(&box);
+	if (is_maildrop) {
+		*error_r = t_strdup_printf("Invalid pop3_policy_dele=move:%s: "
+			"that is the POP3 mailbox (INBOX) itself, DELEted "
+			"messages would stay; name another mailbox", name);
+		return -1;
+	}
+	return 0;
+}
+
 static void
 pop3_policy_mail_namespaces_created(struct mail_namespace *namespaces)
 {
 	struct mail_user *user = namespaces->user;
 	struct pop3_policy_user *puser = POP3_POLICY_USER_CONTEXT(user);
-	const char *flag;
+	const char *flag, *error;
 	bool is_pop3;
 
 	if (puser == NULL)
 		return;
+	if (pop3_policy_check_move_target(puser, &error) < 0) {
+		user->error = p_strdup_printf(user->pool, "pop3_policy: %s",
+					      error);
+		return;
+	}
 	/* pop3_deleted_flag is a POP3 setting: other services may not
 	   have it at all, or not the value of protocol pop3 {} */
 	flag = pop3_policy_service_setting(user, "pop3_deleted_flag");

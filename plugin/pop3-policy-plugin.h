@@ -35,8 +35,12 @@ struct pop3_policy_user {
 	pop3_policy_quota_test_alloc_func_t *quota_next_test_alloc;
 	bool quota_purging;
 
-	/* a POP3 session opened INBOX: run keep_days at logout */
+	/* a POP3 session opened INBOX: run keep_days and the sweep at
+	   logout */
 	bool pop3_inbox_opened;
+	/* GUIDs this POP3 session's DELEs expunged or moved away: their
+	   records are dropped at logout unless a copy is still there */
+	ARRAY_TYPE(const_string) dele_gone;
 };
 
 /* Writes buffered during a mailbox's life, flushed in one LMDB
@@ -48,6 +52,10 @@ struct pop3_policy_pending {
 	/* end of a complete RETR/TOP read, or 0 */
 	time_t download;
 	bool hidden;
+	/* copied, moved or saved (with its GUID) into the maildrop: a new
+	   stay, whose downloads start over. Only applied if the
+	   transaction commits. */
+	bool arrived;
 };
 
 struct pop3_policy_mailbox {
@@ -103,6 +111,11 @@ void pop3_policy_plugin_deinit(void);
 int pop3_policy_user_get_env(struct pop3_policy_user *puser,
 			     struct pop3_policy_env **env_r,
 			     const char **error_r);
+/* The same, but only if its file exists: 1 with *env_r, 0 if it doesn't
+   (nothing was ever recorded), -1 on error. */
+int pop3_policy_user_get_env_if_exists(struct pop3_policy_user *puser,
+				       struct pop3_policy_env **env_r,
+				       const char **error_r);
 /* The pop3_deleted_flag keyword, or NULL when unknown/unset. */
 const char *pop3_policy_user_get_deleted_flag(struct pop3_policy_user *puser);
 /* Log an audit line for mail (or for the values given) and return it
@@ -170,6 +183,21 @@ typedef void pop3_policy_action_callback_t(const char *line, void *context);
 int pop3_policy_retention_run(struct mail_user *user, bool dry_run,
 			      pop3_policy_action_callback_t *callback,
 			      void *context, const char **error_r);
+
+/* pop3-policy-sweep.c */
+/* Drop the records of guids (all of them are gone from the maildrop). */
+int pop3_policy_forget(struct pop3_policy_user *puser,
+		       const ARRAY_TYPE(const_string) *guids,
+		       const char **error_r);
+/* Drop the records of messages no longer in the maildrop: of guids, or
+   of every record when guids is NULL (a full sweep, whose time is
+   recorded). */
+int pop3_policy_sweep(struct pop3_policy_user *puser,
+		      const ARRAY_TYPE(const_string) *guids,
+		      unsigned int *forgotten_r, const char **error_r);
+/* At the end of a POP3 session: a sweep of what its DELEs removed, or
+   a full sweep if the last one is a day old. */
+void pop3_policy_sweep_at_logout(struct pop3_policy_user *puser);
 
 /* pop3-policy-quota.c */
 /* Hook the user's quota chain when quota_purge=yes. -1 with *error_r

@@ -27,6 +27,8 @@
 
 struct pop3_policy_victim {
 	uint32_t uid;
+	/* the GUID, if the plugin has a record of it */
+	const char *guid;
 	bool hidden;
 	uint64_t first_download;
 	uint64_t size;
@@ -37,6 +39,8 @@ struct pop3_policy_quota_records {
 	pool_t pool;
 	/* guid -> record copy */
 	HASH_TABLE(char *, struct pop3_policy_msg_record *) by_guid;
+	/* guid -> copies of it in the maildrop, of GUIDs with a record */
+	HASH_TABLE(char *, void *) copies;
 	const char *error;
 };
 
@@ -145,6 +149,12 @@ pop3_policy_quota_find_victims(struct pop3_policy_user *puser,
 			break;
 		}
 		rec = hash_table_lookup(records->by_guid, guid);
+		if (rec != NULL) {
+			unsigned int n = POINTER_CAST_TO(hash_table_lookup(
+				records->copies, rec->guid), unsigned int);
+			hash_table_update(records->copies, (char *)rec->guid,
+					  POINTER_CAST(n + 1));
+		}
 		/* the keyword is the truth (IMAP may have removed it); the
 		   record's bit covers a deleted flag this process can't
 		   know */
@@ -161,6 +171,7 @@ pop3_policy_quota_find_victims(struct pop3_policy_user *puser,
 		}
 		victim = array_append_space(victims);
 		victim->uid = mail->uid;
+		victim->guid = rec == NULL ? NULL : rec->guid;
 		victim->hidden = hidden;
 		victim->first_download = rec == NULL ? 0 : rec->first_download;
 		victim->size = size;
@@ -205,6 +216,39 @@ pop3_policy_quota_expunge(struct pop3_policy_user *puser,
 	return 0;
 }
 
+/* The purged messages of which no copy is left are gone: forget
+   them. */
+static void
+pop3_policy_quota_forget(struct pop3_policy_user *puser,
+			 struct pop3_policy_quota_records *records,
+			 const struct pop3_policy_victim *victims,
+			 unsigned int count)
+{
+	ARRAY_TYPE(const_string) gone;
+	const char *error;
+	unsigned int i, n;
+
+	t_array_init(&gone, count);
+	for (i = 0; i < count; i++) {
+		if (victims[i].guid == NULL)
+			continue;
+		n = POINTER_CAST_TO(hash_table_lookup(records->copies,
+						      victims[i].guid),
+				    unsigned int);
+		if (n == 0)
+			continue;
+		hash_table_update(records->copies, (char *)victims[i].guid,
+				  POINTER_CAST(n - 1));
+		if (n == 1)
+			array_push_back(&gone, &victims[i].guid);
+	}
+	if (pop3_policy_forget(puser, &gone, &error) < 0) {
+		e_error(puser->user->event, POP3_POLICY_LOG_PREFIX
+			"Dropping records of purged messages failed: %s",
+			error);
+	}
+}
+
 /* Free at least bytes_needed and count_needed. Returns 1 if freed, 0 if
    there isn't enough purgeable mail (then nothing is removed), -1 on
    error. */
@@ -234,6 +278,7 @@ pop3_policy_quota_purge(struct pop3_policy_user *puser,
 	i_zero(&records);
 	records.pool = pool_alloconly_create("pop3_policy quota", 1024);
 	hash_table_create(&records.by_guid, records.pool, 0, str_hash, strcmp);
+	hash_table_create(&records.copies, records.pool, 0, str_hash, strcmp);
 	ret = pop3_policy_env_msg_iter(env, pop3_policy_quota_collect,
 				       &records, &error);
 	if (records.error != NULL)
@@ -241,6 +286,7 @@ pop3_policy_quota_purge(struct pop3_policy_user *puser,
 	if (ret < 0) {
 		e_error(user->event, POP3_POLICY_LOG_PREFIX"%s", error);
 		hash_table_destroy(&records.by_guid);
+		hash_table_destroy(&records.copies);
 		pool_unref(&records.pool);
 		return -1;
 	}
@@ -278,6 +324,10 @@ pop3_policy_quota_purge(struct pop3_policy_user *puser,
 				mailbox_get_last_internal_error(box, NULL));
 			ret = -1;
 		} else {
+			T_BEGIN {
+				pop3_policy_quota_forget(puser, &records,
+							 v, i);
+			} T_END;
 			*bytes_freed_r = bytes;
 			*count_freed_r = count;
 			ret = 1;
@@ -286,6 +336,7 @@ pop3_policy_quota_purge(struct pop3_policy_user *puser,
 	array_free(&victims);
 	mailbox_free(&box);
 	hash_table_destroy(&records.by_guid);
+	hash_table_destroy(&records.copies);
 	pool_unref(&records.pool);
 	return ret;
 }

@@ -253,6 +253,77 @@ bool pop3_policy_flag_record_decode(const void *data, size_t size,
 	return pop3_policy_reader_finish(&r, error_r);
 }
 
+void pop3_policy_sweep_record_encode(buffer_t *buf,
+				     const struct pop3_policy_sweep_record *rec)
+{
+	buffer_append_c(buf, POP3_POLICY_RECORD_VERSION);
+	pop3_policy_write_u64(buf, rec->last_sweep);
+}
+
+bool pop3_policy_sweep_record_decode(const void *data, size_t size,
+				     struct pop3_policy_sweep_record *rec_r,
+				     const char **error_r)
+{
+	struct pop3_policy_reader r;
+
+	i_zero(rec_r);
+	pop3_policy_reader_init(&r, data, size);
+	if (pop3_policy_read_version(&r))
+		(void)pop3_policy_read_u64(&r, &rec_r->last_sweep);
+	return pop3_policy_reader_finish(&r, error_r);
+}
+
+void pop3_policy_download_key_encode(buffer_t *buf, uint64_t first_download,
+				     const char *msg_key)
+{
+	pop3_policy_write_u64(buf, first_download);
+	buffer_append(buf, msg_key, strlen(msg_key));
+}
+
+bool pop3_policy_download_key_decode(const void *data, size_t size,
+				     uint64_t *first_download_r,
+				     const char **msg_key_r,
+				     const char **error_r)
+{
+	struct pop3_policy_reader r;
+	size_t key_len;
+
+	pop3_policy_reader_init(&r, data, size);
+	if (!pop3_policy_read_u64(&r, first_download_r))
+		return pop3_policy_reader_finish(&r, error_r);
+	key_len = r.size - r.pos;
+	/* a msgs key: a GUID of at most POP3_POLICY_GUID_KEY_MAX_LEN bytes
+	   or a digest key, never empty, no NULs */
+	if (*first_download_r == 0)
+		pop3_policy_reader_fail(&r, "download time 0");
+	else if (key_len == 0)
+		pop3_policy_reader_fail(&r, "empty message key");
+	else if (key_len > POP3_POLICY_GUID_KEY_MAX_LEN)
+		pop3_policy_reader_fail(&r, "message key too long");
+	else if (memchr(r.data + r.pos, '\0', key_len) != NULL)
+		pop3_policy_reader_fail(&r, "NUL in message key");
+	else {
+		*msg_key_r = t_strndup(r.data + r.pos, key_len);
+		r.pos = r.size;
+	}
+	return pop3_policy_reader_finish(&r, error_r);
+}
+
+void pop3_policy_download_value_encode(buffer_t *buf)
+{
+	buffer_append_c(buf, POP3_POLICY_RECORD_VERSION);
+}
+
+bool pop3_policy_download_value_decode(const void *data, size_t size,
+				       const char **error_r)
+{
+	struct pop3_policy_reader r;
+
+	pop3_policy_reader_init(&r, data, size);
+	(void)pop3_policy_read_version(&r);
+	return pop3_policy_reader_finish(&r, error_r);
+}
+
 const char *pop3_policy_msg_key(const char *guid)
 {
 	unsigned char digest[MD5_RESULTLEN];

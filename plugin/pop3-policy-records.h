@@ -10,7 +10,9 @@
 #include "buffer.h"
 
 #define POP3_POLICY_RECORD_VERSION 1
-#define POP3_POLICY_SCHEMA_VERSION 1
+/* 1: meta, msgs, uidls. 2: adds the "downloads" index (converted on
+   open). */
+#define POP3_POLICY_SCHEMA_VERSION 2
 
 /* RFC 1939: a UIDL is 1..70 characters in 0x21..0x7E */
 #define POP3_POLICY_UIDL_MAX_LEN 70
@@ -37,8 +39,9 @@ struct pop3_policy_msg_record {
 	const char *guid;
 };
 
-/* "uidls" DBI: key = UIDL. Kept after the message is gone, so that a
-   UIDL is never given to another message. */
+/* "uidls" DBI: key = UIDL. Kept forever, also after the message is gone:
+   a POP3 client that hasn't connected since still remembers the UIDL,
+   and would skip another message given it. */
 struct pop3_policy_uidl_record {
 	const char *guid;
 };
@@ -48,6 +51,12 @@ struct pop3_policy_schema_record {
 	uint32_t schema_version;
 	/* unix time the environment was created */
 	uint64_t created;
+};
+
+/* "meta" DBI, key "sweep": when records of messages no longer in the
+   maildrop were last dropped by a full sweep. */
+struct pop3_policy_sweep_record {
+	uint64_t last_sweep;
 };
 
 /* "meta" DBI, key "deleted-flag": the pop3_deleted_flag keyword last
@@ -82,8 +91,30 @@ bool pop3_policy_flag_record_decode(const void *data, size_t size,
 				    struct pop3_policy_flag_record *rec_r,
 				    const char **error_r);
 
+void pop3_policy_sweep_record_encode(buffer_t *buf,
+				     const struct pop3_policy_sweep_record *rec);
+bool pop3_policy_sweep_record_decode(const void *data, size_t size,
+				     struct pop3_policy_sweep_record *rec_r,
+				     const char **error_r);
+
 /* The key of a message GUID in the "msgs" DBI (data stack). */
 const char *pop3_policy_msg_key(const char *guid);
+
+/* "downloads" DBI, the index of messages by first download: key = u64
+   first download (big-endian, so keys sort by time) + the message's
+   "msgs" key; value = u8 version. The keep_days pass reads it from the
+   start and stops at the first entry not due, so it costs what is due,
+   not the whole history. */
+void pop3_policy_download_key_encode(buffer_t *buf, uint64_t first_download,
+				     const char *msg_key);
+/* msg_key_r is on the data stack. */
+bool pop3_policy_download_key_decode(const void *data, size_t size,
+				     uint64_t *first_download_r,
+				     const char **msg_key_r,
+				     const char **error_r);
+void pop3_policy_download_value_encode(buffer_t *buf);
+bool pop3_policy_download_value_decode(const void *data, size_t size,
+				       const char **error_r);
 
 /* TRUE if str is a valid RFC 1939 unique-id. */
 bool pop3_policy_uidl_is_valid(const char *str);

@@ -9,15 +9,16 @@
 
 /* keep_days: a message a POP3 client downloaded is removed keep_days
    after its first download, DELE or not. Mail nobody downloaded is
-   never touched. */
+   never touched. The due messages are read from the "downloads" index,
+   oldest first, so a pass where nothing is due costs one index lookup
+   whatever the history; only when something is due is the maildrop
+   scanned to find it. */
 
 struct pop3_policy_retention_collect {
+	struct pop3_policy_user *puser;
 	pool_t pool;
-	unsigned int keep_days;
-	time_t now;
-	/* guid -> first download, only messages already due */
-	HASH_TABLE(char *, void *) due;
-	const char *error;
+	/* guid -> guid, messages due */
+	HASH_TABLE(char *, char *) due;
 };
 
 static int
@@ -25,17 +26,16 @@ pop3_policy_retention_collect(const struct pop3_policy_msg_record *rec,
 			      const char *error, void *context)
 {
 	struct pop3_policy_retention_collect *ctx = context;
+	char *guid;
 
 	if (rec == NULL) {
 		/* one bad record must not stop the others */
-		ctx->error = p_strdup(ctx->pool, error);
+		e_error(ctx->puser->user->event, POP3_POLICY_LOG_PREFIX"%s",
+			error);
 		return 0;
 	}
-	if (pop3_policy_keep_days_due(rec->first_download, ctx->keep_days,
-				      ctx->now)) {
-		hash_table_update(ctx->due, p_strdup(ctx->pool, rec->guid),
-				  POINTER_CAST(1));
-	}
+	guid = p_strdup(ctx->pool, rec->guid);
+	hash_table_update(ctx->due, guid, guid);
 	return 0;
 }
 
@@ -103,6 +103,28 @@ pop3_policy_retention_apply(struct pop3_policy_user *puser,
 	return ret;
 }
 
+/* The due messages are gone now (removed, or already gone before):
+   forget them. */
+static void
+pop3_policy_retention_forget(struct pop3_policy_retention_collect *collect)
+{
+	struct hash_iterate_context *iter;
+	ARRAY_TYPE(const_string) guids;
+	char *key, *value;
+	const char *error;
+
+	t_array_init(&guids, hash_table_count(collect->due));
+	iter = hash_table_iterate_init(collect->due);
+	while (hash_table_iterate(iter, collect->due, &key, &value))
+		array_push_back(&guids, (const char **)&value);
+	hash_table_iterate_deinit(&iter);
+	if (pop3_policy_forget(collect->puser, &guids, &error) < 0) {
+		e_error(collect->puser->user->event, POP3_POLICY_LOG_PREFIX
+			"Dropping records of removed messages failed: %s",
+			error);
+	}
+}
+
 int pop3_policy_retention_run(struct mail_user *user, bool dry_run,
 			      pop3_policy_action_callback_t *callback,
 			      void *context, const char **error_r)
@@ -122,19 +144,19 @@ int pop3_policy_retention_run(struct mail_user *user, bool dry_run,
 		return -1;
 
 	i_zero(&collect);
+	collect.puser = puser;
 	collect.pool = pool_alloconly_create("pop3_policy retention", 1024);
-	collect.keep_days = puser->set.keep_days;
-	collect.now = pop3_policy_now();
 	hash_table_create(&collect.due, collect.pool, 0, str_hash, strcmp);
-	ret = pop3_policy_env_msg_iter(env, pop3_policy_retention_collect,
+	ret = pop3_policy_env_due_iter(env, puser->set.keep_days,
+				       pop3_policy_now(),
+				       pop3_policy_retention_collect,
 				       &collect, error_r);
-	if (collect.error != NULL) {
-		e_error(user->event, POP3_POLICY_LOG_PREFIX"%s",
-			collect.error);
-	}
 	if (ret == 0 && hash_table_count(collect.due) > 0) {
 		ret = pop3_policy_retention_apply(puser, &collect, dry_run,
 						  callback, context, error_r);
+		if (ret == 0 && !dry_run) T_BEGIN {
+			pop3_policy_retention_forget(&collect);
+		} T_END;
 	}
 	hash_table_destroy(&collect.due);
 	pool_unref(&collect.pool);

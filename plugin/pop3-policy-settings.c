@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "settings-parser.h"
+#include "unichar.h"
 #include "mail-user.h"
 #include "pop3-policy-settings.h"
 
@@ -15,7 +16,8 @@ pop3_policy_parse_dele(const char *str, struct pop3_policy_settings *set,
 		set->dele = POP3_POLICY_DELE_KEEP;
 	else if (strcmp(str, "mark-read") == 0)
 		set->dele = POP3_POLICY_DELE_MARK_READ;
-	else if (str_begins(str, "move:") && str[5] != '\0') {
+	else if (str_begins(str, "move:") && str[5] != '\0' &&
+		 uni_utf8_str_is_valid(str + 5)) {
 		set->dele = POP3_POLICY_DELE_MOVE;
 		set->dele_mailbox = p_strdup(pool, str + 5);
 	} else {

@@ -69,9 +69,20 @@ pop3_policy_flush_one(struct pop3_policy_env *env, MDB_txn *txn,
 	if (ret < 0)
 		return MDB_CORRUPTED;
 	if (ret == 0) {
+		/* an arrival of a message the plugin doesn't know needs no
+		   record */
+		if (pending->uidl == NULL && pending->download == 0 &&
+		    !pending->hidden)
+			return 0;
 		i_zero(&rec);
 		rec.uidl = "";
 		rec.guid = pending->guid;
+		changed = TRUE;
+	} else if (pending->arrived && rec.first_download != 0) {
+		/* back in the maildrop: downloads before don't count (see
+		   "Messages that come back" in docs/pop3-policy.md); its
+		   UIDL stays */
+		rec.first_download = 0;
 		changed = TRUE;
 	}
 	if (pending->uidl != NULL) {
@@ -118,6 +129,8 @@ pop3_policy_flush_one(struct pop3_policy_env *env, MDB_txn *txn,
 	}
 	if (!changed)
 		return 0;
+	if (rec.uidl[0] == '\0' && rec.first_download == 0 && rec.flags == 0)
+		return pop3_policy_env_msg_del(env, txn, rec.guid, error_r);
 	return pop3_policy_env_msg_put(env, txn, &rec, error_r);
 }
 
@@ -138,6 +151,19 @@ pop3_policy_flush_write(struct pop3_policy_env *env, MDB_txn *txn,
 	return 0;
 }
 
+static bool
+pop3_policy_pending_only_arrivals(struct pop3_policy_mailbox *pbox)
+{
+	struct pop3_policy_pending *pending;
+
+	array_foreach_elem(&pbox->pending, pending) {
+		if (pending->uidl != NULL || pending->download != 0 ||
+		    pending->hidden)
+			return FALSE;
+	}
+	return TRUE;
+}
+
 int pop3_policy_pending_flush(struct pop3_policy_mailbox *pbox,
 			      const char **error_r)
 {
@@ -148,7 +174,19 @@ int pop3_policy_pending_flush(struct pop3_policy_mailbox *pbox,
 
 	if (pbox->pending_pool == NULL || array_count(&pbox->pending) == 0)
 		return 0;
-	if (pop3_policy_user_get_env(pbox->puser, &env, error_r) < 0)
+	if (pop3_policy_pending_only_arrivals(pbox)) {
+		/* an IMAP copy into INBOX of a user who never used POP3
+		   needn't create the file */
+		ret = pop3_policy_user_get_env_if_exists(pbox->puser, &env,
+							 error_r);
+		if (ret == 0) {
+			pop3_policy_pending_free(pbox);
+			return 0;
+		}
+	} else {
+		ret = pop3_policy_user_get_env(pbox->puser, &env, error_r);
+	}
+	if (ret < 0)
 		return -1;
 	i_zero(&ctx);
 	ctx.pbox = pbox;
@@ -163,6 +201,17 @@ int pop3_policy_pending_flush(struct pop3_policy_mailbox *pbox,
 	   commit would only repeat the error */
 	pop3_policy_pending_free(pbox);
 	return ret == 0 ? 0 : -1;
+}
+
+/* The transaction didn't commit: nothing arrived. */
+static void pop3_policy_pending_no_arrivals(struct pop3_policy_mailbox *pbox)
+{
+	struct pop3_policy_pending *pending;
+
+	if (pbox->pending_pool == NULL)
+		return;
+	array_foreach_elem(&pbox->pending, pending)
+		pending->arrived = FALSE;
 }
 
 static void pop3_policy_flush_or_log(struct mailbox *box,
@@ -190,10 +239,13 @@ pop3_policy_transaction_commit(struct mailbox_transaction_context *t,
 	   loses it */
 	if (pop3_policy_dele_transaction_commit(pbox, t) < 0) {
 		pbox->module_ctx.super.transaction_rollback(t);
+		pop3_policy_pending_no_arrivals(pbox);
 		pop3_policy_flush_or_log(box, pbox);
 		return -1;
 	}
 	ret = pbox->module_ctx.super.transaction_commit(t, changes_r);
+	if (ret < 0)
+		pop3_policy_pending_no_arrivals(pbox);
 	/* no Dovecot lock is held any more: safe to take the LMDB writer */
 	pop3_policy_flush_or_log(box, pbox);
 	return ret;
@@ -207,15 +259,52 @@ pop3_policy_transaction_rollback(struct mailbox_transaction_context *t)
 
 	pop3_policy_dele_transaction_rollback(pbox);
 	pbox->module_ctx.super.transaction_rollback(t);
+	pop3_policy_pending_no_arrivals(pbox);
 	/* UIDLs were shown and downloads happened whatever becomes of the
 	   transaction */
 	pop3_policy_flush_or_log(box, pbox);
+}
+
+/* A message copied or moved into the maildrop, or saved into it with a
+   GUID it had before (dsync): note its arrival. */
+static void pop3_policy_note_arrival(struct pop3_policy_mailbox *pbox,
+				     const char *guid)
+{
+	if (pbox->maildrop && guid != NULL && guid[0] != '\0')
+		pop3_policy_pending_get(pbox, guid)->arrived = TRUE;
+}
+
+static int pop3_policy_copy(struct mail_save_context *ctx, struct mail *mail)
+{
+	struct pop3_policy_mailbox *pbox =
+		POP3_POLICY_MAILBOX_CONTEXT(ctx->transaction->box);
+	const char *guid;
+
+	if (pbox->module_ctx.super.copy(ctx, mail) < 0)
+		return -1;
+	if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) == 0)
+		pop3_policy_note_arrival(pbox, guid);
+	return 0;
+}
+
+static int pop3_policy_save_finish(struct mail_save_context *ctx)
+{
+	struct pop3_policy_mailbox *pbox =
+		POP3_POLICY_MAILBOX_CONTEXT(ctx->transaction->box);
+	const char *guid = t_strdup(ctx->data.guid);
+
+	if (pbox->module_ctx.super.save_finish(ctx) < 0)
+		return -1;
+	pop3_policy_note_arrival(pbox, guid);
+	return 0;
 }
 
 static void pop3_policy_mailbox_close(struct mailbox *box)
 {
 	struct pop3_policy_mailbox *pbox = POP3_POLICY_MAILBOX_CONTEXT(box);
 
+	/* a transaction still open at close never commits */
+	pop3_policy_pending_no_arrivals(pbox);
 	pop3_policy_flush_or_log(box, pbox);
 	pop3_policy_dele_close(pbox);
 	pbox->module_ctx.super.close(box);
@@ -226,6 +315,7 @@ static void pop3_policy_mailbox_free(struct mailbox *box)
 	struct pop3_policy_mailbox *pbox = POP3_POLICY_MAILBOX_CONTEXT(box);
 
 	/* a mailbox that was never opened is never closed */
+	pop3_policy_pending_no_arrivals(pbox);
 	pop3_policy_flush_or_log(box, pbox);
 	pop3_policy_pending_free(pbox);
 	pbox->module_ctx.super.free(box);
@@ -256,6 +346,10 @@ void pop3_policy_mailbox_allocated(struct mailbox *box)
 	v->transaction_rollback = pop3_policy_transaction_rollback;
 	v->close = pop3_policy_mailbox_close;
 	v->free = pop3_policy_mailbox_free;
+	if (maildrop) {
+		v->copy = pop3_policy_copy;
+		v->save_finish = pop3_policy_save_finish;
+	}
 	MODULE_CONTEXT_SET(box, pop3_policy_storage_module, pbox);
 
 	if (pbox->pop3_session)

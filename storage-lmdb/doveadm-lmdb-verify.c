@@ -12,9 +12,11 @@
 #include "lmdb-body.h"
 #include "lmdb-link.h"
 #include "lmdb-quarantine.h"
+#include "lmdb-schema.h"
 #include "lmdb-uidls.h"
 #include "lmdb-storage.h"
 #include "doveadm-lmdb.h"
+#include "doveadm-lmdb-verify.h"
 
 /* doveadm lmdb verify [-r]: every record's checksum, every body's chunks
    and SHA-256, every reference count, the env record's counters, the gc
@@ -31,54 +33,6 @@
    - an index record without a link is expunged, as force-resync would.
    A body with damaged chunks is reported, not changed: reading it fails
    cleanly, and its intact chunks stay for salvage. */
-
-struct lmdb_verify_cmd_context {
-	struct doveadm_mail_cmd_context ctx;
-	bool repair;
-	unsigned int problems;
-};
-
-/* the links of one mailbox, in UID order (the links DBI's order) */
-struct lmdb_verify_box {
-	guid_128_t guid;
-	const char *name;
-	bool active;
-	ARRAY(uint32_t) uids;
-	ARRAY(uint64_t) body_ids;
-	/* UIDs whose link was quarantined or whose index record has no
-	   link: expunged from the index by -r */
-	ARRAY(uint32_t) expunge_uids;
-};
-
-ARRAY_DEFINE_TYPE(lmdb_verify_box, struct lmdb_verify_box *);
-
-struct lmdb_verify_state {
-	struct lmdb_verify_cmd_context *cmd;
-	struct lmdb_storage *storage;
-	pool_t pool;
-
-	/* mailbox GUID (hex) -> struct lmdb_verify_box */
-	HASH_TABLE(char *, struct lmdb_verify_box *) boxes;
-	ARRAY_TYPE(lmdb_verify_box) box_list;
-	/* body id -> number of links */
-	HASH_TABLE(void *, void *) refs;
-	/* body id -> 1 if it has a body record */
-	HASH_TABLE(void *, void *) bodies_seen;
-	/* mailbox GUID hex + " " + UIDL -> the first UID holding it */
-	HASH_TABLE(char *, void *) uidls;
-	/* the same + " " + UID, for every link holding a UIDL */
-	HASH_TABLE(char *, void *) uidl_holders;
-	bool uidls_rebuild;
-
-	/* what -r does, collected first, done in one write transaction */
-	ARRAY(uint64_t) refcount_fixes;
-	ARRAY(uint64_t) rebuild_bodies;
-	ARRAY(uint64_t) gc_missing;
-	ARRAY(buffer_t *) quarantine_links;
-	ARRAY(buffer_t *) junk_gc_keys;
-	uint64_t links, link_vsize, bodies, body_bytes;
-	unsigned int repaired, quarantined;
-};
 
 static void lmdb_verify_report(struct lmdb_verify_state *state,
 			       const char *mailbox, uint32_t uid,
@@ -273,7 +227,6 @@ static int lmdb_verify_scan_links(struct lmdb_verify_state *state,
 			array_push_back(&box->uids, &uid);
 			array_push_back(&box->body_ids, &link.body_id);
 			lmdb_verify_count_ref(state, link.body_id);
-			state->links++;
 			if (link.pop3_uidl[0] != '\0')
 				lmdb_verify_uidl(state, box, uid, link.pop3_uidl);
 		}
@@ -329,6 +282,31 @@ static bool lmdb_verify_has_gc_key(struct lmdb_env *env, MDB_txn *txn,
 	return mdb_get(txn, env->dbi_gc, &key, &val) == 0;
 }
 
+/* "INBOX uid 2, Other uid 7": where a damaged body is used. One pass
+   over the links: damage is rare. */
+static const char *
+lmdb_verify_body_users(struct lmdb_verify_state *state, uint64_t body_id)
+{
+	struct lmdb_verify_box *box;
+	const uint32_t *uids;
+	const uint64_t *body_ids;
+	unsigned int i, count;
+	string_t *str = t_str_new(64);
+
+	array_foreach_elem(&state->box_list, box) {
+		uids = array_get(&box->uids, &count);
+		body_ids = array_get(&box->body_ids, &count);
+		for (i = 0; i < count; i++) {
+			if (body_ids[i] != body_id)
+				continue;
+			if (str_len(str) > 0)
+				str_append(str, ", ");
+			str_printfa(str, "%s uid %u", box->name, uids[i]);
+		}
+	}
+	return str_len(str) == 0 ? "no links" : str_c(str);
+}
+
 static void lmdb_verify_body(struct lmdb_verify_state *state, MDB_txn *txn,
 			     uint64_t body_id)
 {
@@ -353,18 +331,12 @@ static void lmdb_verify_body(struct lmdb_verify_state *state, MDB_txn *txn,
 			array_push_back(&state->rebuild_bodies, &body_id);
 		return;
 	}
-	if (rec.chunk_size != 0) {
-		state->bodies++;
-		state->body_bytes += rec.physical_size;
-	}
-	if (links > 0)
-		state->link_vsize += rec.virtual_size * links;
 	if (rec.state == LMDB_BODY_STATE_LINKED &&
 	    (ret = lmdb_body_verify(env, body_id, &rec, TRUE, &error)) <= 0) {
 		lmdb_verify_report(state, "-", 0, body_id, t_strdup_printf(
-			"damaged body (GUID %s, %lu links): %s (reading it "
+			"damaged body (GUID %s, used by %s): %s (reading it "
 			"fails; its intact chunks stay for salvage)", rec.guid,
-			(unsigned long)links, error));
+			lmdb_verify_body_users(state, body_id), error));
 	}
 	if (rec.refcount != links &&
 	    !(rec.state == LMDB_BODY_STATE_PENDING && links == 0)) {
@@ -445,7 +417,7 @@ static void lmdb_verify_dangling_links(struct lmdb_verify_state *state)
 
 	array_foreach_elem(&state->box_list, box) {
 		uids = array_get(&box->uids, &count);
-		body_ids = array_front(&box->body_ids);
+		body_ids = array_get(&box->body_ids, &count);
 		for (i = 0; i < count; i++) {
 			if (hash_table_lookup(state->bodies_seen,
 					POINTER_CAST(body_ids[i])) != NULL)
@@ -460,7 +432,7 @@ static void lmdb_verify_dangling_links(struct lmdb_verify_state *state)
 	}
 }
 
-static bool lmdb_verify_uid_quarantined(const struct lmdb_verify_box *box,
+bool lmdb_verify_uid_quarantined(const struct lmdb_verify_box *box,
 					uint32_t uid)
 {
 	const uint32_t *qp;
@@ -501,7 +473,7 @@ static void lmdb_verify_mailbox(struct lmdb_verify_state *state,
 	hdr = mail_index_get_header(box->view);
 	msgs = mail_index_view_get_messages_count(box->view);
 	uids = array_get(&vbox->uids, &count);
-	body_ids = array_front(&vbox->body_ids);
+	body_ids = array_get(&vbox->body_ids, &count);
 	for (seq = 1; seq <= msgs; seq++) {
 		mail_index_lookup_uid(box->view, seq, &uid);
 		for (; i < count && uids[i] < uid; i++) {
@@ -543,215 +515,6 @@ static void lmdb_verify_mailboxes(struct lmdb_verify_state *state,
 	} T_END;
 }
 
-/* --- repair --- */
-
-
-/* --- repair --- */
-
-static void lmdb_repair_note(struct lmdb_verify_state *state,
-			     const char *what)
-{
-	i_info("lmdb verify: %s", what);
-}
-
-/* The links that use a body, as LMDB link keys. */
-static void lmdb_repair_body_links(struct lmdb_verify_state *state,
-				   uint64_t body_id,
-				   ARRAY_TYPE(uint32_t) *uids_r,
-				   ARRAY_TYPE(lmdb_verify_box) *boxes_r)
-{
-	struct lmdb_verify_box *box;
-	const uint64_t *body_ids;
-	const uint32_t *uids;
-	unsigned int i, count;
-
-	array_foreach_elem(&state->box_list, box) {
-		uids = array_get(&box->uids, &count);
-		body_ids = array_front(&box->body_ids);
-		for (i = 0; i < count; i++) {
-			if (body_ids[i] == body_id) {
-				array_push_back(uids_r, &uids[i]);
-				array_push_back(boxes_r, &box);
-			}
-		}
-	}
-}
-
-static int lmdb_repair_txn(MDB_txn *txn, void *context, const char **error_r)
-{
-	struct lmdb_verify_state *state = context;
-	struct lmdb_env *env = state->storage->env;
-	struct lmdb_body_record rec;
-	struct lmdb_env_record env_rec;
-	ARRAY_TYPE(uint32_t) uids;
-	ARRAY_TYPE(lmdb_verify_box) boxes;
-	unsigned char key[LMDB_LINK_KEY_SIZE], body_key[LMDB_BODY_ID_SIZE];
-	const uint64_t *idp;
-	buffer_t *const *bufp;
-	const char *error;
-	uintptr_t links;
-	unsigned int i;
-	MDB_val k;
-	int ret;
-
-	/* this may run again after the map grew: count afresh */
-	state->repaired = state->quarantined = 0;
-	array_foreach(&state->quarantine_links, bufp) {
-		if ((ret = lmdb_quarantine_move(env, txn, env->dbi_links,
-				"links", (*bufp)->data, (*bufp)->used,
-				"damaged, or its body is missing", ioloop_time,
-				error_r)) != 0)
-			return ret;
-		state->quarantined++;
-	}
-	array_foreach(&state->junk_gc_keys, bufp) {
-		k.mv_data = (void *)(*bufp)->data;
-		k.mv_size = (*bufp)->used;
-		ret = mdb_del(txn, env->dbi_gc, &k, NULL);
-		if (ret != 0 && ret != MDB_NOTFOUND) {
-			*error_r = mdb_strerror(ret);
-			return ret;
-		}
-		state->repaired++;
-	}
-	array_foreach(&state->rebuild_bodies, idp) {
-		links = POINTER_CAST_TO(hash_table_lookup(state->refs,
-			POINTER_CAST(*idp)), uintptr_t);
-		ret = lmdb_body_rebuild(env, txn, *idp, links, ioloop_time,
-					&error);
-		if (ret < 0) {
-			*error_r = error;
-			return EIO;
-		}
-		if (ret > 0) {
-			state->repaired++;
-			continue;
-		}
-		/* nothing to rebuild it from: the record and every link
-		   to it go into the quarantine (the index records go after
-		   this transaction) */
-		lmdb_repair_note(state, t_strdup_printf(
-			"body %"PRIu64" can't be rebuilt (%s): quarantined "
-			"with its links", *idp, error));
-		lmdb_body_id_encode(*idp, body_key);
-		if ((ret = lmdb_quarantine_move(env, txn, env->dbi_bodies,
-				"bodies", body_key, sizeof(body_key),
-				"damaged record, chunks not whole", ioloop_time,
-				error_r)) != 0)
-			return ret;
-		t_array_init(&uids, 4);
-		t_array_init(&boxes, 4);
-		lmdb_repair_body_links(state, *idp, &uids, &boxes);
-		for (i = 0; i < array_count(&uids); i++) {
-			struct lmdb_verify_box *box =
-				*array_idx(&boxes, i);
-			uint32_t uid = *array_idx(&uids, i);
-
-			lmdb_link_key_encode(box->guid, uid, key);
-			if ((ret = lmdb_quarantine_move(env, txn,
-					env->dbi_links, "links", key,
-					sizeof(key), "its body was damaged",
-					ioloop_time, error_r)) != 0)
-				return ret;
-			if (!lmdb_verify_uid_quarantined(box, uid))
-				array_push_back(&box->expunge_uids, &uid);
-		}
-		state->quarantined++;
-	}
-	array_foreach(&state->refcount_fixes, idp) {
-		links = POINTER_CAST_TO(hash_table_lookup(state->refs,
-			POINTER_CAST(*idp)), uintptr_t);
-		ret = lmdb_body_lookup(env, txn, *idp, pool_datastack_create(),
-				       &rec, error_r);
-		if (ret <= 0)
-			continue;
-		/* lmdb_body_ref moves the state (and gc entries) along; a
-		   body without links becomes DEAD, purge frees it */
-		if ((ret = lmdb_body_ref(env, txn, *idp,
-					 (int)links - (int)rec.refcount,
-					 ioloop_time, NULL, error_r)) != 0)
-			return ret;
-		state->repaired++;
-	}
-	array_foreach(&state->gc_missing, idp) {
-		if ((ret = lmdb_body_restore_gc_entry(env, txn, *idp,
-						      error_r)) != 0)
-			return ret;
-		state->repaired++;
-	}
-	/* after the quarantine, from the links that are left */
-	if (state->uidls_rebuild || array_count(&state->quarantine_links) > 0 ||
-	    array_count(&state->rebuild_bodies) > 0) {
-		unsigned int duplicates;
-
-		if ((ret = lmdb_uidls_rebuild(env, txn, &duplicates,
-					      error_r)) != 0)
-			return ret;
-		state->repaired++;
-	}
-	/* the counters, as the records say */
-	if ((ret = lmdb_env_record_get(env, txn, &env_rec, error_r)) != 0)
-		return ret;
-	if (env_rec.links != state->links ||
-	    env_rec.link_vsize_bytes != state->link_vsize ||
-	    env_rec.bodies != state->bodies ||
-	    env_rec.body_bytes != state->body_bytes) {
-		env_rec.links = state->links;
-		env_rec.link_vsize_bytes = state->link_vsize;
-		env_rec.bodies = state->bodies;
-		env_rec.body_bytes = state->body_bytes;
-		if ((ret = lmdb_env_record_put(env, txn, &env_rec,
-					       error_r)) != 0)
-			return ret;
-		state->repaired++;
-	}
-	return 0;
-}
-
-/* Index records of quarantined links, and index records without a link:
-   nothing can read them. Expunged through Dovecot, after the LMDB
-   transaction. */
-static int lmdb_repair_index(struct lmdb_verify_state *state,
-			     struct mail_user *user)
-{
-	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
-	struct lmdb_verify_box *vbox;
-	struct mailbox *box;
-	struct mailbox_transaction_context *trans;
-	struct mail *mail;
-	const uint32_t *uidp;
-	int ret = 0;
-
-	array_foreach_elem(&state->box_list, vbox) {
-		if (!vbox->active || array_count(&vbox->expunge_uids) == 0)
-			continue;
-		box = mailbox_alloc(ns->list, vbox->name,
-				    MAILBOX_FLAG_IGNORE_ACLS);
-		if (mailbox_open(box) < 0 ||
-		    !guid_128_equals(LMDB_MAILBOX(box)->mailbox_guid,
-				     vbox->guid)) {
-			mailbox_free(&box);
-			continue;
-		}
-		trans = mailbox_transaction_begin(box, 0, "lmdb verify -r");
-		mail = mail_alloc(trans, 0, NULL);
-		array_foreach(&vbox->expunge_uids, uidp) {
-			if (mail_set_uid(mail, *uidp))
-				mail_expunge(mail);
-		}
-		mail_free(&mail);
-		if (mailbox_transaction_commit(&trans) < 0 ||
-		    mailbox_sync(box, 0) < 0) {
-			i_error("lmdb verify: expunging from %s failed: %s",
-				vbox->name,
-				mailbox_get_last_internal_error(box, NULL));
-			ret = -1;
-		}
-		mailbox_free(&box);
-	}
-	return ret;
-}
-
 static int
 lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 		    struct mail_user *user)
@@ -759,7 +522,7 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	struct lmdb_verify_cmd_context *ctx =
 		container_of(_ctx, struct lmdb_verify_cmd_context, ctx);
 	struct lmdb_verify_state state;
-	struct lmdb_env_record env_rec;
+	struct lmdb_env_record env_rec, counted;
 	MDB_txn *txn;
 	const char *error = NULL;
 	int ret;
@@ -794,6 +557,12 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 		else if (lmdb_env_record_get(state.storage->env, txn,
 					     &env_rec, &error) != 0)
 			ret = -1;
+		else {
+			counted = env_rec;
+			if (lmdb_schema_recount(state.storage->env, txn,
+						&counted, &error) != 0)
+				ret = -1;
+		}
 		lmdb_env_read_end(state.storage->env, &txn);
 	}
 	if (ret != 0) {
@@ -809,15 +578,15 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 		ret = -1;
 	}
 	lmdb_verify_dangling_links(&state);
-	if (ret == 0 &&
-	    (env_rec.links != state.links || env_rec.bodies != state.bodies ||
-	     env_rec.body_bytes != state.body_bytes)) {
+	if (ret == 0 && memcmp(&counted, &env_rec, sizeof(counted)) != 0) {
 		lmdb_verify_report(&state, "-", 0, 0, t_strdup_printf(
-			"env record counts %"PRIu64" links, %"PRIu64" bodies "
-			"of %"PRIu64" bytes; the records: %"PRIu64", %"PRIu64
-			", %"PRIu64"%s", env_rec.links, env_rec.bodies,
-			env_rec.body_bytes, state.links, state.bodies,
-			state.body_bytes, ctx->repair ? " (fixed)" : ""));
+			"env record counts %"PRIu64" messages of %"PRIu64
+			" bytes, %"PRIu64" bodies of %"PRIu64" bytes; the "
+			"records: %"PRIu64", %"PRIu64", %"PRIu64", %"PRIu64"%s",
+			env_rec.links, env_rec.link_vsize_bytes,
+			env_rec.bodies, env_rec.body_bytes, counted.links,
+			counted.link_vsize_bytes, counted.bodies,
+			counted.body_bytes, ctx->repair ? " (fixed)" : ""));
 	}
 
 	if (ctx->repair && ctx->problems > 0 && ret == 0) {

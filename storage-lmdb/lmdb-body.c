@@ -92,9 +92,9 @@ int lmdb_body_lookup(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 	}
 	if (!lmdb_body_record_decode(body_id, val.mv_data, val.mv_size, pool,
 				     rec_r, error_r)) {
-		*error_r = t_strdup_printf("body %"PRIu64" record is corrupted: %s",
+		*error_r = t_strdup_printf("body %"PRIu64" record is damaged: %s",
 					   body_id, *error_r);
-		return -1;
+		return -2;
 	}
 	return 1;
 }

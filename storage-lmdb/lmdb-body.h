@@ -73,8 +73,9 @@ int lmdb_body_discard(struct lmdb_env *env, uint64_t body_id,
    unless the body was never finished (then they are deleted now). */
 void lmdb_body_writer_free(struct lmdb_body_writer **writer);
 
-/* Returns 1 and the record, 0 if there is no such body, -1 on error
-   (including a malformed record). txn may be read-only. */
+/* Returns 1 and the record, 0 if there is no such body, -1 if LMDB
+   failed, -2 if the record is damaged (*error_r). txn may be
+   read-only. */
 int lmdb_body_lookup(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 		     pool_t pool, struct lmdb_body_record *rec_r,
 		     const char **error_r);
@@ -106,7 +107,8 @@ int lmdb_body_read_chunks(struct lmdb_env *env, uint64_t body_id,
 /* A reader keeps one read snapshot (a pinned transaction) for its whole
    life, so the body can't change or vanish under a stream while other
    processes expunge and free it. Open returns 1 with the body's record,
-   0 if there is no such body, -1 on error (a damaged record included). */
+   0 if there is no such body, -1 if LMDB failed, -2 if the record is
+   damaged. */
 struct lmdb_body_reader;
 int lmdb_body_reader_open(struct lmdb_env *env, uint64_t body_id,
 			  pool_t pool, struct lmdb_body_record *rec_r,

@@ -39,7 +39,7 @@ int lmdb_link_get(struct lmdb_env *env, MDB_txn *txn,
 				     val.mv_size, pool, rec_r, error_r)) {
 		*error_r = t_strdup_printf("link uid=%u is damaged: %s",
 					   uid, *error_r);
-		return -1;
+		return -2;
 	}
 	return 1;
 }

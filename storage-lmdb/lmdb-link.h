@@ -9,8 +9,8 @@
 #include "lmdb-records.h"
 #include "lmdb-env.h"
 
-/* Returns 1 and the record, 0 if missing, -1 if it is damaged or LMDB
-   failed (*error_r). */
+/* Returns 1 and the record, 0 if missing, -1 if LMDB failed, -2 if the
+   record is damaged (*error_r for both). */
 int lmdb_link_get(struct lmdb_env *env, MDB_txn *txn,
 		  const guid_128_t mailbox_guid, uint32_t uid, pool_t pool,
 		  struct lmdb_link_record *rec_r, const char **error_r);

@@ -58,6 +58,24 @@ static void lmdb_mail_free(struct mail *_mail)
 	index_mail_free(_mail);
 }
 
+/* A damaged record or body fails this message alone, with an error a
+   client can act on: IMAP answers NO [PARSE] instead of disconnecting (as
+   it does after an internal error), POP3 -ERR. The details go to the log;
+   doveadm lmdb verify -r repairs or quarantines it. */
+static void lmdb_mail_set_damaged(struct mail *mail, const char *fmt, ...)
+	ATTR_FORMAT(2, 3);
+static void lmdb_mail_set_damaged(struct mail *mail, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	e_error(mail_event(mail), "lmdb: %s (doveadm lmdb verify -r "
+		"repairs or quarantines it)", t_strdup_vprintf(fmt, args));
+	va_end(args);
+	mail_storage_set_error(mail->box->storage, MAIL_ERROR_INVALIDDATA,
+			       "Message is damaged and can't be read");
+}
+
 static int lmdb_mail_read(struct lmdb_mail *mail, bool want_body);
 
 /* The records of the current message are loaded: the link, and the body
@@ -127,12 +145,16 @@ static int lmdb_mail_read_link(struct lmdb_mail *mail, MDB_txn *txn)
 	ret = lmdb_link_get(mbox->storage->env, txn, mbox->mailbox_guid,
 			    _mail->uid, mail->records_pool, &mail->link, &error);
 	if (ret <= 0) {
-		if (ret < 0)
+		if (ret == -2)
+			lmdb_mail_set_damaged(_mail, "uid=%u: %s", _mail->uid, error);
+		else if (ret < 0)
 			mail_set_critical(_mail, "lmdb: %s", error);
 		else
 			mail_set_expunged(_mail);
+		mail->link_damaged = ret == -2;
 		return -1;
 	}
+	mail->link_damaged = FALSE;
 	mail->have_link = TRUE;
 	return 0;
 }
@@ -183,7 +205,7 @@ static int lmdb_mail_read(struct lmdb_mail *mail, bool want_body)
 			error = t_strdup_printf("body %"PRIu64" is missing",
 						body_id);
 		}
-		mail_set_critical(_mail, "lmdb: uid=%u: %s", _mail->uid, error);
+		lmdb_mail_set_damaged(_mail, "uid=%u: %s", _mail->uid, error);
 		return -1;
 	}
 	mail->have_body = TRUE;
@@ -266,8 +288,15 @@ static int lmdb_mail_get_pop3_uidl(struct lmdb_mail *mail,
 		*value_r = str_c(str);
 		return 0;
 	}
-	if (lmdb_mail_get_link(mail) < 0)
-		return -1;
+	if (lmdb_mail_get_link(mail) < 0) {
+		if (!mail->link_damaged)
+			return -1;
+		/* a POP3 listing must not end for one damaged message: its
+		   stored UIDL is lost, POP3 shows the format's value (the
+		   error is logged; verify -r quarantines it) */
+		*value_r = "";
+		return 0;
+	}
 	*value_r = p_strdup(imail->mail.data_pool, mail->link.pop3_uidl);
 	if ((*value_r)[0] != '\0') {
 		index_mail_cache_add_idx(imail, field_idx, *value_r,
@@ -299,8 +328,12 @@ lmdb_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 			*value_r = "";
 			return 0;
 		}
-		if (lmdb_mail_get_link(mail) < 0)
-			return -1;
+		if (lmdb_mail_get_link(mail) < 0) {
+			if (!mail->link_damaged)
+				return -1;
+			*value_r = "";
+			return 0;
+		}
 		*value_r = mail->link.pop3_order == 0 ? "" :
 			p_strdup_printf(mail->imail.mail.data_pool, "%u",
 					mail->link.pop3_order);
@@ -352,10 +385,16 @@ static int lmdb_mail_verify_body(struct lmdb_mail *mail)
 	int ret;
 
 	ret = lmdb_istream_verify(mail->body_stream, &error);
-	if (ret <= 0) {
-		mail_set_critical(_mail, "lmdb: uid=%u body %"PRIu64
-				  " (GUID %s) is damaged: %s", _mail->uid,
-				  mail->link.body_id, mail->body.guid, error);
+	if (ret < 0) {
+		mail_set_critical(_mail, "lmdb: uid=%u body %"PRIu64": %s",
+				  _mail->uid, mail->link.body_id, error);
+		return -1;
+	}
+	if (ret == 0) {
+		lmdb_mail_set_damaged(_mail, "uid=%u body %"PRIu64
+				      " (GUID %s) is damaged: %s", _mail->uid,
+				      mail->link.body_id, mail->body.guid,
+				      error);
 		return -1;
 	}
 	mail->body_verified = TRUE;
@@ -396,6 +435,9 @@ static int lmdb_mail_open_stream(struct lmdb_mail *mail, bool get_body,
 				/* freed since its link was read: the
 				   message was expunged meanwhile */
 				mail_set_expunged(_mail);
+			} else if (ret == -2) {
+				lmdb_mail_set_damaged(_mail, "uid=%u: %s",
+						      _mail->uid, error);
 			} else {
 				mail_set_critical(_mail, "lmdb: uid=%u: %s",
 						  _mail->uid, error);

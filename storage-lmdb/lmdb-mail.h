@@ -15,6 +15,8 @@ struct lmdb_mail {
 	struct lmdb_body_record body;
 	/* FALSE for a message still being saved: only the body exists */
 	bool have_link;
+	/* the last lookup found the link record damaged */
+	bool link_damaged;
 	/* body is valid too, not only link (a POP3 listing needs only the
 	   link: one page per many messages instead of one per message) */
 	bool have_body;

@@ -5,10 +5,11 @@
 #include "lmdb-body.h"
 #include "lmdb-storage.h"
 
-/* Purge frees bodies nobody links any more (dead) and saves that never
-   committed (pending), each only after its grace period: a session may
-   still be streaming a dead body, and a slow save may not have linked
-   its pending one yet. */
+/* Purge frees saves that never committed (pending bodies) after
+   lmdb_pending_grace: a slow save may not have linked its body yet. A
+   body whose last link goes is freed by the expunge itself; purge frees
+   the dead bodies left by older versions and by verify -r at once (a
+   stream still reading one keeps its own snapshot). */
 
 /* bodies freed per automatic pass, so a session end never stalls long */
 #define LMDB_AUTOPURGE_MAX_BODIES 2000
@@ -34,7 +35,7 @@ static int lmdb_purge_run(struct lmdb_storage *storage, unsigned int max,
 
 	if (lmdb_body_gc(storage->env, ioloop_time,
 			 storage->set.pending_grace_secs,
-			 storage->set.dead_grace_secs, max, freed_r,
+			 0, max, freed_r,
 			 &error) < 0) {
 		mail_storage_set_critical(&storage->storage,
 					  "lmdb: purge failed: %s", error);

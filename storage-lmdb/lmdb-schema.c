@@ -5,6 +5,8 @@
 #include "ioloop.h"
 #include "lmdb-records.h"
 #include "lmdb-env.h"
+#include "lmdb-body.h"
+#include "lmdb-link.h"
 #include "lmdb-schema.h"
 #include "lmdb-uidls.h"
 
@@ -199,6 +201,71 @@ static int lmdb_schema_dbi_entries(MDB_txn *txn, MDB_dbi dbi,
 	return ret;
 }
 
+int lmdb_schema_recount(struct lmdb_env *env, MDB_txn *txn,
+			struct lmdb_env_record *rec, const char **error_r)
+{
+	struct lmdb_body_record body;
+	struct lmdb_link_record link;
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	const char *error;
+	guid_128_t guid;
+	uint64_t body_id;
+	uint32_t uid;
+	int ret;
+
+	rec->links = rec->link_vsize_bytes = 0;
+	rec->bodies = rec->body_bytes = 0;
+	if ((ret = mdb_cursor_open(txn, env->dbi_bodies, &cursor)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open(bodies) failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) T_BEGIN {
+		if (lmdb_body_id_decode(key.mv_data, key.mv_size, &body_id) &&
+		    lmdb_body_record_decode(body_id, val.mv_data, val.mv_size,
+					    pool_datastack_create(), &body,
+					    &error) &&
+		    body.chunk_size != 0) {
+			rec->bodies++;
+			rec->body_bytes += body.physical_size;
+		}
+	} T_END;
+	mdb_cursor_close(cursor);
+	if (ret != MDB_NOTFOUND) {
+		*error_r = t_strdup_printf("scanning bodies failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	if ((ret = mdb_cursor_open(txn, env->dbi_links, &cursor)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open(links) failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) T_BEGIN {
+		/* quota counts what can be read: damaged links and links
+		   to damaged bodies are not mail */
+		if (lmdb_link_key_decode(key.mv_data, key.mv_size, guid, &uid) &&
+		    lmdb_link_record_decode(guid, uid, val.mv_data,
+					    val.mv_size,
+					    pool_datastack_create(), &link,
+					    &error) &&
+		    lmdb_body_lookup(env, txn, link.body_id,
+				     pool_datastack_create(), &body,
+				     &error) > 0) {
+			rec->links++;
+			rec->link_vsize_bytes += body.virtual_size;
+		}
+	} T_END;
+	mdb_cursor_close(cursor);
+	if (ret != MDB_NOTFOUND) {
+		*error_r = t_strdup_printf("scanning links failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	return 0;
+}
+
 /* The env record is gone or damaged but the environment has records:
    count what it counts again. The generation becomes a new value, which
    only makes processes that had the environment open reopen it. */
@@ -206,10 +273,8 @@ static int lmdb_schema_rebuild_env_record(struct lmdb_env *env, MDB_txn *txn,
 					  struct lmdb_env_record *rec,
 					  const char **error_r)
 {
-	struct lmdb_body_record body;
 	MDB_cursor *cursor;
 	MDB_val key, val;
-	const char *error;
 	uint64_t body_id;
 	int ret;
 
@@ -217,6 +282,8 @@ static int lmdb_schema_rebuild_env_record(struct lmdb_env *env, MDB_txn *txn,
 	rec->generation = ((uint64_t)ioloop_time << 20) ^ (uint64_t)getpid();
 	rec->next_body_id = 1;
 	rec->created = ioloop_time;
+	if ((ret = lmdb_schema_recount(env, txn, rec, error_r)) != 0)
+		return ret;
 	if ((ret = mdb_cursor_open(txn, env->dbi_bodies, &cursor)) != 0) {
 		*error_r = t_strdup_printf("mdb_cursor_open(bodies) failed: %s",
 					   mdb_strerror(ret));
@@ -227,13 +294,6 @@ static int lmdb_schema_rebuild_env_record(struct lmdb_env *env, MDB_txn *txn,
 			/* ids are never reused, damaged record or not */
 			rec->next_body_id = I_MAX(rec->next_body_id,
 						  body_id + 1);
-			if (lmdb_body_record_decode(body_id, val.mv_data,
-					val.mv_size, pool_datastack_create(),
-					&body, &error) &&
-			    body.chunk_size != 0) {
-				rec->bodies++;
-				rec->body_bytes += body.physical_size;
-			}
 		}
 	} T_END;
 	mdb_cursor_close(cursor);
@@ -259,9 +319,7 @@ static int lmdb_schema_rebuild_env_record(struct lmdb_env *env, MDB_txn *txn,
 					   mdb_strerror(ret));
 		return ret;
 	}
-	/* links and their virtual sizes are recounted by
-	   doveadm lmdb verify -r; the number of links is cheap here */
-	return lmdb_schema_dbi_entries(txn, env->dbi_links, &rec->links);
+	return 0;
 }
 
 static int lmdb_schema_open_dbis(struct lmdb_env *env, MDB_txn *txn,

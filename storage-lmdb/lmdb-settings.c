@@ -11,8 +11,9 @@
 #define LMDB_DEFAULT_MAP_RESERVE (16ULL * 1024 * 1024)
 #define LMDB_DEFAULT_MAX_READERS 512
 #define LMDB_DEFAULT_PENDING_GRACE_SECS (36 * 60 * 60)
-#define LMDB_DEFAULT_DEAD_GRACE_SECS (24 * 60 * 60)
 #define LMDB_DEFAULT_AUTOPURGE_INTERVAL_SECS (24 * 60 * 60)
+
+static bool lmdb_settings_dead_grace_warned = FALSE;
 
 static int
 lmdb_setting_size(struct mail_user *user, const char *name, uint64_t *value,
@@ -57,7 +58,6 @@ int lmdb_settings_read(struct mail_user *user, struct lmdb_settings *set_r,
 	set_r->env.map_size_max = LMDB_DEFAULT_MAP_SIZE_MAX;
 	set_r->env.map_reserve = LMDB_DEFAULT_MAP_RESERVE;
 	set_r->pending_grace_secs = LMDB_DEFAULT_PENDING_GRACE_SECS;
-	set_r->dead_grace_secs = LMDB_DEFAULT_DEAD_GRACE_SECS;
 	set_r->autopurge_interval_secs = LMDB_DEFAULT_AUTOPURGE_INTERVAL_SECS;
 
 	if (lmdb_setting_size(user, "lmdb_map_size_initial",
@@ -68,12 +68,18 @@ int lmdb_settings_read(struct mail_user *user, struct lmdb_settings *set_r,
 			      &set_r->env.map_reserve, error_r) < 0 ||
 	    lmdb_setting_time(user, "lmdb_pending_grace",
 			      &set_r->pending_grace_secs, error_r) < 0 ||
-	    lmdb_setting_time(user, "lmdb_dead_grace",
-			      &set_r->dead_grace_secs, error_r) < 0 ||
 	    lmdb_setting_time(user, "lmdb_autopurge_interval",
 			      &set_r->autopurge_interval_secs, error_r) < 0)
 		return -1;
 
+	if (mail_user_plugin_getenv(user, "lmdb_dead_grace") != NULL &&
+	    !lmdb_settings_dead_grace_warned) {
+		/* no longer needed: a stream reads its own snapshot, so
+		   expunged bodies are freed at once (docs/design.md) */
+		i_warning("lmdb: The lmdb_dead_grace setting is obsolete and "
+			  "ignored: expunged mail is freed at once");
+		lmdb_settings_dead_grace_warned = TRUE;
+	}
 	str = mail_user_plugin_getenv(user, "lmdb_max_readers");
 	if (str != NULL && str[0] != '\0' &&
 	    (str_to_uint64(str, &max_readers) < 0 || max_readers < 8 ||

@@ -351,6 +351,8 @@ struct lmdb_mailbox_write_ctx {
 	char sep;
 	uint32_t uid_validity;
 	enum lmdb_mailbox_state state;
+	/* only add a missing record, never change one */
+	bool keep_existing;
 };
 
 static int
@@ -364,6 +366,8 @@ lmdb_mailbox_write_txn(MDB_txn *txn, void *context, const char **error_r)
 			       pool_datastack_create(), &rec, error_r);
 	if (ret < 0)
 		return MDB_CORRUPTED;
+	if (ret > 0 && ctx->keep_existing)
+		return 0;
 	if (ret == 0) {
 		i_zero(&rec);
 		rec.created = ioloop_time;
@@ -380,7 +384,8 @@ lmdb_mailbox_write_txn(MDB_txn *txn, void *context, const char **error_r)
 
 static int lmdb_mailbox_record_write(struct lmdb_mailbox *mbox,
 				     uint32_t uid_validity,
-				     enum lmdb_mailbox_state state)
+				     enum lmdb_mailbox_state state,
+				     bool keep_existing)
 {
 	struct mailbox *box = &mbox->box;
 	struct lmdb_mailbox_write_ctx ctx;
@@ -394,6 +399,7 @@ static int lmdb_mailbox_record_write(struct lmdb_mailbox *mbox,
 	ctx.sep = mail_namespace_get_sep(box->list->ns);
 	ctx.uid_validity = uid_validity;
 	ctx.state = state;
+	ctx.keep_existing = keep_existing;
 	ret = lmdb_env_write(ctx.env, lmdb_mailbox_write_txn, &ctx, TRUE, &error);
 	if (ret != 0) {
 		lmdb_storage_set_lmdb_error(box->storage, ret, error);
@@ -501,9 +507,13 @@ lmdb_mailbox_create_indexes(struct mailbox *box,
 	   dsync): the next sync appends what the index lacks */
 	mbox->need_adopt = TRUE;
 
-	/* LMDB last: it is the innermost lock */
+	/* LMDB last: it is the innermost lock. An open (neither creating
+	   nor updating) doesn't hold the list lock: a record that exists
+	   is left as a concurrent rename or delete may have just written
+	   it; one found by name above needs no change anyway. */
 	if (lmdb_mailbox_record_write(mbox, uid_validity,
-				      LMDB_MAILBOX_STATE_ACTIVE) < 0) {
+				      LMDB_MAILBOX_STATE_ACTIVE,
+				      !box->creating && update == NULL) < 0) {
 		if (new_trans != NULL)
 			mail_index_transaction_rollback(&new_trans);
 		return -1;
@@ -617,19 +627,16 @@ static int lmdb_mailbox_open(struct mailbox *box)
 	}
 	if (lmdb_read_header(mbox, &hdr, FALSE) < 0) {
 		/* the index is new or was lost: find or create the
-		   mailbox's identity (and let sync adopt its mail). The
-		   list lock first, as mailbox_create() takes it: a creator
-		   racing with us must never wait for our index lock while
-		   we wait for its list lock. */
-		int ret;
-
-		if (mailbox_list_lock(box->list) < 0) {
-			mail_storage_copy_list_error(box->storage, box->list);
-			return -1;
-		}
-		ret = lmdb_mailbox_create_indexes_locked(box, NULL);
-		mailbox_list_unlock(box->list);
-		if (ret < 0 || lmdb_read_header(mbox, &hdr, TRUE) < 0)
+		   mailbox's identity (and let sync adopt its mail) under
+		   the index sync lock alone, as dbox does. Never the list
+		   lock: Dovecot opens mailboxes while holding the list
+		   index lock (a list index sync reads each new mailbox's
+		   GUID), and mailbox_create() holds the list lock while it
+		   waits for the list index lock: a deadlock. A creator
+		   takes the index sync lock too; whoever comes first
+		   initialises the index, the other sees uid_validity set. */
+		if (lmdb_mailbox_create_indexes_locked(box, NULL) < 0 ||
+		    lmdb_read_header(mbox, &hdr, TRUE) < 0)
 			return -1;
 	}
 	memcpy(mbox->mailbox_guid, hdr.mailbox_guid,
@@ -711,7 +718,8 @@ static int lmdb_mailbox_delete(struct mailbox *box)
 	if (had_guid) {
 		memcpy(mbox->mailbox_guid, guid, sizeof(guid));
 		(void)lmdb_mailbox_record_write(mbox, 0,
-						LMDB_MAILBOX_STATE_DELETED);
+						LMDB_MAILBOX_STATE_DELETED,
+						FALSE);
 	}
 	return 0;
 }

@@ -27,9 +27,9 @@ struct lmdb_index_header {
 
 struct lmdb_settings {
 	struct lmdb_env_settings env;
-	/* seconds before unlinked saves and dead bodies are freed */
+	/* seconds before saves that never committed are freed (bodies
+	   whose last link goes are freed at once) */
 	unsigned int pending_grace_secs;
-	unsigned int dead_grace_secs;
 	/* purge runs by itself at most this often per user (0 = never) */
 	unsigned int autopurge_interval_secs;
 };

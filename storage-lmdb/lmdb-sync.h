@@ -38,6 +38,11 @@ int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
 int lmdb_sync_finish(struct lmdb_sync_context **ctx, bool success);
 int lmdb_sync(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags);
 
+/* lmdb-adopt.c: inside lmdb_sync_begin(), append to the sync transaction
+   the links the index lacks (a batch of them: mbox->need_adopt stays set
+   while more wait) and raise next_uid. */
+int lmdb_sync_adopt(struct lmdb_sync_context *ctx);
+
 /* lmdb-rebuild.c: with the index sync lock held */
 int lmdb_sync_index_rebuild(struct lmdb_mailbox *mbox);
 

@@ -600,6 +600,7 @@ class Dovecot:
         self.ports: dict[str, int] = {}
         self.clients = []  # open client connections, closed on stop()
         self.starts = 0
+        self.killed_pids: set[int] = set()  # children stop() had to SIGKILL
 
         self.dir = tempfile.mkdtemp(prefix='dlmdb-%s-' % self.name, dir='/tmp')
         _INSTANCES.append(self)
@@ -887,13 +888,14 @@ class Dovecot:
                 raise StartError('dovecot listeners %s not up after %.0fs\n--- log ---\n%s'
                                  % (sorted(pending), timeout, self.log_tail(50)))
             time.sleep(0.05)
-        # The probes above made login/lmtp processes connect to the
-        # stats-writer socket, which makes the master spawn 'stats'.  A
-        # stop() before stats runs leaves those processes waiting 5 s for
-        # the stats handshake (and logging errors), so wait for it here.
-        deadline2 = time.monotonic() + 5
-        while time.monotonic() < deadline2 and not self._service_pids('stats'):
-            time.sleep(0.02)
+        # The probes above made the master spawn login, lmtp, auth and
+        # stats processes: let them finish starting up, so the test (and a
+        # stop() right away) meets an instance that is not spawning.
+        if not self.settle():
+            raise StartError('processes still starting up %.0fs after the listeners '
+                             'were up: %s\n--- log ---\n%s'
+                             % (self.SETTLE_TIMEOUT, self._describe(self._children()),
+                                self.log_tail(50)))
         pidfile = self.path('run', 'master.pid')
         for _ in range(100):
             if os.path.exists(pidfile):
@@ -919,35 +921,181 @@ class Dovecot:
                 pass
         self.clients = []
 
-    STOP_GRACE = 1.0  # seconds leftover children get after the master exited
+    # How Dovecot 2.3's master stops (src/master/main.c, service-monitor.c):
+    # on SIGTERM it stops spawning, closes the "master dead" pipes, waits up
+    # to 5 s for its children to exit, SIGQUITs the rest, sleeps 1 s and
+    # exits.  It never kills a child.  A child notices the closed pipe only
+    # once its start-up is over (master_service_init_finish() adds the pipe,
+    # fd 6, to its ioloop).  Before that it blocks on the stats-writer
+    # handshake (5 s) and reads its settings from the config socket, both
+    # unix listeners the master holds and serves by spawning 'stats' and
+    # 'config' on demand.  A child still starting up at SIGTERM therefore
+    # waits on sockets nobody will serve any more: "stats-writer ...
+    # Timeout waiting for handshake response" 5 s later, or, when the
+    # master exits and its listeners close, "Fatal: Error reading
+    # configuration: ... Connection reset by peer".  So stop() sends
+    # SIGTERM only once every child has finished starting up (settle()),
+    # and kills by pid any child the master forks in the instant before it
+    # handles the SIGTERM, before that child can log anything.
+    MASTER_DEAD_FD = 6        # lib-master/master-interface.h
+    SETTLE_QUIET = 0.1        # s without a new child before the instance counts as settled
+    SETTLE_TIMEOUT = 10.0     # s settle() waits at most
+    STOP_GRACE = 1.0          # s leftover children get after the master exited
+    # the master's line for a child the harness killed (pid in killed_pids)
+    # (the log process relays it as the child's Fatal, with the client's
+    # address if it knows one; for a log process the master logs it itself)
+    KILLED_CHILD_RE = re.compile(r'(?:: Fatal: master:|master: Error:) service\([^)]+\): '
+                                 r'child (\d+) killed with signal 9(?: \(core dumps disabled\))?'
+                                 r'(?: \[last ip=[^\]]*\])?$')
+
+    def _child_pids(self) -> list[int]:
+        """The master's live (non-zombie) children."""
+        out = []
+        if not self.running:
+            return out
+        for d in os.listdir('/proc'):
+            if not d.isdigit():
+                continue
+            try:
+                with open('/proc/%s/stat' % d, 'rb') as f:
+                    st = f.read()
+            except OSError:
+                continue
+            fields = st[st.rindex(b')') + 2:].split()
+            if fields[0] != b'Z' and int(fields[1]) == self.pid:
+                out.append(int(d))
+        return out
+
+    def _children(self) -> dict[int, bool]:
+        """{pid: started up} for the master's live children."""
+        try:
+            master_exe = os.readlink('/proc/%d/exe' % self.pid)
+        except (OSError, TypeError):
+            return {}
+        return {pid: self._started_up(pid, master_exe) for pid in self._child_pids()}
+
+    @classmethod
+    def _started_up(cls, pid: int, master_exe: str) -> bool:
+        """Whether child pid has finished lib-master's start-up: one of
+        its epoll sets watches MASTER_DEAD_FD.  A child forked but not yet
+        exec'd shares the master's epoll set, hence the exe check."""
+        try:
+            if os.readlink('/proc/%d/exe' % pid) == master_exe:
+                return False
+            fds = os.listdir('/proc/%d/fd' % pid)
+        except OSError:
+            return False
+        want = ['tfd:', str(cls.MASTER_DEAD_FD)]
+        for fd in fds:
+            try:
+                if os.readlink('/proc/%d/fd/%s' % (pid, fd)) != 'anon_inode:[eventpoll]':
+                    continue
+                with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
+                    if any(line.split()[:2] == want for line in f):
+                        return True
+            except OSError:
+                continue
+        return False
+
+    @staticmethod
+    def _idle(pid: int) -> bool:
+        """Whether process pid sleeps in epoll_wait(), i.e. (for the
+        master) is past its start-up and between two ioloop rounds.  Where
+        the kernel hides wait channels ('0' for a sleeping process), any
+        sleeping state counts."""
+        try:
+            with open('/proc/%d/wchan' % pid) as f:
+                wchan = f.read().strip()
+            with open('/proc/%d/stat' % pid, 'rb') as f:
+                st = f.read()
+        except OSError:
+            return False
+        if st[st.rindex(b')') + 2:].split()[0] != b'S':
+            return False
+        return 'ep_poll' in wchan or 'epoll' in wchan or wchan in ('', '0')
+
+    @staticmethod
+    def _describe(children: dict[int, bool]) -> str:
+        out = []
+        for pid, up in sorted(children.items()):
+            try:
+                with open('/proc/%d/cmdline' % pid, 'rb') as f:
+                    title = f.read().split(b'\0')[0].decode('utf-8', 'replace')
+            except OSError:
+                title = '?'
+            out.append('%d %s%s' % (pid, title, '' if up else ' (starting up)'))
+        return ', '.join(out) or 'none'
+
+    def settle(self, timeout: float | None = None) -> set[int]:
+        """Wait until the master waits in its ioloop, every child of it has
+        finished starting up and no new child appeared for SETTLE_QUIET
+        seconds.  (The listeners answer before the master has forked a
+        single child: it binds them first.)  Returns the children then, or
+        an empty set if that did not happen within timeout (default
+        SETTLE_TIMEOUT)."""
+        deadline = time.monotonic() + (self.SETTLE_TIMEOUT if timeout is None else timeout)
+        seen: set[int] = set()
+        quiet_since = time.monotonic()
+        while self.running:
+            now = time.monotonic()
+            kids = self._children()
+            if not set(kids) <= seen:
+                seen |= set(kids)
+                quiet_since = now
+            if kids and all(kids.values()) and now - quiet_since >= self.SETTLE_QUIET \
+                    and self._idle(self.pid):
+                return set(kids)
+            if now > deadline:
+                break
+            time.sleep(0.02)
+        return set()
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the master, wait, SIGKILL the process group if needed.
-        Idempotent."""
+        """Let the instance settle (settle()), SIGTERM the master, kill
+        children it forked after that by pid, wait for it to exit; then
+        give what is left of its process group STOP_GRACE seconds, SIGKILL
+        the group and wait until it is empty.  Idempotent."""
         self._close_clients()
         if self.proc is None:
             return
         proc, pgid = self.proc, self.pgid
         try:
             if proc.poll() is None:
+                # on a settle() timeout stop anyway: the log shows why
+                known = self.settle() or set(self._child_pids())
                 try:
                     os.kill(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
+                deadline = time.monotonic() + timeout
+                while proc.poll() is None and time.monotonic() < deadline:
+                    for pid in set(self._child_pids()) - known:
+                        # forked for a connection queued just before the
+                        # SIGTERM: it would block in its start-up on sockets
+                        # nobody serves any more
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                            self.killed_pids.add(pid)
+                        except ProcessLookupError:
+                            pass
+                        known.add(pid)
+                    time.sleep(0.02)
+                if proc.poll() is None:
                     self._killpg(pgid)
                     proc.wait(10)
-            # Children left in our process group after the master is gone
-            # (e.g. login processes stuck in the stats-writer handshake,
-            # which otherwise time out after 5 s): they got SIGTERM from
-            # the master already; give them a moment, then SIGKILL.
+            # Children left in the process group after the master is gone
+            # (busy with a client when it exited): a moment, then SIGKILL.
             deadline = time.monotonic() + self.STOP_GRACE
             while self._pg_alive(pgid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if self._pg_alive(pgid):
                 self._killpg(pgid)
+                deadline = time.monotonic() + 10
+                while self._pg_alive(pgid):
+                    if time.monotonic() > deadline:
+                        raise HarnessError('processes of the stopped instance survive '
+                                           'SIGKILL: %s' % self._pg_members(pgid))
+                    time.sleep(0.02)
         finally:
             self.proc = None
             if self._log_fh:
@@ -1113,19 +1261,31 @@ class Dovecot:
     BENIGN_LOG_RE = [
         # our own SIGTERM on stop()/restart()
         r'master: Warning: Killed with signal 15 \(by pid=%d ' % os.getpid(),
+        # start()'s connect-and-close probe of a doveadm inet_listener
+        # (a port a test added to self.ports)
+        r'doveadm\(127\.0\.0\.1\): Error: doveadm client disconnected before handshake: EOF',
     ]
 
     def log_errors(self, include_warnings: bool = True, include_benign: bool = False
                    ) -> list[str]:
         """Log lines at level Error/Panic/Fatal (and Warning).  Lines
-        caused by the harness itself (SIGTERM on stop) are left out unless
+        caused by the harness itself (is_benign()) are left out unless
         include_benign."""
         levels = ('Error', 'Panic', 'Fatal') + (('Warning',) if include_warnings else ())
         pat = re.compile(r'(?:^|\s|\))(?:%s):' % '|'.join(levels))
         out = [l for l in self.log().splitlines() if pat.search(l)]
         if not include_benign:
-            out = [l for l in out if not any(re.search(b, l) for b in self.BENIGN_LOG_RE)]
+            out = [l for l in out if not self.is_benign(l)]
         return out
+
+    def is_benign(self, line: str) -> bool:
+        """Whether a log line is the harness's own doing: its SIGTERM to
+        the master, or the master reporting a child that stop() killed
+        (by pid, see killed_pids)."""
+        if any(re.search(b, line) for b in self.BENIGN_LOG_RE):
+            return True
+        mo = self.KILLED_CHILD_RE.search(line)
+        return bool(mo) and int(mo.group(1)) in self.killed_pids
 
     def assert_no_log_errors(self, include_warnings: bool = True, ignore=()):
         errs = [l for l in self.log_errors(include_warnings)

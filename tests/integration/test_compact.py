@@ -50,7 +50,6 @@ INJECTOR_SRC = os.path.join(os.path.dirname(HERE), 'tools', 'fault-inject.c')
 KINDS = ('mkdir', 'unlink', 'rename', 'fsync', 'fdatasync', 'commit', 'ftruncate')
 CONFIG = ('lmtp_add_received_header = no\n'
           'plugin {\n'
-          '  lmdb_dead_grace = 0\n'
           '  lmdb_autopurge_interval = 0\n'
           '}\n')
 

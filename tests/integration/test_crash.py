@@ -58,7 +58,6 @@ VERIFY_EVERY = 10
 
 CONFIG = ('plugin {\n'
           '  lmdb_pending_grace = 1s\n'
-          '  lmdb_dead_grace = 1s\n'
           '  lmdb_autopurge_interval = 0\n'
           '}\n')
 
@@ -170,9 +169,26 @@ def imap_burst(dc, ledger, trial, errors):
             pass
 
 
+# A child killed before it told the master it is up counts as a failed
+# startup, and the master then throttles the whole service (2 s, doubling
+# up to a minute): later deliveries time out. Only processes this old are
+# killed; one still starting up has nothing of ours to lose anyway.
+MIN_VICTIM_AGE = 1.0
+
+
+def _age(stat_fields) -> float:
+    """Seconds since the process started, from /proc/PID/stat fields
+    after the command name."""
+    hz = os.sysconf('SC_CLK_TCK')
+    with open('/proc/uptime') as f:
+        uptime = float(f.read().split()[0])
+    return uptime - int(stat_fields[19]) / hz
+
+
 def children(master_pid, services):
     """pids of the master's direct children whose process title (argv[0],
-    e.g. 'dovecot-<instance_name>/lmtp') names one of services."""
+    e.g. 'dovecot-<instance_name>/lmtp') names one of services, and that
+    have been running for MIN_VICTIM_AGE."""
     out = []
     for d in os.listdir('/proc'):
         if not d.isdigit():
@@ -187,7 +203,7 @@ def children(master_pid, services):
         fields = st[st.rindex(b')') + 2:].split()
         title = argv0.split(' ')[0]
         if int(fields[1]) == master_pid and fields[0] != b'Z' and '/' in title and \
-                title.rsplit('/', 1)[1] in services:
+                title.rsplit('/', 1)[1] in services and _age(fields) >= MIN_VICTIM_AGE:
             out.append(int(d))
     return out
 

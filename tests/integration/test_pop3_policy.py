@@ -41,6 +41,10 @@ Time is simulated with libfaketime, never by sleeping:
 
 The 10,000-cycle UIDL test runs 2,000 cycles by default; DLMDB_HEAVY=1
 runs the full 10,000.
+
+The policy environment (dovecot-pop3-policy.mdb) is read with lmdb-utils'
+mdb_stat and mdb_dump (readers beside the running Dovecot) and filled with
+mdb_load while Dovecot is stopped.
 """
 
 from __future__ import annotations
@@ -452,8 +456,7 @@ def change_uidvalidity(dc, user=USER) -> None:
 NS_EXTRA = 'namespace inbox {\n  inbox = yes\n  separator = /\n}\n'
 # harness artefact: processes started right before a quick stop()/start()
 # (restart, index loss) log this 5 s later; it is not the plugin's doing
-HARNESS_NOISE = [r'stats-writer.*Timeout waiting for handshake response',
-                 # maildir under libfaketime: the dotlock's real mtime vs the
+HARNESS_NOISE = [# maildir under libfaketime: the dotlock's real mtime vs the
                  # faked clock (a test artefact)
                  r"Created dotlock file's timestamp is different than current time"]
 
@@ -481,6 +484,10 @@ def move_user(dc, user: str, dest_driver: str, password='testpass') -> None:
 
 BAD_SETTINGS = [
     ('pop3_policy_dele', 'bogus'),
+    # the POP3 mailbox itself, as Dovecot resolves INBOX (any case): the
+    # message would come back after every DELE
+    ('pop3_policy_dele', 'move:INBOX'),
+    ('pop3_policy_dele', 'move:inbox'),
     ('pop3_policy_keep_days', 'soon'),
     ('pop3_policy_quota_purge', 'maybe'),
     ('pop3_policy_login_delay', 'later'),
@@ -886,6 +893,115 @@ def test_keep_days_at_logout(driver):
         dc.assert_no_log_errors(ignore=HARNESS_NOISE)
 
 
+def imap_move(dc, message_id: str, src: str, dest: str, copy=False, user=USER) -> None:
+    """IMAP UID MOVE (or COPY, then STORE \\Deleted + EXPUNGE of the
+    original) of the message with this Message-ID from src to dest."""
+    imap = dc.imap(user)
+    typ, _ = imap.select(src)
+    assert typ == 'OK', src
+    typ, data = imap.uid('SEARCH', 'HEADER', 'Message-ID', message_id)
+    uids = data[0].split()
+    assert typ == 'OK' and len(uids) == 1, (src, message_id, data)
+    typ, data = imap.uid('COPY' if copy else 'MOVE', uids[0], dest)
+    assert typ == 'OK', data
+    if copy:
+        typ, data = imap.uid('STORE', uids[0], '+FLAGS.SILENT', '(\\Deleted)')
+        assert typ == 'OK', data
+        typ, data = imap.expunge()
+        assert typ == 'OK', data
+    imap.logout()
+
+
+@harness.drivers('lmdb', 'maildir')
+def test_keep_days_message_returns(driver):
+    """A message that comes back into INBOX starts a new stay: keep_days
+    counts only downloads since it came back (docs/pop3-policy.md,
+    "Messages that come back").  r0 is downloaded, moved out and back
+    (IMAP MOVE); r1 downloaded, copied out, expunged, copied back; r2
+    downloaded and left alone.  8 days later only r2 is removed; r0 is
+    removed 8 days after its next download, r1 stays.  Their UIDLs don't
+    change, so a client that has them doesn't fetch them again."""
+    with make_dc(driver, {'pop3_policy_keep_days': 7}, faketime_pop3=True) as dc:
+        deliver(dc, [make_msg('ret', i) for i in range(3)])
+        view = pop3_view(dc)
+        c = dc.pop3()
+        ids = {m: n for n, m in pop3_msgids(c).items()}
+        for i in range(3):
+            pop3_multiline(c, 'RETR %d' % ids[mid('ret', i)])
+        pop3_quit_and_wait(dc, c)
+        show = policy_show(dc)
+        assert sum(truthy(r['downloaded']) for r in show.values()) == 3, show
+
+        imap = dc.imap()
+        typ, data = imap.create('Elsewhere')
+        assert typ == 'OK', data
+        imap.logout()
+        imap_move(dc, mid('ret', 0), 'INBOX', 'Elsewhere')
+        imap_move(dc, mid('ret', 0), 'Elsewhere', 'INBOX')
+        imap_move(dc, mid('ret', 1), 'INBOX', 'Elsewhere', copy=True)
+        imap_move(dc, mid('ret', 1), 'Elsewhere', 'INBOX', copy=True)
+        assert imap_msgids(dc) == {mid('ret', i) for i in range(3)}
+        # the returned ones count as not downloaded
+        show = {r['uidl']: truthy(r['downloaded']) for r in policy_show(dc).values()}
+        assert show == {view[mid('ret', 0)]: False, view[mid('ret', 1)]: False,
+                        view[mid('ret', 2)]: True}, (show, view)
+        assert pop3_view(dc) == view, 'a returned message got another UIDL'
+
+        set_pop3_time(dc, '+8d')
+        c = dc.pop3()
+        c.stat()
+        pop3_quit_and_wait(dc, c)
+        entries = keep_days_entries(dc.log())
+        assert [e['uidl'] for e in entries] == [view[mid('ret', 2)]], \
+            '\n'.join(e['line'] for e in entries)
+        assert imap_msgids(dc) == {mid('ret', 0), mid('ret', 1)}
+
+        # downloaded again at +8d: removed 7 days after that
+        c = dc.pop3()
+        ids = {m: n for n, m in pop3_msgids(c).items()}
+        pop3_multiline(c, 'RETR %d' % ids[mid('ret', 0)])
+        pop3_quit_and_wait(dc, c)
+        set_pop3_time(dc, '+14d')
+        c = dc.pop3()
+        pop3_quit_and_wait(dc, c)
+        assert imap_msgids(dc) == {mid('ret', 0), mid('ret', 1)}, 'removed before +15d'
+        set_pop3_time(dc, '+16d')
+        c = dc.pop3()
+        pop3_quit_and_wait(dc, c)
+        set_pop3_time(dc, '')
+        assert imap_msgids(dc) == {mid('ret', 1)}
+        entries = keep_days_entries(dc.log())
+        assert [e['uidl'] for e in entries] == [view[mid('ret', 2)], view[mid('ret', 0)]], \
+            '\n'.join(e['line'] for e in entries)
+        dc.assert_no_log_errors(ignore=HARNESS_NOISE)
+
+
+@harness.drivers('lmdb', 'maildir')
+def test_keep_days_at_logout_with_quota(driver):
+    """keep_days at POP3 logout with the quota plugin loaded (as for
+    quota_purge): the removal works and nothing crashes.  It used to run
+    in the user's deinit, after quota had freed its part, and a mailbox
+    transaction there hit quota's assertion (ctx->quota != NULL)."""
+    settings = dict(QUOTA_SETTINGS, pop3_policy_keep_days=7)
+    with make_dc(driver, settings, plugins=quota_plugins(), extra=QEXTRA,
+                 faketime_pop3=True) as dc:
+        deliver(dc, [make_msg('kq', i) for i in range(2)])
+        c = dc.pop3()
+        ids = {m: n for n, m in pop3_msgids(c).items()}
+        pop3_multiline(c, 'RETR %d' % ids[mid('kq', 0)])
+        pop3_quit_and_wait(dc, c)
+        set_pop3_time(dc, '+8d')
+        c = dc.pop3()
+        c.stat()
+        pop3_quit_and_wait(dc, c)
+        set_pop3_time(dc, '')
+        assert imap_msgids(dc) == {mid('kq', 1)}
+        assert len(keep_days_entries(dc.log())) == 1
+        log = dc.log()
+        assert 'Panic' not in log and 'killed with signal' not in log, dc.log_tail(30)
+        dc.assert_no_log_errors(ignore=HARNESS_NOISE)
+
+
 # ---------------------------------------------------------------------------
 # 4. quota purge
 
@@ -946,6 +1062,10 @@ def test_quota_purge(driver):
         assert len(entries) == 1, [e['line'] for e in entries]
         check_audit(entries, recs[mid(tag, 4)], rule='quota', what='purge m4')
         assert entries[0]['action'] == 'purge', entries[0]['line']
+        # the purged message is forgotten right away, the others aren't
+        kept = policy_keys(dc, 'msgs')
+        assert recs[mid(tag, 4)]['guid'] not in kept, 'record of purged m4 kept'
+        assert recs[mid(tag, 2)]['guid'] in kept
 
         # n2 (~50 KB) needs one more: m2 (next oldest download), not m0
         r = dc.lmtp_deliver([USER], make_msg('n', 2, 50000))
@@ -1146,6 +1266,204 @@ def test_uidl_never_reused_cycles(driver):
                 index_loss(dc)
         assert len(seen) == total
         dc.assert_no_log_errors(ignore=HARNESS_NOISE)
+
+
+# ---------------------------------------------------------------------------
+# 8. the policy environment (dovecot-pop3-policy.mdb)
+
+def policy_env_path(dc, user=USER) -> str:
+    paths = glob.glob(os.path.join(dc.home(user), '**', 'dovecot-pop3-policy.mdb'),
+                      recursive=True)
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+def policy_entries(dc, dbi: str, user=USER) -> int:
+    """Number of records in a DBI of the user's policy environment
+    (mdb_stat, a reader beside the running Dovecot)."""
+    r = subprocess.run(['mdb_stat', '-n', '-s', dbi, policy_env_path(dc, user)],
+                       capture_output=True, text=True, check=True)
+    m = re.search(r'Entries: (\d+)', r.stdout)
+    assert m, r.stdout
+    return int(m.group(1))
+
+
+def policy_keys(dc, dbi: str, user=USER) -> set[str]:
+    """The keys of a DBI (mdb_dump -p: printable keys as they are)."""
+    r = subprocess.run(['mdb_dump', '-n', '-p', '-s', dbi, policy_env_path(dc, user)],
+                       capture_output=True, text=True, check=True)
+    body = r.stdout.split('HEADER=END\n', 1)[1].split('DATA=END', 1)[0]
+    lines = body.split('\n')
+    return {lines[i][1:] for i in range(0, len(lines) - 1, 2)}
+
+
+@harness.drivers('lmdb', 'maildir')
+def test_policy_forgets_gone_messages(driver):
+    """The environment holds the maildrop's messages and the UIDL
+    reservations, not the whole history: a record is dropped when its
+    message goes, by a DELE (at that session's logout), by keep_days
+    (right away) or, for anything else (an IMAP expunge), by the next
+    full sweep (doveadm pop3-policy run, or the first POP3 logout 24 h
+    after the last sweep).  UIDL reservations stay.  (maildir: every
+    message listed by POP3 has a record, for its frozen UIDL; lmdb
+    keeps UIDLs itself, so only downloaded ones have one.)"""
+    with make_dc(driver, {'pop3_policy_keep_days': 7}, faketime_pop3=True) as dc:
+        deliver(dc, [make_msg('fg', i) for i in range(6)])
+        guid = {m: r['guid'] for m, r in mailbox_msgs(dc).items()}
+        g = [guid[mid('fg', i)] for i in range(6)]
+
+        def records(expect_maildir, expect_lmdb, step):
+            want = {g[i] for i in (expect_lmdb if driver == 'lmdb' else expect_maildir)}
+            got = policy_keys(dc, 'msgs')
+            assert got == want, '%s: records of %s, expected %s' % (
+                step, sorted(g.index(k) if k in g else k for k in got),
+                sorted(g.index(k) for k in want))
+
+        view = pop3_view(dc)              # the first logout sweeps: last sweep = now
+        c = dc.pop3()
+        ids = {m: n for n, m in pop3_msgids(c).items()}
+        for i in (0, 1, 2, 4):
+            pop3_multiline(c, 'RETR %d' % ids[mid('fg', i)])
+        pop3_quit_and_wait(dc, c)
+        records(range(6), (0, 1, 2, 4), 'after downloads')
+
+        # DELE of a downloaded and of a never-downloaded message
+        c = dc.pop3()
+        c.dele(ids[mid('fg', 2)])
+        c.dele(ids[mid('fg', 3)])
+        pop3_quit_and_wait(dc, c)
+        records((0, 1, 4, 5), (0, 1, 4), 'after DELE')
+        assert policy_entries(dc, 'downloads') == 3
+
+        # an IMAP expunge waits for a full sweep; doveadm run does one
+        imap = dc.imap()
+        imap.select('INBOX')
+        typ, data = imap.uid('SEARCH', 'HEADER', 'Message-ID', mid('fg', 4))
+        imap.uid('STORE', data[0], '+FLAGS.SILENT', '(\\Deleted)')
+        imap.expunge()
+        imap.logout()
+        records((0, 1, 4, 5), (0, 1, 4), 'after an IMAP expunge')
+        dc.doveadm('pop3-policy', 'run', user=USER)
+        records((0, 1, 5), (0, 1), 'after doveadm pop3-policy run')
+        assert policy_entries(dc, 'downloads') == 2
+
+        # +150h: fg5 downloaded; the sweep is due (last one > 24 h ago)
+        set_pop3_time(dc, '+150h')
+        c = dc.pop3()
+        ids = {m: n for n, m in pop3_msgids(c).items()}
+        pop3_multiline(c, 'RETR %d' % ids[mid('fg', 5)])
+        pop3_quit_and_wait(dc, c)
+        records((0, 1, 5), (0, 1, 5), 'at +150h')
+        imap = dc.imap()
+        imap.select('INBOX')
+        typ, data = imap.uid('SEARCH', 'HEADER', 'Message-ID', mid('fg', 5))
+        imap.uid('STORE', data[0], '+FLAGS.SILENT', '(\\Deleted)')
+        imap.expunge()
+        imap.logout()
+        # +170h: keep_days removes fg0 and fg1 (downloaded at 0h) and
+        # drops their records; the sweep isn't due (20 h), so fg5's stays
+        set_pop3_time(dc, '+170h')
+        c = dc.pop3()
+        c.stat()
+        pop3_quit_and_wait(dc, c)
+        assert len(keep_days_entries(dc.log())) == 2
+        records((5,), (5,), 'after keep_days at +170h')
+        assert policy_entries(dc, 'downloads') == 1
+        # +175h: 25 h after the last sweep: the next logout sweeps
+        set_pop3_time(dc, '+175h')
+        c = dc.pop3()
+        c.stat()
+        pop3_quit_and_wait(dc, c)
+        set_pop3_time(dc, '')
+        records((), (), 'after the daily sweep at +175h')
+        assert policy_entries(dc, 'downloads') == 0
+
+        # every UIDL ever shown stays reserved (lmdb: the storage keeps
+        # UIDLs, the plugin reserves none)
+        if driver == 'lmdb':
+            assert policy_entries(dc, 'uidls') == 0
+        else:
+            assert policy_keys(dc, 'uidls') == set(view.values())
+            assert set(policy_uidl(dc).values()) == set(view.values())
+            deliver(dc, [make_msg('fg2', 0)])
+            assert pop3_view(dc)[mid('fg2', 0)] not in view.values()
+        dc.assert_no_log_errors(ignore=HARNESS_NOISE)
+
+
+def fill_policy_env(path: str, size: int) -> None:
+    """Add UIDL reservations of gone messages to a stopped user's
+    environment with mdb_load, about size bytes of them (valid records:
+    u8 1, u16 length, GUID; GUIDs of 4000 bytes, one page each, so that
+    few are needed): a long history that fills the file to the brim."""
+    lines = ['VERSION=3', 'format=bytevalue', 'type=btree', 'mapsize=1073741824',
+             'HEADER=END']
+    for i in range(size // 4096):
+        g = b'%04000d' % i
+        lines.append(' ' + (b'fill-%08d' % i).hex())
+        lines.append(' ' + (b'\x01' + struct.pack('>H', len(g)) + g).hex())
+    lines.append('DATA=END')
+    subprocess.run(['mdb_load', '-n', '-s', 'uidls', path], input='\n'.join(lines) + '\n',
+                   text=True, check=True)
+
+
+@harness.drivers('maildir')
+def test_policy_env_vsz_limit(driver):
+    """The policy environment's map must fit in the process's address
+    space (vsz_limit).  A pop3 process with vsz_limit = 40M (about 10M of
+    it Dovecot's own) and an environment of ~20 MB whose map must grow
+    to save the UIDLs of 300 new messages: the growth is refused with an
+    error naming vsz_limit, the POP3 client gets its replies (UIDL,
+    RETR, QUIT +OK) and the process survives its logout work.  Doubling
+    the map would not fit, and LMDB unmaps the old map before a failed
+    mmap: the next read used to crash the process.  With a larger
+    vsz_limit the same session saves its state.  (maildir: lmdb's own
+    map needs more than 40M; the plugin's environment is the same on
+    every format.)"""
+    with make_dc(driver, {'pop3_policy_keep_days': 7},
+                 extra='mail_fsync = never\n') as dc:
+        deliver(dc, [make_msg('vz', 0)])
+        pop3_view(dc)
+        path = policy_env_path(dc)
+        dc.stop()
+        fill_policy_env(path, 20 << 20)
+        size = os.path.getsize(path)
+        assert 18 << 20 < size < 24 << 20, size
+        dc.extra += 'service pop3 {\n  vsz_limit = 40M\n}\n'
+        dc.start()
+        deliver(dc, [make_msg('vz', i, 60) for i in range(1, 301)])
+
+        c = dc.pop3()
+        first = pop3_uidls(c)
+        assert len(first) == 301
+        check_uidls(list(first.values()))
+        status, body = pop3_multiline(c, 'RETR 2')
+        assert status.startswith(b'+OK') and mid('vz', 1).encode() in body
+        n = pop3_disconnects(dc)
+        assert c.quit().startswith(b'+OK')
+        wait_pop3_disconnects(dc, n + 1)
+        log = dc.wait_log('Failed to save POP3 state')
+        assert 'killed with signal' not in log and 'Panic' not in log, dc.log_tail(30)
+        errs = [l for l in dc.log_errors(include_warnings=False)
+                if 'pop3_policy' in l and 'vsz_limit' in l]
+        assert errs, 'no error naming vsz_limit:\n' + dc.log_tail(30)
+
+        # the next session works, and shows the same UIDLs
+        c = dc.pop3()
+        assert pop3_uidls(c) == first
+        pop3_quit_and_wait(dc, c)
+        assert 'killed with signal' not in dc.log(), dc.log_tail(30)
+
+        # room enough: the map grows and the state is saved
+        dc.stop()
+        dc.extra = dc.extra.replace('vsz_limit = 40M', 'vsz_limit = 1G')
+        dc.start()
+        c = dc.pop3()
+        assert pop3_uidls(c) == first
+        pop3_multiline(c, 'RETR 2')
+        pop3_quit_and_wait(dc, c)
+        assert policy_entries(dc, 'msgs') == 301
+        assert policy_entries(dc, 'downloads') == 1
+        assert 'killed with signal' not in dc.log(), dc.log_tail(30)
 
 
 # ---------------------------------------------------------------------------

@@ -36,7 +36,6 @@ SMALL_MAP = ('plugin {\n'
              '  lmdb_map_size_initial = 1M\n'
              '  lmdb_map_size_max = 8M\n'
              '  lmdb_map_reserve = 1M\n'
-             '  lmdb_dead_grace = 0\n'
              '  lmdb_autopurge_interval = 0\n'
              '}\n'
              'quota_full_tempfail = no\n')
@@ -139,7 +138,7 @@ def test_address_space_limit():
 def test_full_filesystem():
     """A full filesystem gives deliveries a temporary failure and loses
     nothing that was acknowledged."""
-    extra = ('plugin {\n  lmdb_dead_grace = 0\n  lmdb_autopurge_interval = 0\n}\n'
+    extra = ('plugin {\n  lmdb_autopurge_interval = 0\n}\n'
              'mail_location = lmdb:~/mail/lmdb\n')
     with harness.Dovecot('lmdb', extra=extra,
                          mail_location='lmdb:~/mail/lmdb') as dc:
@@ -201,7 +200,7 @@ def test_full_filesystem():
 def test_compact_under_load():
     """doveadm lmdb compact while deliveries and IMAP sessions run: exact
     message counts, nothing lost, the file shrinks."""
-    extra = 'plugin {\n  lmdb_dead_grace = 0\n  lmdb_autopurge_interval = 0\n}\n'
+    extra = 'plugin {\n  lmdb_autopurge_interval = 0\n}\n'
     with harness.Dovecot('lmdb', extra=extra) as dc:
         dc.start()
         dc.lmtp_deliver_many([USER], [message(i, 30_000) for i in range(300)])
@@ -277,7 +276,7 @@ def test_compact_under_load():
 def test_free_pages_reused():
     """Deleting mail and delivering the same volume again grows the file
     by less than 10 %: LMDB reuses the pages purge freed."""
-    extra = 'plugin {\n  lmdb_dead_grace = 0\n  lmdb_autopurge_interval = 0\n}\n'
+    extra = 'plugin {\n  lmdb_autopurge_interval = 0\n}\n'
     with harness.Dovecot('lmdb', extra=extra) as dc:
         dc.start()
         batch = [message(i, 40_000) for i in range(150)]

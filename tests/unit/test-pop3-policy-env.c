@@ -178,6 +178,296 @@ static void test_env_growth(void)
 	test_end();
 }
 
+/* --- the "downloads" index and forgetting --- */
+
+struct test_due_ctx {
+	unsigned int calls, errors;
+	uint64_t last;
+	bool ordered;
+	/* copies: the records live only as long as the callback */
+	char guids[8][512];
+};
+
+static int test_due_iter(const struct pop3_policy_msg_record *rec,
+			 const char *error, void *context)
+{
+	struct test_due_ctx *ctx = context;
+
+	if (rec == NULL) {
+		ctx->errors++;
+		return 0;
+	}
+	if (rec->first_download < ctx->last)
+		ctx->ordered = FALSE;
+	ctx->last = rec->first_download;
+	if (ctx->calls < N_ELEMENTS(ctx->guids))
+		i_strocpy(ctx->guids[ctx->calls], rec->guid,
+			  sizeof(ctx->guids[0]));
+	ctx->calls++;
+	return 0;
+}
+
+static unsigned int
+test_due(struct pop3_policy_env *env, unsigned int keep_days, time_t now,
+	 struct test_due_ctx *ctx_r)
+{
+	const char *error;
+
+	i_zero(ctx_r);
+	ctx_r->ordered = TRUE;
+	test_assert(pop3_policy_env_due_iter(env, keep_days, now,
+					     test_due_iter, ctx_r,
+					     &error) == 0);
+	return ctx_r->calls;
+}
+
+#define TEST_T0 1700000000ULL
+#define TEST_DAY ((uint64_t)POP3_POLICY_SECS_PER_DAY)
+
+/* 5000 records, download times spread over 5000 days in an order that
+   isn't the key order, every third never downloaded */
+static int test_history_write(struct pop3_policy_env *env, MDB_txn *txn,
+			      void *context ATTR_UNUSED,
+			      const char **error_r)
+{
+	struct pop3_policy_msg_record rec;
+	unsigned int i;
+	int ret = 0;
+
+	for (i = 0; i < 5000 && ret == 0; i++) T_BEGIN {
+		i_zero(&rec);
+		rec.guid = t_strdup_printf("guid-%05u", i);
+		rec.uidl = "";
+		rec.first_download = i % 3 == 0 ? 0 :
+			TEST_T0 + (uint64_t)((i * 7919) % 5000) * TEST_DAY;
+		ret = pop3_policy_env_msg_put(env, txn, &rec, error_r);
+	} T_END_PASS_STR_IF(ret != 0, error_r);
+	return ret;
+}
+
+struct test_del_ctx {
+	const char *guid;
+	uint64_t new_download;
+	bool del;
+};
+
+static int test_change_write(struct pop3_policy_env *env, MDB_txn *txn,
+			     void *context, const char **error_r)
+{
+	struct test_del_ctx *ctx = context;
+	struct pop3_policy_msg_record rec;
+	int ret;
+
+	if (ctx->del)
+		return pop3_policy_env_msg_del(env, txn, ctx->guid, error_r);
+	ret = pop3_policy_env_msg_get(env, txn, ctx->guid, &rec, error_r);
+	if (ret <= 0)
+		return MDB_NOTFOUND;
+	rec.first_download = ctx->new_download;
+	return pop3_policy_env_msg_put(env, txn, &rec, error_r);
+}
+
+static void test_env_due_index(void)
+{
+	struct pop3_policy_env *env;
+	struct test_due_ctx due;
+	struct test_del_ctx change;
+	const char *path = test_path("due.mdb"), *error;
+	unsigned int days;
+	MDB_txn *txn;
+	MDB_val key, val;
+	buffer_t *buf;
+
+	test_begin("pop3 policy env: keep_days reads only what is due");
+	test_assert(pop3_policy_env_open(path, 0600, &env, &error) == 0);
+	test_assert(pop3_policy_env_write(env, test_history_write, NULL,
+					  &error) == 0);
+	/* nothing due: no record is visited, however many there are */
+	test_assert(test_due(env, 30, TEST_T0 + 29 * TEST_DAY, &due) == 0);
+	test_assert(test_due(env, 0, TEST_T0 + 9999 * TEST_DAY, &due) == 0);
+	/* downloads at T0 + d days for d in 0..4999 (downloaded ones
+	   only): with keep_days=30 at T0 + 32 days, d <= 2 are due */
+	days = test_due(env, 30, TEST_T0 + 32 * TEST_DAY, &due);
+	test_assert(days >= 1 && days <= 3);
+	test_assert(due.ordered && due.errors == 0);
+	/* everything downloaded: 2/3 of 5000, in time order */
+	test_assert(test_due(env, 1, TEST_T0 + 6000 * TEST_DAY, &due) ==
+		    5000 - 1667);
+	test_assert(due.ordered);
+
+	/* drop one due message: its index entry goes with it */
+	test_assert(test_due(env, 30, TEST_T0 + 32 * TEST_DAY, &due) == days);
+	i_zero(&change);
+	change.guid = t_strdup(due.guids[0]);
+	change.del = TRUE;
+	test_assert(pop3_policy_env_write(env, test_change_write, &change,
+					  &error) == 0);
+	test_assert(test_due(env, 30, TEST_T0 + 32 * TEST_DAY, &due) ==
+		    days - 1);
+	/* a changed download time moves the entry */
+	if (days > 1) {
+		change.guid = t_strdup(due.guids[0]);
+		change.del = FALSE;
+		change.new_download = TEST_T0 + 9000 * TEST_DAY;
+		test_assert(pop3_policy_env_write(env, test_change_write,
+						  &change, &error) == 0);
+		test_assert(test_due(env, 30, TEST_T0 + 32 * TEST_DAY,
+				     &due) == days - 2);
+		test_assert(test_due(env, 1, TEST_T0 + 9001 * TEST_DAY,
+				     &due) == 5000 - 1667 - 1);
+		test_assert(strcmp(due.guids[0], change.guid) != 0);
+	}
+
+	/* an index entry without its record (a damaged file) is reported
+	   and dropped, and doesn't stop the pass */
+	buf = t_buffer_create(64);
+	pop3_policy_download_key_encode(buf, TEST_T0 - TEST_DAY, "nosuch");
+	test_assert(mdb_txn_begin(env->env, NULL, 0, &txn) == 0);
+	key.mv_data = (void *)buf->data;
+	key.mv_size = buf->used;
+	val.mv_data = (void *)"\x01";
+	val.mv_size = 1;
+	test_assert(mdb_put(txn, env->dbi_downloads, &key, &val, 0) == 0);
+	test_assert(mdb_txn_commit(txn) == 0);
+	test_assert(test_due(env, 30, TEST_T0 + 32 * TEST_DAY, &due) ==
+		    days - 2 + (days > 1 ? 0 : 1));
+	test_assert(due.errors == 1);
+	(void)test_due(env, 30, TEST_T0 + 32 * TEST_DAY, &due);
+	test_assert(due.errors == 0);
+	test_assert(env->open_txns == 0);
+	pop3_policy_env_unref(&env);
+	test_end();
+}
+
+/* --- schema 1, as the module before the "downloads" index wrote it --- */
+
+static void test_v1_put(MDB_txn *txn, MDB_dbi dbi, const void *key,
+			size_t key_size, const buffer_t *buf)
+{
+	MDB_val k, v;
+
+	k.mv_data = (void *)key;
+	k.mv_size = key_size;
+	v.mv_data = (void *)buf->data;
+	v.mv_size = buf->used;
+	test_assert(mdb_put(txn, dbi, &k, &v, 0) == 0);
+}
+
+/* Exactly what pop3-policy-env.c of schema 1 did: MDB_NOTLS |
+   MDB_NOSUBDIR, an 8 MiB map, DBIs meta, msgs and uidls, the schema
+   record (version byte 1, schema 1, created) and version-1 records. */
+static void test_write_v1_env(const char *path, uint32_t schema_version)
+{
+	struct pop3_policy_schema_record srec = {
+		.schema_version = schema_version,
+		.created = 1600000000,
+	};
+	struct pop3_policy_msg_record rec;
+	struct pop3_policy_uidl_record urec;
+	MDB_env *menv;
+	MDB_txn *txn;
+	MDB_dbi meta, msgs, uidls;
+	const char *key;
+	buffer_t *buf = t_buffer_create(128);
+	unsigned int i;
+
+	test_assert(mdb_env_create(&menv) == 0);
+	(void)mdb_env_set_maxdbs(menv, 4);
+	(void)mdb_env_set_mapsize(menv, 8 * 1024 * 1024);
+	test_assert(mdb_env_open(menv, path, MDB_NOTLS | MDB_NOSUBDIR,
+				 0600) == 0);
+	test_assert(mdb_txn_begin(menv, NULL, 0, &txn) == 0);
+	test_assert(mdb_dbi_open(txn, "meta", MDB_CREATE, &meta) == 0);
+	test_assert(mdb_dbi_open(txn, "msgs", MDB_CREATE, &msgs) == 0);
+	test_assert(mdb_dbi_open(txn, "uidls", MDB_CREATE, &uidls) == 0);
+	pop3_policy_schema_record_encode(buf, &srec);
+	test_v1_put(txn, meta, "schema", 6, buf);
+	for (i = 0; i < 6; i++) {
+		i_zero(&rec);
+		/* one GUID too long to be a key: keyed by its digest */
+		rec.guid = i == 5 ? t_strdup_printf("%0450u", i) :
+			t_strdup_printf("v1-guid-%u", i);
+		rec.uidl = t_strdup_printf("v1-uidl-%u", i);
+		/* 0, 2 and 4 downloaded, at T0 + i days */
+		rec.first_download = i % 2 == 0 ? TEST_T0 + i * TEST_DAY : 0;
+		if (i == 5)
+			rec.first_download = TEST_T0 + 1;
+		buffer_set_used_size(buf, 0);
+		pop3_policy_msg_record_encode(buf, &rec);
+		key = pop3_policy_msg_key(rec.guid);
+		test_v1_put(txn, msgs, key, strlen(key), buf);
+		urec.guid = rec.guid;
+		buffer_set_used_size(buf, 0);
+		pop3_policy_uidl_record_encode(buf, &urec);
+		test_v1_put(txn, uidls, rec.uidl, strlen(rec.uidl), buf);
+	}
+	test_assert(mdb_txn_commit(txn) == 0);
+	mdb_env_close(menv);
+}
+
+static void test_env_upgrade_v1(void)
+{
+	struct pop3_policy_env *env;
+	struct pop3_policy_schema_record srec;
+	struct pop3_policy_msg_record rec;
+	struct test_due_ctx due;
+	const char *path = test_path("v1.mdb"), *error;
+	unsigned int count = 0;
+	MDB_txn *txn;
+	MDB_val key, val;
+
+	test_begin("pop3 policy env: schema 1 is converted on open");
+	test_write_v1_env(path, 1);
+	test_assert(pop3_policy_env_open(path, 0600, &env, &error) == 0);
+
+	test_assert(mdb_txn_begin(env->env, NULL, MDB_RDONLY, &txn) == 0);
+	key.mv_data = (void *)"schema";
+	key.mv_size = 6;
+	test_assert(mdb_get(txn, env->dbi_meta, &key, &val) == 0);
+	test_assert(pop3_policy_schema_record_decode(val.mv_data, val.mv_size,
+						     &srec, &error));
+	test_assert(srec.schema_version == POP3_POLICY_SCHEMA_VERSION);
+	test_assert(srec.schema_version == 2);
+	/* the creation time is the old one */
+	test_assert(srec.created == 1600000000);
+	mdb_txn_abort(txn);
+
+	/* every downloaded message is in the index, oldest first: v1-5
+	   (T0+1s, digest key), v1-0 (T0), v1-2, v1-4 */
+	test_assert(test_due(env, 1, TEST_T0 + 10 * TEST_DAY, &due) == 4);
+	test_assert(due.ordered && due.errors == 0);
+	test_assert_strcmp(due.guids[0], "v1-guid-0");
+	test_assert(strlen(due.guids[1]) == 450);
+	test_assert_strcmp(due.guids[2], "v1-guid-2");
+	test_assert_strcmp(due.guids[3], "v1-guid-4");
+	test_assert(test_due(env, 1, TEST_T0 + 3 * TEST_DAY, &due) == 3);
+
+	/* the old records and reservations are all still there */
+	test_assert(pop3_policy_env_msg_iter(env, test_count_iter, &count,
+					     &error) == 0);
+	test_assert(count == 6);
+	test_assert(pop3_policy_env_read_begin(env, &txn, &error) == 0);
+	test_assert(pop3_policy_env_msg_get(env, txn, "v1-guid-3", &rec,
+					    &error) == 1);
+	test_assert_strcmp(rec.uidl, "v1-uidl-3");
+	test_assert(rec.first_download == 0);
+	pop3_policy_env_read_end(env, &txn);
+	pop3_policy_env_unref(&env);
+
+	/* converted once: reopening finds schema 2 */
+	test_assert(pop3_policy_env_open(path, 0600, &env, &error) == 0);
+	test_assert(test_due(env, 1, TEST_T0 + 10 * TEST_DAY, &due) == 4);
+	pop3_policy_env_unref(&env);
+
+	/* a newer schema than this module knows is refused */
+	test_write_v1_env(test_path("v9.mdb"), 9);
+	test_assert(pop3_policy_env_open(test_path("v9.mdb"), 0600, &env,
+					 &error) < 0);
+	test_assert(strstr(error, "schema version 9") != NULL);
+	test_assert(pop3_policy_env_open_count() == 0);
+	test_end();
+}
+
 /* test_run() deinitializes lib: clean up while it still works */
 static void test_env_cleanup(void)
 {
@@ -194,6 +484,8 @@ int main(void)
 		test_env_open_share,
 		test_env_records,
 		test_env_growth,
+		test_env_due_index,
+		test_env_upgrade_v1,
 		test_env_cleanup,
 		NULL
 	};

@@ -56,6 +56,20 @@ static bool test_decode_flag(const void *data, size_t size,
 	return pop3_policy_flag_record_decode(data, size, &rec, error_r);
 }
 
+static bool test_decode_sweep(const void *data, size_t size,
+			      const char **error_r)
+{
+	struct pop3_policy_sweep_record rec;
+
+	return pop3_policy_sweep_record_decode(data, size, &rec, error_r);
+}
+
+static bool test_decode_download_value(const void *data, size_t size,
+				       const char **error_r)
+{
+	return pop3_policy_download_value_decode(data, size, error_r);
+}
+
 /* Every strict prefix fails, the whole passes, a trailing byte fails,
    another version byte fails, and flipping any byte never crashes. */
 static void test_decode_robust(const buffer_t *buf, test_decode_func_t *decode)
@@ -184,6 +198,94 @@ static void test_other_records(void)
 	test_end();
 }
 
+static void test_sweep_record(void)
+{
+	struct pop3_policy_sweep_record rec = { .last_sweep = 1700000000 },
+		rec2;
+	const char *error;
+	buffer_t *buf = t_buffer_create(16);
+
+	test_begin("pop3 policy sweep record and downloads value");
+	pop3_policy_sweep_record_encode(buf, &rec);
+	test_assert(pop3_policy_sweep_record_decode(buf->data, buf->used,
+						    &rec2, &error));
+	test_assert(rec2.last_sweep == rec.last_sweep);
+	test_decode_robust(buf, test_decode_sweep);
+
+	buffer_set_used_size(buf, 0);
+	pop3_policy_download_value_encode(buf);
+	test_assert(buf->used == 1);
+	test_assert(pop3_policy_download_value_decode(buf->data, buf->used,
+						      &error));
+	test_decode_robust(buf, test_decode_download_value);
+	test_end();
+}
+
+static void test_download_key(void)
+{
+	char long_guid[POP3_POLICY_GUID_KEY_MAX_LEN + 2];
+	const char *msg_key, *error;
+	uint64_t t;
+	buffer_t *a = t_buffer_create(64), *b = t_buffer_create(64);
+	unsigned char *copy;
+	size_t i;
+	unsigned int bit;
+
+	test_begin("pop3 policy downloads index key");
+	memset(long_guid, 'g', sizeof(long_guid) - 1);
+	long_guid[sizeof(long_guid) - 1] = '\0';
+	pop3_policy_download_key_encode(a, 1700000000, "guid-b");
+	test_assert(a->used == 8 + 6);
+	test_assert(pop3_policy_download_key_decode(a->data, a->used, &t,
+						    &msg_key, &error));
+	test_assert(t == 1700000000);
+	test_assert_strcmp(msg_key, "guid-b");
+	/* keys sort by time first, whatever the message key */
+	pop3_policy_download_key_encode(b, 1700000001, "guid-a");
+	test_assert(memcmp(a->data, b->data, I_MIN(a->used, b->used)) < 0);
+	buffer_set_used_size(b, 0);
+	pop3_policy_download_key_encode(b, 1700000000 + 256, "a");
+	test_assert(memcmp(a->data, b->data, I_MIN(a->used, b->used)) < 0);
+	/* a digest key of a long GUID fits */
+	buffer_set_used_size(b, 0);
+	pop3_policy_download_key_encode(b, 1, pop3_policy_msg_key(long_guid));
+	test_assert(pop3_policy_download_key_decode(b->data, b->used, &t,
+						    &msg_key, &error));
+	test_assert_strcmp(msg_key, pop3_policy_msg_key(long_guid));
+
+	/* no message key, time 0, a NUL, a key longer than any msgs key */
+	for (i = 0; i <= 8; i++) {
+		copy = test_dup_exact(a->data, i);
+		test_assert_idx(!pop3_policy_download_key_decode(copy, i, &t,
+							&msg_key, &error), i);
+		free(copy);
+	}
+	buffer_set_used_size(b, 0);
+	pop3_policy_download_key_encode(b, 0, "guid");
+	test_assert(!pop3_policy_download_key_decode(b->data, b->used, &t,
+						     &msg_key, &error));
+	buffer_set_used_size(b, 0);
+	pop3_policy_download_key_encode(b, 5, "gu");
+	buffer_append_c(b, '\0');
+	buffer_append(b, "id", 2);
+	test_assert(!pop3_policy_download_key_decode(b->data, b->used, &t,
+						     &msg_key, &error));
+	buffer_set_used_size(b, 0);
+	pop3_policy_download_key_encode(b, 5, long_guid);
+	test_assert(!pop3_policy_download_key_decode(b->data, b->used, &t,
+						     &msg_key, &error));
+	for (i = 0; i < a->used; i++) {
+		for (bit = 0; bit < 8; bit++) {
+			copy = test_dup_exact(a->data, a->used);
+			copy[i] ^= 1 << bit;
+			(void)pop3_policy_download_key_decode(copy, a->used,
+							&t, &msg_key, &error);
+			free(copy);
+		}
+	}
+	test_end();
+}
+
 static void test_uidl_rules(void)
 {
 	string_t *str = t_str_new(128);
@@ -299,6 +401,8 @@ int main(void)
 	static void (*const tests[])(void) = {
 		test_msg_record,
 		test_other_records,
+		test_sweep_record,
+		test_download_key,
 		test_uidl_rules,
 		test_keep_days,
 		test_quota_math,

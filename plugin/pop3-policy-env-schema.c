@@ -1,0 +1,210 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "buffer.h"
+#include "ioloop.h"
+#include "pop3-policy-env.h"
+
+/* The DBIs and the schema version. Every process opens the environment,
+   so when everything is there and current the DBIs are opened in a read
+   transaction; creating them or converting an older schema takes the
+   writer, once, and both happen in one transaction: a conversion that
+   fails leaves the old schema as it was.
+
+   Versions:
+   1  meta, msgs, uidls
+   2  + downloads: the index of msgs by first download */
+
+static const char *const pop3_policy_env_dbi_names[] = {
+	"meta", "msgs", "uidls", "downloads"
+};
+
+static MDB_dbi *
+pop3_policy_env_dbi(struct pop3_policy_env *env, unsigned int i)
+{
+	switch (i) {
+	case 0:
+		return &env->dbi_meta;
+	case 1:
+		return &env->dbi_msgs;
+	case 2:
+		return &env->dbi_uidls;
+	case 3:
+		return &env->dbi_downloads;
+	}
+	i_unreached();
+}
+
+static int
+pop3_policy_env_schema_get(struct pop3_policy_env *env, MDB_txn *txn,
+			   struct pop3_policy_schema_record *rec_r,
+			   const char **error_r)
+{
+	const char *error;
+	MDB_val key, val;
+	int ret;
+
+	key.mv_data = (void *)"schema";
+	key.mv_size = 6;
+	ret = mdb_get(txn, env->dbi_meta, &key, &val);
+	if (ret == MDB_NOTFOUND)
+		return 0;
+	if (ret != 0) {
+		*error_r = t_strdup_printf("mdb_get(%s, schema) failed: %s",
+					   env->path, mdb_strerror(ret));
+		return -1;
+	}
+	if (!pop3_policy_schema_record_decode(val.mv_data, val.mv_size,
+					      rec_r, &error)) {
+		*error_r = t_strdup_printf("%s: corrupted schema record: %s",
+					   env->path, error);
+		return -1;
+	}
+	if (rec_r->schema_version > POP3_POLICY_SCHEMA_VERSION) {
+		*error_r = t_strdup_printf(
+			"%s has schema version %u, this module knows only up "
+			"to %u: upgrade the module", env->path,
+			rec_r->schema_version, POP3_POLICY_SCHEMA_VERSION);
+		return -1;
+	}
+	return 1;
+}
+
+/* 1 to 2: index every downloaded message by its first download. A
+   record that can't be decoded is left alone (the sweep reports it). */
+static int
+pop3_policy_env_upgrade_downloads(struct pop3_policy_env *env, MDB_txn *txn,
+				  const char **error_r)
+{
+	struct pop3_policy_msg_record rec;
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	const char *error;
+	int ret, put_ret = 0;
+
+	if ((ret = mdb_cursor_open(txn, env->dbi_msgs, &cursor)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open(%s) failed: %s",
+					   env->path, mdb_strerror(ret));
+		return ret;
+	}
+	while (put_ret == 0 &&
+	       (ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) T_BEGIN {
+		if (pop3_policy_msg_record_decode(val.mv_data, val.mv_size,
+						  &rec, &error) &&
+		    rec.first_download != 0) {
+			put_ret = pop3_policy_env_download_put(env, txn,
+				rec.first_download,
+				t_strndup(key.mv_data, key.mv_size), error_r);
+		}
+	} T_END_PASS_STR_IF(put_ret != 0, error_r);
+	mdb_cursor_close(cursor);
+	if (put_ret != 0)
+		return put_ret;
+	if (ret != MDB_NOTFOUND) {
+		*error_r = t_strdup_printf("mdb_cursor_get(%s) failed: %s",
+					   env->path, mdb_strerror(ret));
+		return ret;
+	}
+	return 0;
+}
+
+static int
+pop3_policy_env_init_schema(struct pop3_policy_env *env, MDB_txn *txn,
+			    void *context ATTR_UNUSED, const char **error_r)
+{
+	struct pop3_policy_schema_record rec;
+	buffer_t *buf;
+	MDB_val key, val;
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < N_ELEMENTS(pop3_policy_env_dbi_names); i++) {
+		ret = mdb_dbi_open(txn, pop3_policy_env_dbi_names[i],
+				   MDB_CREATE, pop3_policy_env_dbi(env, i));
+		if (ret != 0) {
+			*error_r = t_strdup_printf(
+				"mdb_dbi_open(%s, %s) failed: %s", env->path,
+				pop3_policy_env_dbi_names[i],
+				mdb_strerror(ret));
+			return ret;
+		}
+	}
+	ret = pop3_policy_env_schema_get(env, txn, &rec, error_r);
+	if (ret < 0)
+		return MDB_INCOMPATIBLE;
+	if (ret == 0) {
+		i_zero(&rec);
+		rec.created = ioloop_time != 0 ? ioloop_time : time(NULL);
+	} else if (rec.schema_version == POP3_POLICY_SCHEMA_VERSION) {
+		return 0;
+	} else if (rec.schema_version < 2) {
+		if ((ret = pop3_policy_env_upgrade_downloads(env, txn,
+							     error_r)) != 0)
+			return ret;
+	}
+	rec.schema_version = POP3_POLICY_SCHEMA_VERSION;
+	buf = t_buffer_create(32);
+	pop3_policy_schema_record_encode(buf, &rec);
+	key.mv_data = (void *)"schema";
+	key.mv_size = 6;
+	val.mv_data = (void *)buf->data;
+	val.mv_size = buf->used;
+	if ((ret = mdb_put(txn, env->dbi_meta, &key, &val, 0)) != 0) {
+		*error_r = t_strdup_printf("mdb_put(%s, schema) failed: %s",
+					   env->path, mdb_strerror(ret));
+	}
+	return ret;
+}
+
+/* 1 if every DBI is there and the schema is current (the handles are
+   kept), 0 if the writer is needed, -1 on error. */
+static int pop3_policy_env_open_dbis_readonly(struct pop3_policy_env *env,
+					      const char **error_r)
+{
+	struct pop3_policy_schema_record rec;
+	MDB_txn *txn;
+	unsigned int i;
+	int ret = 1;
+
+	if (pop3_policy_env_read_begin(env, &txn, error_r) < 0)
+		return -1;
+	for (i = 0; i < N_ELEMENTS(pop3_policy_env_dbi_names); i++) {
+		if (mdb_dbi_open(txn, pop3_policy_env_dbi_names[i], 0,
+				 pop3_policy_env_dbi(env, i)) != 0) {
+			ret = 0;
+			break;
+		}
+	}
+	if (ret > 0) {
+		ret = pop3_policy_env_schema_get(env, txn, &rec, error_r);
+		if (ret > 0 && rec.schema_version < POP3_POLICY_SCHEMA_VERSION)
+			ret = 0;
+	}
+	if (ret <= 0) {
+		pop3_policy_env_read_end(env, &txn);
+		return ret;
+	}
+	/* DBI handles opened in a transaction live on only if it
+	   commits, read-only or not */
+	env->open_txns--;
+	if ((ret = mdb_txn_commit(txn)) != 0) {
+		*error_r = t_strdup_printf("mdb_txn_commit(%s) failed: %s",
+					   env->path, mdb_strerror(ret));
+		return -1;
+	}
+	return 1;
+}
+
+int pop3_policy_env_open_dbis(struct pop3_policy_env *env,
+			      const char **error_r)
+{
+	int ret;
+
+	ret = pop3_policy_env_open_dbis_readonly(env, error_r);
+	if (ret != 0)
+		return ret < 0 ? -1 : 0;
+	if (pop3_policy_env_write(env, pop3_policy_env_init_schema, NULL,
+				  error_r) != 0)
+		return -1;
+	return 0;
+}
