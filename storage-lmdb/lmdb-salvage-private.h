@@ -26,8 +26,6 @@ struct lmdb_salvage_body {
 	uint32_t old_refcount;
 	uint32_t chunk_count, chunk_size;
 	uint64_t physical_size;
-	/* recounted from the new environment */
-	uint64_t virtual_size;
 	bool have_record:1;
 	/* the record came from an ORPHAN page */
 	bool record_orphan:1;
@@ -154,8 +152,6 @@ struct lmdb_salvage_resolve {
 	ARRAY(struct lmdb_salvage_missing) missing;
 	ARRAY(struct lmdb_salvage_new_link) new_links;
 	struct lmdb_salvage_box *recovery_box;
-	/* recounted from the new environment */
-	uint64_t link_vsize, body_bytes;
 };
 
 /* Run func for 0..count-1, in batches of short write transactions. func

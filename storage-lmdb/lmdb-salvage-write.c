@@ -7,6 +7,7 @@
 #include "lmdb-body.h"
 #include "lmdb-link.h"
 #include "lmdb-uidls.h"
+#include "lmdb-schema.h"
 #include "lmdb-values.h"
 #include "lmdb-salvage-private.h"
 
@@ -16,7 +17,7 @@
    decides): lost links and bodies go, reference counts and states follow
    the links, gc entries are written for bodies nobody links, links are
    added back, mailbox records made or raised, the UIDL index rebuilt and
-   the counters recounted into a new env record. Writes go in batches of
+   the counters recounted (lmdb_schema_recount()) into a new env record. Writes go in batches of
    short transactions: a salvage of a large environment must not make one
    transaction of all of it. */
 
@@ -377,74 +378,13 @@ static int lmdb_salvage_mailboxes(struct lmdb_salvage *sv,
 
 /* --- 7. counters --- */
 
-static int lmdb_salvage_count(struct lmdb_salvage *sv, MDB_txn *txn)
-{
-	struct lmdb_salvage_resolve *rs = sv->resolve;
-	struct lmdb_body_record body_rec;
-	struct lmdb_link_record link_rec;
-	struct lmdb_salvage_body *body;
-	MDB_cursor *cursor;
-	MDB_val key, val;
-	MDB_stat st;
-	const char *error;
-	guid_128_t guid;
-	uint64_t id;
-	uint32_t uid;
-	int ret;
-
-	if ((ret = mdb_cursor_open(txn, sv->env->dbi_bodies, &cursor)) != 0)
-		return ret;
-	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) T_BEGIN {
-		if (lmdb_body_id_decode(key.mv_data, key.mv_size, &id) &&
-		    lmdb_body_record_decode(id, val.mv_data, val.mv_size,
-					    pool_datastack_create(),
-					    &body_rec, &error)) {
-			body = lmdb_salvage_body_get(sv, id);
-			body->virtual_size = body_rec.virtual_size;
-			/* a placeholder of a body being written isn't
-			   counted */
-			if (body_rec.chunk_size != 0) {
-				sv->result->bodies++;
-				rs->body_bytes += body_rec.physical_size;
-			}
-			if (body_rec.refcount == 0)
-				sv->result->bodies_unlinked++;
-		}
-	} T_END;
-	mdb_cursor_close(cursor);
-	if (ret != MDB_NOTFOUND)
-		return ret;
-
-	if ((ret = mdb_cursor_open(txn, sv->env->dbi_links, &cursor)) != 0)
-		return ret;
-	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) T_BEGIN {
-		if (lmdb_link_key_decode(key.mv_data, key.mv_size, guid,
-					 &uid) &&
-		    lmdb_link_record_decode(guid, uid, val.mv_data,
-					    val.mv_size,
-					    pool_datastack_create(),
-					    &link_rec, &error)) {
-			sv->result->links++;
-			body = hash_table_lookup(sv->bodies,
-				POINTER_CAST(link_rec.body_id));
-			if (body != NULL)
-				rs->link_vsize += body->virtual_size;
-		}
-	} T_END;
-	mdb_cursor_close(cursor);
-	if (ret != MDB_NOTFOUND)
-		return ret;
-	if ((ret = mdb_stat(txn, sv->env->dbi_chunks, &st)) != 0)
-		return ret;
-	sv->result->chunks = st.ms_entries;
-	return 0;
-}
-
 static int lmdb_salvage_env_txn(struct lmdb_salvage *sv, MDB_txn *txn,
 				unsigned int idx ATTR_UNUSED,
 				const char **error_r)
 {
 	struct lmdb_env_record rec;
+	MDB_stat st;
+	int ret;
 
 	i_zero(&rec);
 	rec.schema_version = LMDB_SCHEMA_VERSION;
@@ -462,26 +402,26 @@ static int lmdb_salvage_env_txn(struct lmdb_salvage *sv, MDB_txn *txn,
 	rec.created = sv->have_old_env && sv->old_env.created != 0 ?
 		sv->old_env.created : (uint64_t)sv->set->now;
 	rec.last_purge = sv->have_old_env ? sv->old_env.last_purge : 0;
-	rec.links = sv->result->links;
-	rec.link_vsize_bytes = sv->resolve->link_vsize;
-	rec.bodies = sv->result->bodies;
-	rec.body_bytes = sv->resolve->body_bytes;
+	if ((ret = lmdb_schema_recount(sv->env, txn, &rec, error_r)) != 0)
+		return ret;
+	if ((ret = mdb_stat(txn, sv->env->dbi_chunks, &st)) != 0) {
+		*error_r = t_strdup_printf("mdb_stat(chunks) failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	sv->result->links = rec.links;
+	sv->result->bodies = rec.bodies;
+	sv->result->chunks = st.ms_entries;
 	return lmdb_env_record_put(sv->env, txn, &rec, error_r);
 }
 
 static int lmdb_salvage_recount(struct lmdb_salvage *sv, const char **error_r)
 {
-	MDB_txn *txn;
-	int ret;
+	struct lmdb_salvage_body *body;
 
-	if (lmdb_env_read_begin(sv->env, &txn, error_r) < 0)
-		return -1;
-	ret = lmdb_salvage_count(sv, txn);
-	lmdb_env_read_end(sv->env, &txn);
-	if (ret != 0) {
-		*error_r = t_strdup_printf("counting the new environment "
-					   "failed: %s", mdb_strerror(ret));
-		return -1;
+	array_foreach_elem(&sv->resolve->kept_bodies, body) {
+		if (body->links == 0)
+			sv->result->bodies_unlinked++;
 	}
 	/* the file records the map size it was last written with: the
 	   generous one of the build would count against every mail

@@ -153,7 +153,8 @@ struct lmdb_salvage_result {
 	/* the new environment */
 	uint64_t links, bodies, chunks;
 	uint64_t bodies_rebuilt, bodies_lost;
-	/* whole bodies without links, kept for purge (DEAD) */
+	/* whole bodies without links: pending (a save that never
+	   committed) or dead, freed by purge */
 	uint64_t bodies_unlinked;
 
 	ARRAY_TYPE(lmdb_salvage_message) lost;
