@@ -147,42 +147,39 @@ static void lmdb_verify_uidl(struct lmdb_verify_state *state,
 		POINTER_CAST_TO(first, uint32_t)));
 }
 
-/* The UIDL index must name, for each UIDL, a link that has it. */
+/* The UIDL index must have an entry for every link holding a UIDL, and
+   no other. */
 static int lmdb_verify_scan_uidls(struct lmdb_verify_state *state,
 				  MDB_txn *txn)
 {
 	struct lmdb_env *env = state->storage->env;
+	const unsigned char *p;
 	MDB_cursor *cursor;
 	MDB_val key, val;
-	const char *error, *hkey;
-	uint32_t uid;
+	const char *error;
 	unsigned int entries = 0;
+	size_t len;
 	int ret;
 
 	if ((ret = mdb_cursor_open(txn, env->dbi_uidls, &cursor)) != 0)
 		return ret;
 	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) T_BEGIN {
 		entries++;
-		if (key.mv_size <= GUID_128_SIZE ||
-		    !lmdb_uidls_value_decode(key.mv_data, key.mv_size,
-					     val.mv_data, val.mv_size, &uid,
-					     &error)) {
+		p = key.mv_data;
+		len = key.mv_size;
+		if (len <= GUID_128_SIZE + 1 + 4 || p[len - 5] != '\0' ||
+		    !lmdb_uidls_value_check(key.mv_data, key.mv_size,
+					    val.mv_data, val.mv_size,
+					    &error) ||
+		    hash_table_lookup(state->uidl_holders, t_strdup_printf(
+				"%s %s %u", guid_128_to_string(p),
+				t_strndup(p + GUID_128_SIZE,
+					  len - GUID_128_SIZE - 5),
+				be32_to_cpu_unaligned(p + len - 4))) == NULL)
 			state->uidls_rebuild = TRUE;
-		} else {
-			hkey = t_strdup_printf("%s %s",
-				guid_128_to_string(key.mv_data),
-				t_strndup(CONST_PTR_OFFSET(key.mv_data,
-							   GUID_128_SIZE),
-					  key.mv_size - GUID_128_SIZE));
-			/* any link holding the UIDL may be named (when two
-			   share one, that is reported on its own) */
-			if (hash_table_lookup(state->uidl_holders,
-					t_strdup_printf("%s %u", hkey, uid)) == NULL)
-				state->uidls_rebuild = TRUE;
-		}
 	} T_END;
 	mdb_cursor_close(cursor);
-	if (entries != hash_table_count(state->uidls))
+	if (entries != hash_table_count(state->uidl_holders))
 		state->uidls_rebuild = TRUE;
 	if (state->uidls_rebuild) {
 		lmdb_verify_report(state, "-", 0, 0, state->cmd->repair ?

@@ -549,40 +549,50 @@ bool lmdb_quarantine_record_decode(const void *key, size_t key_size,
 /* --- uidls --- */
 
 void lmdb_uidls_key_encode(buffer_t *buf, const guid_128_t mailbox_guid,
-			   const char *uidl)
+			   const char *uidl, uint32_t uid)
 {
+	unsigned char be[4];
+
 	buffer_append(buf, mailbox_guid, GUID_128_SIZE);
-	buffer_append(buf, uidl, strlen(uidl));
+	buffer_append(buf, uidl, strlen(uidl) + 1);
+	cpu32_to_be_unaligned(uid, be);
+	buffer_append(buf, be, sizeof(be));
 }
 
-bool lmdb_uidls_value_encode(buffer_t *buf, const void *key, size_t key_size,
-			     uint32_t uid, const char **error_r)
+bool lmdb_uidls_key_match(const void *key, size_t key_size,
+			  const guid_128_t mailbox_guid, const char *uidl,
+			  uint32_t *uid_r)
+{
+	const unsigned char *p = key;
+	size_t len = strlen(uidl);
+
+	if (key_size != GUID_128_SIZE + len + 1 + 4 ||
+	    memcmp(p, mailbox_guid, GUID_128_SIZE) != 0 ||
+	    memcmp(p + GUID_128_SIZE, uidl, len + 1) != 0)
+		return FALSE;
+	*uid_r = be32_to_cpu_unaligned(p + GUID_128_SIZE + len + 1);
+	return *uid_r != 0;
+}
+
+void lmdb_uidls_value_encode(buffer_t *buf, const void *key, size_t key_size)
 {
 	struct lmdb_writer w;
+	const char *error;
 
-	if (uid == 0) {
-		*error_r = "UIDL entry with UID 0";
-		return FALSE;
-	}
 	lmdb_writer_init(&w, buf);
-	lmdb_put_u32(&w, uid);
-	return lmdb_writer_finish(&w, LMDB_RECORD_TYPE_UIDL, key, key_size,
-				  error_r);
+	if (!lmdb_writer_finish(&w, LMDB_RECORD_TYPE_UIDL, key, key_size,
+				&error))
+		i_unreached();
 }
 
-bool lmdb_uidls_value_decode(const void *key, size_t key_size,
-			     const void *data, size_t size, uint32_t *uid_r,
-			     const char **error_r)
+bool lmdb_uidls_value_check(const void *key, size_t key_size,
+			    const void *data, size_t size,
+			    const char **error_r)
 {
 	struct lmdb_reader r;
 
-	*uid_r = 0;
-	if (!lmdb_reader_open(&r, LMDB_RECORD_TYPE_UIDL, key, key_size,
-			      data, size))
-		return lmdb_reader_finish(&r, error_r);
-	*uid_r = lmdb_get_u32(&r, "uid");
-	if (r.error == NULL && *uid_r == 0)
-		lmdb_reader_invalid(&r, "UID 0");
+	(void)lmdb_reader_open(&r, LMDB_RECORD_TYPE_UIDL, key, key_size,
+			       data, size);
 	return lmdb_reader_finish(&r, error_r);
 }
 

@@ -77,6 +77,9 @@ struct lmdb_save_mail {
 	bool copied;
 	/* a copy: gets a UIDL of its own (lmdb_uidl_assign()) */
 	bool new_uidl;
+	/* a MOVE within the mailbox: the UID of the source, whose UIDL
+	   the message keeps (the source is expunged after the commit) */
+	uint32_t moved_from_uid;
 };
 
 ARRAY_DEFINE_TYPE(lmdb_save_mail, struct lmdb_save_mail);
