@@ -285,10 +285,11 @@ lmdb_salvage_decode(struct lmdb_salvage *sv, enum lmdb_record_type type,
 			return FALSE;
 		break;
 	case LMDB_RECORD_TYPE_UIDL:
-		if (rec->key_size <= GUID_128_SIZE ||
-		    !lmdb_uidls_value_decode(rec->key, rec->key_size,
-					     rec->value, rec->value_size,
-					     &uid, &error))
+		/* GUID, UIDL, NUL, UID */
+		if (rec->key_size <= GUID_128_SIZE + 1 + 4 ||
+		    !lmdb_uidls_value_check(rec->key, rec->key_size,
+					    rec->value, rec->value_size,
+					    &error))
 			return FALSE;
 		break;
 	default:
