@@ -63,6 +63,9 @@ struct test_body {
 	uint64_t id;
 	unsigned char *data;
 	size_t size;
+	/* its record as the fixture has it */
+	struct lmdb_body_record rec;
+	char *guid;
 };
 
 /* the model of what the fixture holds */
@@ -278,6 +281,13 @@ static void test_fixture_build(void)
 	ctx.last = 2;
 	if (lmdb_env_write(env, test_boxes_txn, &ctx, TRUE, &error) != 0)
 		i_fatal("writing mailboxes failed: %s", error);
+	for (i = 0; i < TEST_BODIES; i++) {
+		if (lmdb_body_get(env, bodies[i].id, pool_datastack_create(),
+				  &bodies[i].rec, &error) != 1)
+			i_fatal("reading body %u failed", i);
+		bodies[i].guid = i_strdup(bodies[i].rec.guid);
+		bodies[i].rec.guid = bodies[i].guid;
+	}
 	test_env_close(&env);
 }
 
@@ -348,8 +358,10 @@ static void test_fixture_deinit(void)
 	unsigned int i;
 	struct test_link *link;
 
-	for (i = 0; i < TEST_BODIES; i++)
+	for (i = 0; i < TEST_BODIES; i++) {
 		i_free(bodies[i].data);
+		i_free(bodies[i].guid);
+	}
 	array_foreach_modifiable(&links, link) {
 		if (link->rec.pop3_uidl[0] != '\0')
 			i_free(uidl_strings[link - array_front(&links)]);
@@ -607,6 +619,31 @@ static bool test_link_equals(const struct lmdb_link_record *a,
 	return TRUE;
 }
 
+/* A body record that came through equals the fixture's, but for its
+   reference count and state, which follow the links now. */
+static bool test_body_record_equals(const struct lmdb_body_record *a,
+				    const struct lmdb_body_record *b)
+{
+	return a->physical_size == b->physical_size &&
+		a->message_size == b->message_size &&
+		a->virtual_size == b->virtual_size &&
+		a->received_date == b->received_date &&
+		a->save_date == b->save_date &&
+		a->chunk_count == b->chunk_count &&
+		a->chunk_size == b->chunk_size &&
+		memcmp(a->sha256, b->sha256, sizeof(a->sha256)) == 0 &&
+		guid_128_equals(a->orig_mailbox_guid, b->orig_mailbox_guid) &&
+		strcmp(a->guid, b->guid) == 0;
+}
+
+static bool test_body_record_damaged(unsigned int body)
+{
+	unsigned char key[LMDB_BODY_ID_SIZE];
+
+	lmdb_body_id_encode(bodies[body].id, key);
+	return test_record_damaged("bodies", key, sizeof(key));
+}
+
 /* The body's content in the new environment equals the model's. */
 static bool test_body_content(struct lmdb_env *env, unsigned int body)
 {
@@ -776,10 +813,17 @@ static unsigned int test_check_links(struct lmdb_env *env,
 		ret = lmdb_link_get(env, txn, box_guids[link->box], link->uid,
 				    pool_datastack_create(), &rec, &error);
 		if (ret == 1) {
+			struct lmdb_body_record body;
+
 			test_assert_idx(test_link_equals(&rec, &link->rec),
 					link->uid);
 			test_assert_idx(test_body_content(env, link->body),
 					link->body);
+			test_assert(lmdb_body_lookup(env, txn, rec.body_id,
+				pool_datastack_create(), &body, &error) == 1);
+			test_assert_idx(test_body_record_damaged(link->body) ||
+				test_body_record_equals(&body,
+					&bodies[link->body].rec), link->body);
 			test_assert(!test_message_in(&result->lost,
 				box_guids[link->box], link->uid));
 		} else {
@@ -848,7 +892,16 @@ static void test_salvage_undamaged(void)
 	test_assert(result->bodies == TEST_BODIES);
 	test_assert(result->bodies_unlinked == TEST_BODIES - TEST_LINKED_BODIES);
 	for (i = 0; i < TEST_BODIES; i++) T_BEGIN {
+		struct lmdb_body_record rec;
+		const char *error;
+
 		test_assert_idx(test_body_content(env, i), i);
+		test_assert_idx(lmdb_body_get(env, bodies[i].id,
+			pool_datastack_create(), &rec, &error) == 1 &&
+			test_body_record_equals(&rec, &bodies[i].rec) &&
+			rec.refcount == bodies[i].rec.refcount &&
+			rec.state == bodies[i].rec.state &&
+			rec.state_since == bodies[i].rec.state_since, i);
 	} T_END;
 	test_env_close(&env);
 	lmdb_salvage_result_free(&result);
