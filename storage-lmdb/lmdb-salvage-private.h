@@ -1,8 +1,9 @@
 #ifndef LMDB_SALVAGE_PRIVATE_H
 #define LMDB_SALVAGE_PRIVATE_H
 
-/* Shared by lmdb-salvage.c (the scan: classify, validate and copy what
-   is readable) and lmdb-salvage-resolve.c (what the copied records make
+/* Shared by lmdb-salvage.c, lmdb-salvage-classify.c and
+   lmdb-salvage-batch.c (the scan: classify, validate and copy what is
+   readable) and lmdb-salvage-resolve.c (what the copied records make
    of each other: whole bodies, surviving links, reference counts,
    mailbox records, counters). */
 
@@ -97,6 +98,69 @@ struct lmdb_salvage_body *
 lmdb_salvage_body_get(struct lmdb_salvage *sv, uint64_t body_id);
 struct lmdb_salvage_box *
 lmdb_salvage_box_get(struct lmdb_salvage *sv, const guid_128_t guid);
+
+/* --- the scan: lmdb-salvage.c, lmdb-salvage-classify.c and
+   lmdb-salvage-batch.c --- */
+
+/* a batch is written when it holds this many records or bytes */
+#define LMDB_SALVAGE_BATCH_RECORDS 2048
+#define LMDB_SALVAGE_BATCH_BYTES (8 * 1024 * 1024)
+/* the largest record value worth decoding */
+#define LMDB_SALVAGE_VALUE_MAX (LMDB_CHUNK_SIZE_MAX + 65536)
+/* the new environment's map during the build: the damaged file's size
+   plus a quarter plus this */
+#define LMDB_SALVAGE_MAP_SLACK (64 * 1024 * 1024ULL)
+
+/* What the scan learned of a record, kept until its batch is written. */
+struct lmdb_salvage_item {
+	enum lmdb_record_type type;
+	bool orphan;
+	/* a schema-1 record: no checksum was there to check */
+	bool unverified;
+	const void *key, *value;
+	size_t key_size, value_size;
+	union {
+		struct {
+			uint64_t body_id;
+			uint32_t idx, size;
+		} chunk;
+		struct lmdb_salvage_body body;
+		struct {
+			guid_128_t guid;
+			uint32_t uid;
+			uint64_t body_id;
+		} link;
+		struct {
+			bool active;
+			const char *name;
+		} mailbox;
+		struct lmdb_env_record env;
+	} u;
+	/* set by the write: the key was new */
+	bool inserted;
+};
+
+struct lmdb_salvage_scan {
+	struct lmdb_salvage *sv;
+	pool_t batch_pool;
+	ARRAY(struct lmdb_salvage_item) batch;
+	size_t batch_bytes;
+	/* mailbox GUID (hex) -> what the caller knows of it */
+	HASH_TABLE(char *, const struct lmdb_salvage_mailbox_info *) infos;
+	/* the first failure writing the new environment */
+	const char *error;
+};
+
+/* lmdb-salvage-classify.c */
+bool
+lmdb_salvage_classify(struct lmdb_salvage *sv,
+		      const struct lmdb_pagescan_record *rec,
+		      struct lmdb_salvage_item *item);
+
+/* lmdb-salvage-batch.c */
+int lmdb_salvage_batch_flush(struct lmdb_salvage_scan *scan);
+int lmdb_salvage_scan_record(const struct lmdb_pagescan_record *rec,
+			     struct lmdb_salvage_scan *scan);
 
 /* lmdb-salvage-resolve.c: everything after the scan. Returns 0, or -1
    with *error_r when the new environment can't be written. */
