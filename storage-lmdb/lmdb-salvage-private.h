@@ -3,9 +3,10 @@
 
 /* Shared by lmdb-salvage.c, lmdb-salvage-classify.c and
    lmdb-salvage-batch.c (the scan: classify, validate and copy what is
-   readable) and lmdb-salvage-resolve.c (what the copied records make
-   of each other: whole bodies, surviving links, reference counts,
-   mailbox records, counters). */
+   readable) and lmdb-salvage-resolve.c, lmdb-salvage-match.c and
+   lmdb-salvage-write.c (what the copied records make of each other:
+   whole bodies, surviving links, reference counts, mailbox records,
+   counters). */
 
 #include "array.h"
 #include "hash.h"
@@ -228,5 +229,22 @@ int lmdb_salvage_in_batches(struct lmdb_salvage *sv, unsigned int count,
    and bodies removed, reference counts, gc entries, new links, mailbox
    records, the UIDL index, the counters. Returns 0 or -1. */
 int lmdb_salvage_write(struct lmdb_salvage *sv, const char **error_r);
+
+/* lmdb-salvage-resolve.c */
+struct lmdb_salvage_message *
+lmdb_salvage_note(struct lmdb_salvage *sv,
+		  ARRAY_TYPE(lmdb_salvage_message) *msgs,
+		  const guid_128_t guid, uint32_t uid, uint64_t body_id,
+		  const char *message_id, const char *reason);
+
+/* lmdb-salvage-match.c: step 3 of the resolution */
+void lmdb_salvage_find_missing(struct lmdb_salvage *sv);
+void lmdb_salvage_lookup_missing(struct lmdb_salvage *sv);
+const char *
+lmdb_salvage_body_message_id(struct lmdb_salvage *sv, MDB_txn *txn,
+			     struct lmdb_salvage_body *body);
+uint32_t lmdb_salvage_links_lost(struct lmdb_salvage *sv,
+				 const struct lmdb_salvage_body *body);
+int lmdb_salvage_match(struct lmdb_salvage *sv, const char **error_r);
 
 #endif
