@@ -1,7 +1,11 @@
 #!/usr/bin/python3
 """Install, enable, use, upgrade, remove and purge the dovecot-lmdb package.
 
-    python3 tests/package/install_test.py DEB
+    python3 tests/package/install_test.py DEB [SRC]
+
+SRC: the unpacked source package DEB was built from; with it (and
+autopkgtest installed) the package's autopkgtest runs through autopkgtest's
+null runner right after the install, else debian/tests/smoke is run itself.
 
 Runs as root inside a throwaway chroot (tests/package/run makes one per
 suite): it changes the system's package state and /etc/dovecot.  Every
@@ -13,6 +17,8 @@ check prints "PASS name" or "FAIL name: why"; the last line is
   2. install with apt (the dependencies must be met), every file of
      dpkg -L is there, the snippet is a conffile and changes nothing
      (doveconf -n is the same)
+     the autopkgtest (debian/tests/control: smoke, self-contained config)
+     passes against the installed package
   3. enable the snippet as the README says, doveconf sees lmdb (also in
      protocol lmtp), and debian/tests/smoke --system-config uses it:
      LMTP, IMAP, POP3, doveadm lmdb stats/verify, doveadm pop3-policy
@@ -127,14 +133,15 @@ def owned_by_other_package(path):
 
 
 def main():
-    if len(sys.argv) != 2 or os.geteuid() != 0:
+    if len(sys.argv) not in (2, 3) or os.geteuid() != 0:
         print(__doc__, file=sys.stderr)
         return 2
     deb = os.path.abspath(sys.argv[1])
+    src = os.path.abspath(sys.argv[2]) if len(sys.argv) == 3 else None
     series = dovecot_series()
     tmp = tempfile.mkdtemp(prefix='dlmdb-install-test-')
     try:
-        steps(deb, series, tmp)
+        steps(deb, src, series, tmp)
     except Exception as e:  # a crash of the test itself is a failure, not a silent stop
         import traceback
         check('install test ran to the end', False, '%s\n%s' % (e, traceback.format_exc()))
@@ -145,7 +152,27 @@ def main():
     return 0 if all(RESULTS) else 1
 
 
-def steps(deb, series, tmp):
+def autopkgtest(src, tmp):
+    """The package's autopkgtest as a distribution runs it: autopkgtest's
+    null runner on this system, the installed package (no rebuild)."""
+    if src is None or shutil.which('autopkgtest') is None:
+        return smoke('autopkgtest smoke (run directly: no autopkgtest or no source)')
+    outdir = os.path.join(tmp, 'autopkgtest')
+    r = run('autopkgtest', '--no-built-binaries', '--output-dir', outdir, src + '/',
+            '--', 'null')
+    summary = ''
+    try:
+        with open(os.path.join(outdir, 'summary')) as f:
+            summary = f.read()
+    except OSError:
+        pass
+    # "smoke PASS"; exit 0 = all passed (2 = some skipped, 4 = failed)
+    ok = r.returncode == 0 and re.search(r'(?m)^smoke\s+PASS\b', summary)
+    return check('autopkgtest --no-built-binaries SRC -- null: smoke PASS', ok,
+                 summary + out(r))
+
+
+def steps(deb, src, series, tmp):
     # 1. before
     if not check('package not installed before the test',
                  run('dpkg-query', '-W', '-f=${Status}', PKG).stdout.find('installed') < 0,
@@ -191,6 +218,7 @@ def steps(deb, series, tmp):
     rc, conf_installed = doveconf_n()
     check('installing changes nothing (doveconf -n is the same)',
           rc == 0 and conf_installed == conf_before, conf_installed)
+    autopkgtest(src, tmp)
 
     # 3. enable and use
     enabled = enable_snippet(pristine, series)
