@@ -125,6 +125,9 @@ bool lmdb_mailbox_have_pop3_orders(struct lmdb_mailbox *mbox);
 /* Map an LMDB/errno failure to the storage error the user sees. */
 void lmdb_storage_set_lmdb_error(struct mail_storage *storage, int ret,
 				 const char *error);
+/* The error a full map or disk gives the user (temporary), for a failure
+   that was already logged. */
+void lmdb_storage_set_space_error(struct mail_storage *storage);
 
 /* lmdb-purge.c */
 int lmdb_storage_purge(struct mail_storage *storage);
