@@ -145,6 +145,16 @@ lmdb_mailbox_create_indexes(struct mailbox *box,
 int lmdb_mailbox_create_indexes_locked(struct mailbox *box,
 				       const struct mailbox_update *update);
 
+/* lmdb-lost-name.c: a mailbox Dovecot's list rebuild recreates by its
+   GUID under a placeholder name gets the name LMDB keeps for that GUID
+   (into the index's box-name header, which Dovecot renames it to at its
+   next open). Returns 1 and the mailbox's UIDVALIDITY if LMDB knows it,
+   0 if not, -1 on error. */
+int lmdb_mailbox_lost_name_restore(struct lmdb_mailbox *mbox,
+				   const guid_128_t guid,
+				   struct mail_index_transaction *trans,
+				   uint32_t *uid_validity_r);
+
 /* lmdb-purge.c */
 int lmdb_storage_purge(struct mail_storage *storage);
 /* Purge if lmdb_autopurge_interval has passed since the last one. */
