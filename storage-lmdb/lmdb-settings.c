@@ -6,7 +6,7 @@
 #include "lmdb-storage.h"
 
 /* Defaults, documented in the README */
-#define LMDB_DEFAULT_MAP_SIZE_INITIAL (64ULL * 1024 * 1024)
+#define LMDB_DEFAULT_MAP_SIZE_INITIAL (16ULL * 1024 * 1024)
 #define LMDB_DEFAULT_MAP_SIZE_MAX (32ULL * 1024 * 1024 * 1024)
 #define LMDB_DEFAULT_MAP_RESERVE (16ULL * 1024 * 1024)
 #define LMDB_DEFAULT_MAX_READERS 512

@@ -20,14 +20,19 @@ void lmdb_storage_set_lmdb_error(struct mail_storage *storage, int ret,
 				 const char *error)
 {
 	if (lmdb_env_error_is_space(ret)) {
-		/* a full map or disk is temporary: LMTP answers 4xx and the
-		   sender retries, where NOQUOTA would bounce the mail */
 		e_error(storage->event, "%s", error);
-		mail_storage_set_error(storage, MAIL_ERROR_TEMP,
-			"Mail storage is out of space, try again later");
+		lmdb_storage_set_space_error(storage);
 	} else {
 		mail_storage_set_critical(storage, "lmdb: %s", error);
 	}
+}
+
+void lmdb_storage_set_space_error(struct mail_storage *storage)
+{
+	/* a full map or disk is temporary: LMTP answers 4xx and the sender
+	   retries, where NOQUOTA would bounce the mail */
+	mail_storage_set_error(storage, MAIL_ERROR_TEMP,
+			       "Mail storage is out of space, try again later");
 }
 
 /* Salvage hook (doveadm lmdb salvage): while set, a storage is created

@@ -117,6 +117,9 @@ int lmdb_settings_read(struct mail_user *user, struct lmdb_settings *set_r,
 /* Map an LMDB/errno failure to the storage error the user sees. */
 void lmdb_storage_set_lmdb_error(struct mail_storage *storage, int ret,
 				 const char *error);
+/* The error a full map or disk gives the user (temporary), for a failure
+   that was already logged. */
+void lmdb_storage_set_space_error(struct mail_storage *storage);
 
 /* lmdb-mailbox-index.c */
 int lmdb_read_header(struct lmdb_mailbox *mbox,
@@ -141,6 +144,16 @@ lmdb_mailbox_create_indexes(struct mailbox *box,
 			    struct mail_index_transaction *trans);
 int lmdb_mailbox_create_indexes_locked(struct mailbox *box,
 				       const struct mailbox_update *update);
+
+/* lmdb-lost-name.c: a mailbox Dovecot's list rebuild recreates by its
+   GUID under a placeholder name gets the name LMDB keeps for that GUID
+   (into the index's box-name header, which Dovecot renames it to at its
+   next open). Returns 1 and the mailbox's UIDVALIDITY if LMDB knows it,
+   0 if not, -1 on error. */
+int lmdb_mailbox_lost_name_restore(struct lmdb_mailbox *mbox,
+				   const guid_128_t guid,
+				   struct mail_index_transaction *trans,
+				   uint32_t *uid_validity_r);
 
 /* lmdb-purge.c */
 int lmdb_storage_purge(struct mail_storage *storage);
