@@ -109,3 +109,18 @@ def _kind_plan(ops, points, rng):
                 pts = points[op.id][where] or points[op.id]['call'] or points[op.id]['ack']
                 if pts:
                     yield Candidate(op, rng.choice(pts), where, policy, rng.getrandbits(32))
+
+
+def barrier_candidates(model, ledger, kinds, policies, max_ops):
+    """Exhaustive over a few operations: every sync barrier inside the
+    window of the first max_ops operations of each kind, under each
+    policy (the windows where a commit is durable and what follows it
+    is not yet)."""
+    out = []
+    for kind in kinds:
+        ops = [op for op in ledger.ops if op.kind == kind and op.begin is not None]
+        for op in ops[:max_ops]:
+            for c in sorted(set(op_points(model, op)['barrier'])):
+                for policy in policies:
+                    out.append(Candidate(op, c, 'barrier', policy, c))
+    return out

@@ -130,7 +130,7 @@ class Report:
         for desc, fails, user in self.failures[:max_failures]:
             out.append('FAILED %s (%s):' % (desc, user))
             for f in fails[:6]:
-                out.append('    %r' % f)
+                out.append('    %s' % _one_line(repr(f)))
         return '\n'.join(out)
 
     def to_json(self):
@@ -138,6 +138,15 @@ class Report:
                     seconds=round(self.seconds, 1), kinds=self.kinds, notes=self.notes,
                     log_errors=self.log_errors,
                     failures=[(d, [repr(f) for f in fs], u) for d, fs, u in self.failures])
+
+
+def _one_line(text, limit=400):
+    text = ' | '.join(part.strip() for part in text.splitlines() if part.strip())
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
+# states kept with --keep-failed also when they show these
+KEEP_ALSO = ('flag-rollback-synced', 'dovecot-panic', 'lmdb-error')
 
 
 def _normalise(line):
@@ -218,14 +227,15 @@ def check_states(rec, states, seed=1, batch=25, kinds=None, keep_failed=None, lo
 def _settle(report, pending, keep_failed, log):
     for cand, res in pending:
         report.add(cand, res)
+        keep = res.failed or any(f.cat in KEEP_ALSO for f in res.findings)
         if res.failed:
-            log('  FAILED %s (%s): %s' % (cand.describe(), res.user,
-                                           '; '.join(repr(f) for f in res.findings[:3])))
-            if keep_failed:
-                with open(os.path.join(keep_failed, 'state-%s.txt' % res.user[2:]), 'w') as f:
-                    f.write('%s\n\nfindings:\n%s\n\nlog:\n%s\n' % (
-                        cand.describe(), '\n'.join(repr(x) for x in res.findings),
-                        '\n'.join(res.log)))
+            log('  FAILED %s (%s): %s' % (cand.describe(), res.user, _one_line(
+                '; '.join(repr(f) for f in res.findings if f.cat in check.FAIL))))
+        if keep and keep_failed:
+            with open(os.path.join(keep_failed, 'state-%s.txt' % res.user[2:]), 'w') as f:
+                f.write('%s\n\nfindings:\n%s\n\nlog:\n%s\n' % (
+                    cand.describe(), '\n'.join(repr(x) for x in res.findings),
+                    '\n'.join(res.log)))
         elif keep_failed:
             shutil.rmtree(os.path.join(keep_failed, 'state-%s' % res.user[2:]),
                           ignore_errors=True)
