@@ -37,10 +37,14 @@ int lmdb_body_chunk_next(MDB_cursor *cursor, uint64_t body_id,
 	return 0;
 }
 
+/* Every chunk present with the size the layout gives it; with crc, also
+   its checksum (and its data into sha, if given). Without crc only the
+   leaf pages of the chunks tree are read: LMDB gives a value's size
+   without touching the page holding it. */
 static int
 lmdb_body_verify_txn(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
-		     const struct lmdb_body_record *rec, EVP_MD_CTX *sha,
-		     const char **error_r)
+		     const struct lmdb_body_record *rec, bool crc,
+		     EVP_MD_CTX *sha, const char **error_r)
 {
 	MDB_cursor *cursor;
 	MDB_val val;
@@ -71,8 +75,19 @@ lmdb_body_verify_txn(struct lmdb_env *env, MDB_txn *txn, uint64_t body_id,
 			ret = -1;
 			break;
 		}
-		if (!lmdb_chunk_decode(body_id, idx, val.mv_data, val.mv_size,
-				       &data, &size, error_r)) {
+		if (!crc) {
+			if (val.mv_size < LMDB_CHUNK_HDR_SIZE) {
+				*error_r = t_strdup_printf("chunk %u of %u is "
+					"shorter than its header", idx,
+					rec->chunk_count);
+				ret = 0;
+				break;
+			}
+			data = NULL;
+			size = val.mv_size - LMDB_CHUNK_HDR_SIZE;
+		} else if (!lmdb_chunk_decode(body_id, idx, val.mv_data,
+					      val.mv_size, &data, &size,
+					      error_r)) {
 			*error_r = t_strdup_printf("chunk %u of %u: %s", idx,
 						   rec->chunk_count, *error_r);
 			ret = 0;
@@ -133,7 +148,8 @@ int lmdb_body_verify(struct lmdb_env *env, uint64_t body_id,
 		EVP_MD_CTX_free(sha);
 		return -1;
 	}
-	ret = lmdb_body_verify_txn(env, txn, body_id, rec, sha, error_r);
+	ret = lmdb_body_verify_txn(env, txn, body_id, rec, TRUE, sha,
+				   error_r);
 	lmdb_env_read_end(env, &txn);
 	if (ret > 0 && sha != NULL)
 		ret = lmdb_body_sha_check(sha, rec, error_r);
@@ -297,6 +313,18 @@ int lmdb_body_reader_open(struct lmdb_env *env, uint64_t body_id,
 		ret = lmdb_body_lookup(env, txn, body_id, pool, rec_r,
 				       error_r);
 	}
+	/* every chunk there with its size, before the first byte: a read
+	   that meets a short or missing chunk later can only fail the
+	   stream half way (cheap: leaf pages only) */
+	if (ret > 0) {
+		ret = lmdb_body_verify_txn(env, txn, body_id, rec_r, FALSE,
+					   NULL, error_r);
+		if (ret == 0) {
+			*error_r = t_strdup_printf("body %"PRIu64": %s",
+						   body_id, *error_r);
+			ret = -2;
+		}
+	}
 	if (ret <= 0) {
 		lmdb_body_reader_close(&reader);
 		return ret;
@@ -320,7 +348,7 @@ int lmdb_body_reader_verify(struct lmdb_body_reader *reader, bool full,
 		return ret;
 	sha = full ? lmdb_body_sha_init() : NULL;
 	ret = lmdb_body_verify_txn(reader->env, txn, reader->body_id,
-				   &reader->rec, sha, error_r);
+				   &reader->rec, TRUE, sha, error_r);
 	if (ret > 0 && sha != NULL)
 		ret = lmdb_body_sha_check(sha, &reader->rec, error_r);
 	EVP_MD_CTX_free(sha);

@@ -146,6 +146,18 @@ lmdb_copy_cache_fields(struct mail_save_context *ctx, struct mail *src_mail,
 	}
 }
 
+/* Is mail in the mailbox ctx saves into? (IMAP opens the destination
+   of a MOVE as a mailbox of its own, also when it is the selected one) */
+static bool
+lmdb_copy_same_mailbox(struct mail_save_context *ctx, struct mail *mail)
+{
+	struct lmdb_mailbox *src = LMDB_MAILBOX(mail->box);
+	struct lmdb_mailbox *dest = LMDB_MAILBOX(ctx->transaction->box);
+
+	return !guid_128_is_empty(dest->mailbox_guid) &&
+		guid_128_equals(src->mailbox_guid, dest->mailbox_guid);
+}
+
 int lmdb_copy(struct mail_save_context *_ctx, struct mail *mail)
 {
 	struct lmdb_mail *src;
@@ -178,6 +190,8 @@ int lmdb_copy(struct mail_save_context *_ctx, struct mail *mail)
 	smail->virtual_size = src->body.virtual_size;
 	smail->guid = p_strdup(pool, src->body.guid);
 	smail->copied = TRUE;
+	if (_ctx->moving && lmdb_copy_same_mailbox(_ctx, mail))
+		smail->moved_from_uid = mail->uid;
 	lmdb_copy_cache_fields(_ctx, mail, smail->seq);
 	if (_ctx->dest_mail != NULL)
 		mail_set_seq_saving(_ctx->dest_mail, smail->seq);

@@ -2,7 +2,7 @@
 #define LMDB_RECORDS_H
 
 /* The on-disk record formats of the lmdb storage (docs/schema.md).
-   This file and lmdb-records.c are the only place that knows the byte
+   This file and lmdb-records*.c are the only place that knows the byte
    layout: every decoder checks every length against the record size, so
    nothing read from disk can make us read out of bounds. No lib-storage
    types here, so the codecs can be unit tested and fuzzed alone. */
@@ -249,16 +249,24 @@ bool lmdb_quarantine_record_decode(const void *key, size_t key_size,
 				   struct lmdb_quarantine_record *rec_r,
 				   const char **error_r);
 
-/* "uidls" DBI, key: mailbox GUID + the UIDL's bytes; value: the UID of
-   the link holding it (lmdb-uidls.h). */
-#define LMDB_UIDLS_KEY_MAX_SIZE (GUID_128_SIZE + LMDB_UIDL_MAX_LEN)
+/* "uidls" DBI, key: mailbox GUID + the UIDL's bytes + NUL + UID (u32): one
+   entry per link that holds a UIDL, so that two links sharing one (from
+   before uniqueness was enforced) are both there. A UIDL never holds a
+   NUL or anything below 0x21, so a mailbox's entries of one UIDL sort
+   together, before those of any longer UIDL it is a prefix of. The value
+   is the key's checksum (lmdb-uidls.h). */
+#define LMDB_UIDLS_KEY_MAX_SIZE (GUID_128_SIZE + LMDB_UIDL_MAX_LEN + 1 + 4)
 void lmdb_uidls_key_encode(buffer_t *buf, const guid_128_t mailbox_guid,
-			   const char *uidl);
-bool lmdb_uidls_value_encode(buffer_t *buf, const void *key, size_t key_size,
-			     uint32_t uid, const char **error_r);
-bool lmdb_uidls_value_decode(const void *key, size_t key_size,
-			     const void *data, size_t size, uint32_t *uid_r,
-			     const char **error_r);
+			   const char *uidl, uint32_t uid);
+/* The UID of a key whose mailbox and UIDL are guid and uidl, FALSE if the
+   key is of another mailbox or UIDL (or malformed). */
+bool lmdb_uidls_key_match(const void *key, size_t key_size,
+			  const guid_128_t mailbox_guid, const char *uidl,
+			  uint32_t *uid_r);
+void lmdb_uidls_value_encode(buffer_t *buf, const void *key, size_t key_size);
+bool lmdb_uidls_value_check(const void *key, size_t key_size,
+			    const void *data, size_t size,
+			    const char **error_r);
 
 /* A chunk value is the header followed by the data. Version 2 checksums
    the key with the data, version 1 only the data; both are read. */

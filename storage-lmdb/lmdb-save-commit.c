@@ -27,6 +27,8 @@ struct lmdb_save_link_ctx {
 	/* a copied message's body was freed meanwhile (expunged) */
 	bool copy_expunged;
 	uint32_t uid_validity;
+	/* a dsync transaction (MAILBOX_TRANSACTION_FLAG_SYNC) */
+	bool dsync;
 	/* UIDLs that were taken and replaced, for the log */
 	const char *uidl_changes;
 };
@@ -59,39 +61,75 @@ lmdb_save_undo_link(struct lmdb_save_link_ctx *lctx, MDB_txn *txn,
 /* At most this many alternatives are tried for a UIDL that is taken. */
 #define LMDB_SAVE_UIDL_ALTERNATIVES 100
 
+/* Is uidl held by a link of the mailbox other than smail's own? An entry
+   whose link is gone or holds another UIDL is stale: dropped. A link to
+   the same body counts as the same message only in dsync's transactions
+   (a UID conflict renumbers a message and expunges its old UID in the
+   same run) and when it is the source of a MOVE within the mailbox;
+   elsewhere (a copy moved back where its original is) it is another
+   message. Returns 1 if taken, 0 if free, or -1 with an LMDB
+   code in *ret_r. */
+static int
+lmdb_save_uidl_taken(struct lmdb_save_link_ctx *lctx, MDB_txn *txn,
+		     const struct lmdb_save_mail *smail, const char *uidl,
+		     int *ret_r, const char **error_r)
+{
+	struct lmdb_env *env = lctx->save->mbox->storage->env;
+	const guid_128_t *guid = lctx->mailbox_guid;
+	struct lmdb_link_record link;
+	ARRAY_TYPE(lmdb_uid) holders;
+	uint32_t holder;
+	int ret;
+
+	t_array_init(&holders, 4);
+	if ((*ret_r = lmdb_uidls_holders(env, txn, *guid, uidl, &holders,
+					 error_r)) != 0)
+		return -1;
+	array_foreach_elem(&holders, holder) {
+		if (holder == smail->uid)
+			continue;
+		ret = lmdb_link_get(env, txn, *guid, holder,
+				    pool_datastack_create(), &link, error_r);
+		if (ret == -1) {
+			*ret_r = MDB_CORRUPTED;
+			return -1;
+		}
+		if (ret <= 0 || strcmp(link.pop3_uidl, uidl) != 0) {
+			if ((*ret_r = lmdb_uidls_unset(env, txn, *guid, uidl,
+						       holder, error_r)) != 0)
+				return -1;
+			continue;
+		}
+		if (link.body_id == smail->body_id &&
+		    (lctx->dsync || holder == smail->moved_from_uid))
+			continue;
+		return 1;
+	}
+	return 0;
+}
+
 /* Make smail's UIDL its own in the mailbox. A UIDL held by another
    message stays with that one (its POP3 clients have seen it) and the
    newcomer gets the value of Dovecot's default format for its own UID,
-   which a UID never reused keeps free (a suffix if even that is taken).
-   A UIDL held by a link to the same body is the same message under a new
-   UID (dsync renumbering it, a move within the mailbox): it moves along. */
+   which a UID never reused keeps free (a suffix if even that is taken). */
 static int
 lmdb_save_claim_uidl(struct lmdb_save_link_ctx *lctx, MDB_txn *txn,
 		     struct lmdb_save_mail *smail, const char **error_r)
 {
 	struct lmdb_save_context *ctx = lctx->save;
 	struct lmdb_env *env = ctx->mbox->storage->env;
-	struct lmdb_link_record owner_link;
 	const char *uidl = smail->pop3_uidl, *given = smail->pop3_uidl;
-	uint32_t owner;
 	unsigned int n;
-	int ret;
+	int ret, taken;
 
 	if (uidl == NULL || uidl[0] == '\0')
 		return 0;
 	for (n = 0; n < LMDB_SAVE_UIDL_ALTERNATIVES; n++) {
-		ret = lmdb_uidls_lookup(env, txn, *lctx->mailbox_guid, uidl,
-					&owner, error_r);
-		if (ret < 0)
-			return MDB_CORRUPTED;
-		if (ret == 0 || owner == smail->uid)
-			break;
-		ret = lmdb_link_get(env, txn, *lctx->mailbox_guid, owner,
-				    pool_datastack_create(), &owner_link,
-				    error_r);
-		/* gone, damaged, or the same message: take it over */
-		if (ret <= 0 || owner_link.body_id == smail->body_id ||
-		    strcmp(owner_link.pop3_uidl, uidl) != 0)
+		taken = lmdb_save_uidl_taken(lctx, txn, smail, uidl, &ret,
+					     error_r);
+		if (taken < 0)
+			return ret;
+		if (taken == 0)
 			break;
 		uidl = n == 0 ?
 			t_strdup_printf("%08x%08x", smail->uid,
@@ -213,6 +251,7 @@ static int lmdb_save_write_links(struct lmdb_save_context *ctx, bool undo)
 	lctx.mailbox_guid = &ctx->mbox->mailbox_guid;
 	lctx.undo = undo;
 	lctx.uid_validity = ctx->uid_validity;
+	lctx.dsync = ctx->dsync;
 	if (ctx->sync_ctx != NULL) {
 		lmdb_mailbox_fallback_record(ctx->mbox,
 					     ctx->sync_ctx->sync_view,

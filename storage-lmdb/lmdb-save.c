@@ -44,6 +44,7 @@ lmdb_save_alloc(struct mailbox_transaction_context *t)
 	ctx->ctx.transaction = t;
 	ctx->trans = t->itrans;
 	ctx->mbox = mbox;
+	ctx->dsync = (t->flags & MAILBOX_TRANSACTION_FLAG_SYNC) != 0;
 	p_array_init(&ctx->mails, pool, 32);
 	t->save_ctx = &ctx->ctx;
 	return t->save_ctx;

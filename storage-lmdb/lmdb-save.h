@@ -30,6 +30,8 @@ struct lmdb_save_context {
 	uint64_t deferred_bytes;
 	/* of the mailbox, as the commit's sync view has it */
 	uint32_t uid_validity;
+	/* the transaction is dsync's (MAILBOX_TRANSACTION_FLAG_SYNC) */
+	bool dsync;
 
 	bool failed:1;
 	bool finished:1;

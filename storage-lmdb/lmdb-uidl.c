@@ -152,7 +152,7 @@ lmdb_uidl_write_txn(MDB_txn *txn, void *context, const char **error_r)
 	const struct lmdb_uidl_update *upd;
 	struct lmdb_link_record link;
 	pool_t pool = pool_datastack_create();
-	uint32_t owner;
+	ARRAY_TYPE(lmdb_uid) holders;
 	int ret;
 
 	array_foreach(ctx->updates, upd) {
@@ -163,12 +163,14 @@ lmdb_uidl_write_txn(MDB_txn *txn, void *context, const char **error_r)
 		if (ret <= 0 || link.pop3_uidl[0] != '\0')
 			continue;
 		/* taken by another message: not stored (the POP3 server
-		   keeps computing it, and the index shows the clash) */
-		ret = lmdb_uidls_lookup(env, txn, ctx->mbox->mailbox_guid,
-					upd->uidl, &owner, error_r);
-		if (ret < 0)
-			return MDB_CORRUPTED;
-		if (ret > 0 && owner != upd->uid)
+		   keeps computing it, and verify shows the clash) */
+		t_array_init(&holders, 2);
+		if ((ret = lmdb_uidls_holders(env, txn,
+					      ctx->mbox->mailbox_guid,
+					      upd->uidl, &holders,
+					      error_r)) != 0)
+			return ret;
+		if (array_count(&holders) > 0)
 			continue;
 		if ((ret = lmdb_uidls_set(env, txn, ctx->mbox->mailbox_guid,
 					  upd->uidl, upd->uid, error_r)) != 0)

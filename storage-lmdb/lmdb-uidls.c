@@ -1,35 +1,47 @@
 /* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
 
 #include "lib.h"
+#include "array.h"
 #include "buffer.h"
 #include "lmdb-records.h"
 #include "lmdb-link.h"
 #include "lmdb-uidls.h"
 
-int lmdb_uidls_lookup(struct lmdb_env *env, MDB_txn *txn,
-		      const guid_128_t mailbox_guid, const char *uidl,
-		      uint32_t *uid_r, const char **error_r)
+int lmdb_uidls_holders(struct lmdb_env *env, MDB_txn *txn,
+		       const guid_128_t mailbox_guid, const char *uidl,
+		       ARRAY_TYPE(lmdb_uid) *uids_r, const char **error_r)
 {
-	buffer_t *key = t_buffer_create(LMDB_UIDLS_KEY_MAX_SIZE);
+	buffer_t *prefix = t_buffer_create(LMDB_UIDLS_KEY_MAX_SIZE);
 	const char *error;
-	MDB_val k, v;
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	uint32_t uid;
 	int ret;
 
-	lmdb_uidls_key_encode(key, mailbox_guid, uidl);
-	k.mv_data = (void *)key->data;
-	k.mv_size = key->used;
-	ret = mdb_get(txn, env->dbi_uidls, &k, &v);
-	if (ret == MDB_NOTFOUND)
-		return 0;
-	if (ret != 0) {
-		*error_r = t_strdup_printf("mdb_get(uidls) failed: %s",
+	/* the entry of UID 0 sorts before every real one */
+	lmdb_uidls_key_encode(prefix, mailbox_guid, uidl, 0);
+	if ((ret = mdb_cursor_open(txn, env->dbi_uidls, &cursor)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open(uidls) failed: %s",
 					   mdb_strerror(ret));
-		return -1;
+		return ret;
 	}
-	if (!lmdb_uidls_value_decode(key->data, key->used, v.mv_data,
-				     v.mv_size, uid_r, &error))
-		return 0;
-	return 1;
+	key.mv_data = (void *)prefix->data;
+	key.mv_size = prefix->used;
+	ret = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
+	while (ret == 0 && lmdb_uidls_key_match(key.mv_data, key.mv_size,
+						mailbox_guid, uidl, &uid)) {
+		if (lmdb_uidls_value_check(key.mv_data, key.mv_size,
+					   val.mv_data, val.mv_size, &error))
+			array_push_back(uids_r, &uid);
+		ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+	}
+	mdb_cursor_close(cursor);
+	if (ret != 0 && ret != MDB_NOTFOUND) {
+		*error_r = t_strdup_printf("reading uidls failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	return 0;
 }
 
 int lmdb_uidls_set(struct lmdb_env *env, MDB_txn *txn,
@@ -41,14 +53,12 @@ int lmdb_uidls_set(struct lmdb_env *env, MDB_txn *txn,
 	MDB_val k, v;
 	int ret;
 
-	lmdb_uidls_key_encode(key, mailbox_guid, uidl);
-	if (key->used > LMDB_UIDLS_KEY_MAX_SIZE ||
-	    !lmdb_uidls_value_encode(value, key->data, key->used, uid,
-				     error_r)) {
-		if (key->used > LMDB_UIDLS_KEY_MAX_SIZE)
-			*error_r = "UIDL too long for the index";
+	if (uidl[0] == '\0' || strlen(uidl) > LMDB_UIDL_MAX_LEN || uid == 0) {
+		*error_r = "invalid UIDL index entry";
 		return EINVAL;
 	}
+	lmdb_uidls_key_encode(key, mailbox_guid, uidl, uid);
+	lmdb_uidls_value_encode(value, key->data, key->used);
 	k.mv_data = (void *)key->data;
 	k.mv_size = key->used;
 	v.mv_data = (void *)value->data;
@@ -65,21 +75,13 @@ int lmdb_uidls_unset(struct lmdb_env *env, MDB_txn *txn,
 		     uint32_t uid, const char **error_r)
 {
 	buffer_t *key;
-	uint32_t owner;
 	MDB_val k;
 	int ret;
 
-	if (uidl == NULL || uidl[0] == '\0')
-		return 0;
-	ret = lmdb_uidls_lookup(env, txn, mailbox_guid, uidl, &owner,
-				error_r);
-	if (ret < 0)
-		return MDB_CORRUPTED;
-	/* another link took it over (dsync renumbering a message) */
-	if (ret > 0 && owner != uid)
+	if (uidl == NULL || uidl[0] == '\0' || strlen(uidl) > LMDB_UIDL_MAX_LEN)
 		return 0;
 	key = t_buffer_create(LMDB_UIDLS_KEY_MAX_SIZE);
-	lmdb_uidls_key_encode(key, mailbox_guid, uidl);
+	lmdb_uidls_key_encode(key, mailbox_guid, uidl, uid);
 	k.mv_data = (void *)key->data;
 	k.mv_size = key->used;
 	ret = mdb_del(txn, env->dbi_uidls, &k, NULL);
@@ -95,11 +97,12 @@ int lmdb_uidls_rebuild(struct lmdb_env *env, MDB_txn *txn,
 		       unsigned int *duplicates_r, const char **error_r)
 {
 	struct lmdb_link_record link;
+	ARRAY_TYPE(lmdb_uid) holders;
 	MDB_cursor *cursor;
 	MDB_val key, val;
 	const char *error;
 	guid_128_t guid;
-	uint32_t uid, owner;
+	uint32_t uid;
 	int ret;
 
 	*duplicates_r = 0;
@@ -122,25 +125,23 @@ int lmdb_uidls_rebuild(struct lmdb_env *env, MDB_txn *txn,
 						    pool_datastack_create(),
 						    &link, &error) &&
 			    link.pop3_uidl[0] != '\0') {
-				ret = lmdb_uidls_lookup(env, txn, guid,
-					link.pop3_uidl, &owner, error_r);
-				if (ret > 0) {
+				t_array_init(&holders, 2);
+				ret = lmdb_uidls_holders(env, txn, guid,
+					link.pop3_uidl, &holders, error_r);
+				if (ret == 0 && array_count(&holders) > 0)
 					(*duplicates_r)++;
-					ret = 0;
-				} else if (ret == 0) {
+				if (ret == 0) {
 					ret = lmdb_uidls_set(env, txn, guid,
 						link.pop3_uidl, uid, error_r);
-				} else {
-					ret = MDB_CORRUPTED;
 				}
 			}
-		} T_END;
+		} T_END_PASS_STR_IF(ret != 0, error_r);
 		if (ret != 0)
 			break;
 	}
 	mdb_cursor_close(cursor);
 	if (ret != 0 && ret != MDB_NOTFOUND) {
-		if (ret != EINVAL && ret != MDB_CORRUPTED) {
+		if (ret != EINVAL) {
 			*error_r = t_strdup_printf("indexing UIDLs failed: %s",
 						   mdb_strerror(ret));
 		}

@@ -126,3 +126,17 @@ def body_key(body_id: int) -> bytes:
 
 def chunk_key(body_id: int, idx: int) -> bytes:
     return struct.pack('>QI', body_id, idx)
+
+
+def decode_body(value: bytes) -> dict:
+    """A body record (docs/schema.md, `bodies`)."""
+    f = unseal(value)
+    (state, _, refcount, physical, message, virtual, received, saved, since,
+     chunk_count, chunk_size) = struct.unpack('>BHIQQQQQQII', f[:63])
+    n = struct.unpack('>H', f[111:113])[0]
+    return {'state': state, 'refcount': refcount, 'physical_size': physical,
+            'message_size': message, 'virtual_size': virtual,
+            'received_date': received, 'save_date': saved, 'state_since': since,
+            'chunk_count': chunk_count, 'chunk_size': chunk_size,
+            'sha256': f[63:95], 'orig_mailbox_guid': f[95:111],
+            'guid': f[113:113 + n]}

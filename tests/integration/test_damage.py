@@ -221,6 +221,38 @@ def test_hostile_values_read_back():
         assert 'invalid POP3 UIDL' in log and 'invalid keyword' in log, log[-3000:]
 
 
+def test_short_chunk_in_a_header_read():
+    """A header-only read doesn't verify the whole body first; it checked
+    each chunk's checksum but not its length, so a chunk cut short (with a
+    valid checksum) shifted every later byte unnoticed."""
+    lines = 300
+    with harness.Dovecot('lmdb', extra=CFG) as dc:
+        deliver(dc, [msg(1, lines=lines), msg(2)])
+
+        def cut(env):
+            guid = lmdbrec.mailbox_guid(env, 'INBOX')
+            body_id = lmdbrec.link_body_id(env, guid, 1)
+            key = lmdbrec.chunk_key(body_id, 0)
+            data = lmdbrec.get(env, b'chunks', key)[8:]
+            short = data[:len(data) - 100]
+            crc = lmdbrec.zlib.crc32(bytes([lmdbrec.TYPE_CHUNK]) + key + short)
+            lmdbrec.put(env, b'chunks', key,
+                        bytes([2, 0, 0, 0]) + crc.to_bytes(4, 'big') + short)
+        with_env(dc, cut)
+        imap = dc.imap()
+        imap.select('INBOX')
+        typ, data = imap.uid('FETCH', '1', '(BODY.PEEK[HEADER])')
+        assert typ == 'NO' and b'PARSE' in data[-1], (typ, data)
+        got = harness.imap_fetch(imap, '2', '(BODY.PEEK[])')
+        assert got[2]['BODY[]'] == PREFIX + msg(2)
+        imap.logout()
+        # found when the stream opens (every chunk's size is checked
+        # then, cheaply), so the message fails alone with NO [PARSE]
+        assert re.search(r'Error: .*lmdb: uid=1: body \d+: chunk 0 of \d+ has \d+ '
+                         r'bytes, expected \d+', dc.wait_log('expected')), \
+            dc.log()[-2000:]
+
+
 def test_slow_retr_of_expunged_message():
     """A body goes when its last link goes (no grace period), yet a POP3
     client still reading it gets every byte: the stream has its own LMDB

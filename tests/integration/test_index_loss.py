@@ -239,3 +239,48 @@ def test_index_loss_recovery(driver):
             assert r.returncode == 0, r.stdout + r.stderr
         errors = [l for l in dc.log_errors(include_warnings=False)]
         assert not errors, errors
+
+
+def test_index_loss_adopted_in_batches():
+    """A lost index of a mailbox larger than one adoption batch (5,000
+    links, lmdb-adopt.c) comes back whole over several syncs; adoption
+    used to read every link of the mailbox into one pool in one go."""
+    n = 5200
+    cfg = 'lmtp_add_received_header = no\nplugin {\n  lmdb_autopurge_interval = 0\n}\n'
+    with harness.Dovecot('lmdb', extra=cfg) as dc:
+        msgs = [('Subject: batch %d\r\nMessage-ID: <batch-%d@dlmdb.test>\r\n\r\n%d\r\n'
+                 % (i, i, i)).encode() for i in range(n)]
+        # one MULTIAPPEND (LITERAL+): one transaction, seconds instead of
+        # thousands of deliveries
+        imap = dc.imap()
+        cmd = b'M1 APPEND INBOX' + b''.join(b' {%d+}\r\n' % len(m) + m for m in msgs) + b'\r\n'
+        imap.send(cmd)
+        while True:
+            line = imap.readline()
+            assert line, 'connection closed'
+            if line.startswith(b'M1 '):
+                break
+        assert line.startswith(b'M1 OK'), line
+        imap.logout()
+        imap = dc.imap()
+        imap.select('INBOX')
+        imap.uid('STORE', '5100', '+FLAGS', '(\\Flagged)')
+        imap.logout()
+        dc.stop()
+        inbox = os.path.join(dc.mail_dir(), 'mailboxes', 'INBOX', 'lmdb-Mails')
+        for f in os.listdir(inbox):
+            if f.startswith('dovecot.index'):
+                os.unlink(os.path.join(inbox, f))
+        dc.start()
+        imap = dc.imap()
+        typ, data = imap.select('INBOX')
+        assert typ == 'OK' and int(data[0]) == n, (typ, data)
+        typ, data = imap.uid('SEARCH', 'ALL')
+        assert [int(x) for x in data[0].split()] == list(range(1, n + 1))
+        typ, data = imap.uid('FETCH', '5100', '(FLAGS)')
+        assert b'\\Flagged' in data[0], data
+        imap.logout()
+        log = dc.log()
+        adopted = [int(x) for x in re.findall(r'lmdb: Added (\d+) messages that were in '
+                                             r'LMDB but missing from the index', log)]
+        assert sum(adopted) == n and len(adopted) >= 2, adopted
