@@ -92,10 +92,11 @@ def test_crashstate_expunge_window():
     """Every sync barrier inside the first two EXPUNGEs and MOVEs, with
     nothing unsynced on disk: among them the moment LMDB has dropped the
     link durably and Dovecot's index has not yet recorded the expunge
-    (Dovecot fsyncs an expunge only with the sync's own record, after
-    the backend sync; the client's request is not synced). The message
-    may be there or not, but whole: not as an index record without a
-    link."""
+    (Dovecot syncs neither the client's request nor the sync's own
+    record; lmdb_sync_log_fsync makes the request durable before LMDB's
+    commit). The message may be there or not, but whole: not as an
+    index record without a link (without that fsync, the states at
+    LMDB's commit fail: 'no body', POP3 can't start, verify fails)."""
     rec = _recording()
     cands = tester.sample.barrier_candidates(rec.model, rec.ledger, ('expunge', 'move'),
                                              ('synced',), 2)
