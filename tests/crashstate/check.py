@@ -352,7 +352,7 @@ def compare(ledger, c, seen, uidvalidity, pop, res, model=None):
                 else 'was expunged or moved away (acknowledged) or never saved'))
             continue
         uid, flags = got[0]
-        known = ledger.uid(mailbox, mid)
+        known = ledger.uid_at(mailbox, mid, c)
         if e.must and known is not None and uid != known:
             res.add('uid', '%s %s has UID %d, acknowledged as %d' % (mailbox, mid, uid, known))
         if not any(flags == f for f in e.flags):
@@ -401,14 +401,13 @@ def max_acked_uid(ledger, c, mailbox='INBOX'):
     best = 0
     for (m, mid) in ledger.initial:
         if m == mailbox:
-            best = max(best, ledger.uid(m, mid) or 0)
+            best = max(best, ledger.initial_uids.get(m + '\0' + mid) or 0)
     for op in ledger.ops:
         if op.ack is None or op.ack > c:
             continue
-        a = op.args
-        dst = a.get('dst') if op.kind in ('copy', 'move') else a.get('mailbox')
-        if dst == mailbox and op.kind in ('lmtp', 'append', 'copy', 'move'):
-            best = max(best, ledger.uid(dst, a['mid']) or 0)
+        key = op.created()
+        if key is not None and key[0] == mailbox:
+            best = max(best, op.uid or 0)
     return best
 
 

@@ -19,6 +19,8 @@ puts one Message-ID twice into a mailbox.
 import json
 
 NO_ACK = float('inf')
+# the operations that create a message instance
+CREATES = ('lmtp', 'append', 'copy', 'move')
 
 
 class Op:
@@ -29,16 +31,24 @@ class Op:
         self.begin = None
         self.ack = None           # None: refused or failed (never acknowledged)
         self.result = ''
+        self.uid = None           # the UID the instance it created got, once known
 
     def to_json(self):
         return dict(id=self.id, kind=self.kind, args=self.args, begin=self.begin,
-                    ack=self.ack, result=self.result)
+                    ack=self.ack, result=self.result, uid=self.uid)
 
     @classmethod
     def from_json(cls, d):
         op = cls(d['id'], d['kind'], **d['args'])
         op.begin, op.ack, op.result = d['begin'], d['ack'], d['result']
+        op.uid = d.get('uid')
         return op
+
+    def created(self):
+        """the instance (mailbox, mid) this op creates, or None"""
+        if self.kind not in CREATES:
+            return None
+        return (self.args.get('dst') or self.args['mailbox'], self.args['mid'])
 
     def ack_seq(self):
         return NO_ACK if self.ack is None else self.ack
@@ -60,7 +70,8 @@ class Ledger:
         self.messages = {}        # mid -> {'data': str(latin-1), 'how': lmtp|append}
         self.initial = {}         # (mailbox, mid) -> flags (sorted list)
         self.ops = []
-        self.uids = {}            # 'mailbox\0mid' -> uid
+        self.uids = {}            # 'mailbox\0mid' -> uid of the instance there now
+        self.initial_uids = {}    # 'mailbox\0mid' -> uid (the instances of the setup)
         self.uidls = {}           # mid -> POP3 UIDL (INBOX instances)
         self.uidvalidity = {}     # mailbox -> UIDVALIDITY
         self.mailboxes = []
@@ -71,6 +82,7 @@ class Ledger:
             json.dump(dict(messages=self.messages,
                            initial=[[m, mid, fl] for (m, mid), fl in self.initial.items()],
                            ops=[op.to_json() for op in self.ops], uids=self.uids,
+                           initial_uids=self.initial_uids,
                            uidls=self.uidls, uidvalidity=self.uidvalidity,
                            mailboxes=self.mailboxes), f)
 
@@ -83,6 +95,7 @@ class Ledger:
         led.initial = {(m, mid): fl for m, mid, fl in d['initial']}
         led.ops = [Op.from_json(o) for o in d['ops']]
         led.uids, led.uidls = d['uids'], d['uidls']
+        led.initial_uids = d.get('initial_uids', {})
         led.uidvalidity, led.mailboxes = d['uidvalidity'], d['mailboxes']
         return led
 
@@ -93,7 +106,34 @@ class Ledger:
         return self.uids.get(mailbox + '\0' + mid)
 
     def set_uid(self, mailbox, mid, uid):
-        self.uids[mailbox + '\0' + mid] = int(uid)
+        """the UID of the instance there now (the driver's view): also
+        noted on the operation that created it, or as the setup's"""
+        k = mailbox + '\0' + mid
+        self.uids[k] = int(uid)
+        op = self.creator((mailbox, mid), NO_ACK)
+        if op is not None:
+            op.uid = int(uid)
+        elif (mailbox, mid) in self.initial:
+            self.initial_uids[k] = int(uid)
+
+    def creator(self, key, c):
+        """the last operation acknowledged by crash point c that created
+        instance key (a message can be copied, expunged and copied again
+        into a mailbox: each instance has a UID of its own)"""
+        best = None
+        for op in self.ops:
+            if op.ack is not None and op.ack <= c and op.created() == key and \
+                    (best is None or op.ack > best.ack):
+                best = op
+        return best
+
+    def uid_at(self, mailbox, mid, c):
+        """the UID acknowledged for the instance in mailbox at crash
+        point c, or None if the driver never learnt it"""
+        op = self.creator((mailbox, mid), c)
+        if op is not None:
+            return op.uid
+        return self.initial_uids.get(mailbox + '\0' + mid)
 
     # -- the expected state -----------------------------------------------------
     def expect(self, c):

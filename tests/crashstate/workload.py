@@ -250,17 +250,21 @@ class Driver:
         self._select(c, mailbox)
         flags = self.flags[(mailbox, mid)]
         op = self.begin(kind, mailbox=mailbox, mid=mid, dst=dst, flags=flags)
+        # imaplib keeps the response codes of every reply (the tagged
+        # [COPYUID] of a COPY, the untagged one of a MOVE) under their
+        # name; UID COPY itself returns untagged FETCH data, not the reply
+        c.untagged_responses.pop('COPYUID', None)
         typ, data = c.uid(kind.upper(), str(uid), dst)
         if typ != 'OK':
             return self.refused(op, repr(data))
         self.acked(op)
-        resp = b' '.join(d for d in data if isinstance(d, bytes))
-        if kind == 'move':
-            resp += b' ' + b' '.join(d for d in c.untagged_responses.pop('OK', [])
-                                     if isinstance(d, bytes))
-        m = re.search(rb'COPYUID \d+ (\d+) (\d+)', resp)
+        codes = [d for d in c.untagged_responses.pop('COPYUID', []) if isinstance(d, bytes)]
+        c.untagged_responses.pop('OK', None)
+        m = re.match(rb'\d+ (\d+) (\d+)$', codes[-1]) if codes else None
         if m and int(m.group(1)) == uid:
             self.ledger.set_uid(dst, mid, int(m.group(2)))
+        else:
+            self.errors.append('%r: no COPYUID for UID %d (%r)' % (op, uid, codes))
         with self.lock:
             self.present[dst].append(mid)
             self.flags[(dst, mid)] = flags
