@@ -14,7 +14,8 @@
    index) with their mirrored flags, keywords and modseqs, and next_uid
    raised above every UID LMDB ever used, so no UID is given twice. The
    reverse too: index records above every UID LMDB ever used (a save whose
-   LMDB commit a power cut lost) are expunged. */
+   LMDB commit a power cut lost) are expunged, and after a crash that cost
+   the index part of its log, every record whose link is gone. */
 
 struct lmdb_adopt_link {
 	uint32_t uid;
@@ -272,6 +273,96 @@ static void lmdb_sync_expunge_unsaved(struct lmdb_sync_context *ctx,
 	}
 }
 
+/* The UIDs of the index records whose link is gone (in a read
+   transaction: nothing of Dovecot is called inside it). Damaged links
+   count as there. Returns -1 if LMDB failed: then nothing is taken for
+   gone. */
+static int lmdb_sync_find_linkless(struct lmdb_sync_context *ctx,
+				   ARRAY_TYPE(seq_range) *uids_r)
+{
+	struct lmdb_mailbox *mbox = ctx->mbox;
+	struct lmdb_env *env = mbox->storage->env;
+	struct lmdb_link_iter *iter;
+	struct lmdb_link_record rec;
+	const char *error = "";
+	pool_t pool;
+	MDB_txn *txn;
+	uint32_t seq, count, uid, link_uid = 0;
+	bool have_link = FALSE, more = TRUE;
+	int ret = 0;
+
+	count = mail_index_view_get_messages_count(ctx->sync_view);
+	if (count == 0)
+		return 0;
+	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
+		e_error(mbox->box.event, "lmdb: %s", error);
+		return -1;
+	}
+	pool = pool_alloconly_create("lmdb link check", 1024);
+	mail_index_lookup_uid(ctx->sync_view, 1, &uid);
+	iter = lmdb_link_iter_init(env, txn, mbox->mailbox_guid, uid);
+	for (seq = 1; seq <= count && ret >= 0; seq++) {
+		mail_index_lookup_uid(ctx->sync_view, seq, &uid);
+		/* both in UID order: step the links up to this UID */
+		while (more && (!have_link || link_uid < uid)) {
+			p_clear(pool);
+			ret = lmdb_link_iter_next(iter, pool, &link_uid, &rec);
+			have_link = ret > 0;
+			more = ret > 0;
+		}
+		if (ret >= 0 && (!have_link || link_uid != uid))
+			seq_range_array_add(uids_r, uid);
+	}
+	if (lmdb_link_iter_deinit(&iter, &error) < 0 || ret < 0) {
+		e_error(mbox->box.event, "lmdb: %s: checking the index "
+			"against the links failed: %s",
+			mbox->storage->env_path, error);
+		array_clear(uids_r);
+		ret = -1;
+	}
+	lmdb_env_read_end(env, &txn);
+	pool_unref(&pool);
+	return ret < 0 ? -1 : 0;
+}
+
+/* After a crash that cost the index part of its log (a torn unsynced
+   tail makes Dovecot drop the log file and fall back to dovecot.index),
+   records of messages expunged since may be back while LMDB dropped
+   their links for good: unreadable, and POP3 can't start with them.
+   Checked once per mailbox open that found the index behind LMDB, or
+   after Dovecot fscked the index: one pass over the mailbox's links. */
+static void lmdb_sync_expunge_linkless(struct lmdb_sync_context *ctx)
+{
+	struct lmdb_mailbox *mbox = ctx->mbox;
+	ARRAY_TYPE(seq_range) uids;
+	struct seq_range_iter iter;
+	unsigned int n = 0, count = 0;
+	uint32_t uid, seq, first_uid = 0, last_uid = 0;
+
+	mbox->need_link_check = FALSE;
+	t_array_init(&uids, 16);
+	if (lmdb_sync_find_linkless(ctx, &uids) < 0)
+		return;
+	seq_range_array_iter_init(&iter, &uids);
+	while (seq_range_array_iter_nth(&iter, n++, &uid)) {
+		if (!mail_index_lookup_seq(ctx->sync_view, uid, &seq) ||
+		    mail_index_transaction_is_expunged(ctx->trans, seq))
+			continue;
+		mail_index_expunge(ctx->trans, seq);
+		seq_range_array_add(&ctx->expunged_uids, uid);
+		if (first_uid == 0)
+			first_uid = uid;
+		last_uid = uid;
+		count++;
+	}
+	if (count > 0) {
+		e_warning(mbox->box.event, "lmdb: Expunged %u messages that "
+			  "were in the index but whose links are gone "
+			  "(UIDs %u..%u; the index lost their expunge in a "
+			  "crash)", count, first_uid, last_uid);
+	}
+}
+
 int lmdb_sync_adopt(struct lmdb_sync_context *ctx)
 {
 	struct lmdb_mailbox *mbox = ctx->mbox;
@@ -289,6 +380,11 @@ int lmdb_sync_adopt(struct lmdb_sync_context *ctx)
 		lmdb_sync_adopt_links(ctx, &state);
 		if (!state.more && state.have_record)
 			lmdb_sync_expunge_unsaved(ctx, state.lmdb_highest_uid);
+		if (mail_index_reset_fscked(mbox->box.index))
+			mbox->need_link_check = TRUE;
+		if (mbox->need_link_check) T_BEGIN {
+			lmdb_sync_expunge_linkless(ctx);
+		} T_END;
 		/* past this batch only (damaged links included); past
 		   everything LMDB ever used once all are in */
 		lmdb_sync_raise_next_uid(ctx, state.more ?

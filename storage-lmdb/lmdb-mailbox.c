@@ -46,7 +46,9 @@ static int lmdb_mailbox_alloc_index(struct lmdb_mailbox *mbox)
 /* Links above the index's next_uid (a save that crashed between its LMDB
    and index commits) must show up at the next sync even when the index
    itself has nothing to sync; so must index records above every link (a
-   save whose LMDB commit a power cut lost, lmdb_sync_adopt()). */
+   save whose LMDB commit a power cut lost, lmdb_sync_adopt()). Either
+   means the index lost part of its log, maybe expunges with it: every
+   record is checked for its link then. */
 static void lmdb_mailbox_check_orphans(struct lmdb_mailbox *mbox)
 {
 	struct lmdb_env *env = mbox->storage->env;
@@ -63,8 +65,10 @@ static void lmdb_mailbox_check_orphans(struct lmdb_mailbox *mbox)
 		return;
 	if (lmdb_link_get_highest_uid(env, txn, mbox->mailbox_guid,
 				      &highest_uid, &error) == 0 &&
-	    (highest_uid >= hdr->next_uid || last_uid > highest_uid))
+	    (highest_uid >= hdr->next_uid || last_uid > highest_uid)) {
 		mbox->need_adopt = TRUE;
+		mbox->need_link_check = TRUE;
+	}
 	lmdb_env_read_end(env, &txn);
 }
 
