@@ -111,16 +111,27 @@ def _kind_plan(ops, points, rng):
                     yield Candidate(op, rng.choice(pts), where, policy, rng.getrandbits(32))
 
 
-def barrier_candidates(model, ledger, kinds, policies, max_ops):
+def lmdb_barriers(model):
+    """the moments a synced LMDB commit becomes durable: the ends of its
+    meta-page writes, the only writes made through O_DSYNC (a commit
+    without a sync of its own becomes durable at a later fdatasync)"""
+    return {op.seq_end for ops in model.data.values() for op in ops if op.dsync}
+
+
+def barrier_candidates(model, ledger, kinds, policies, max_ops, only_lmdb=False):
     """Exhaustive over a few operations: every sync barrier inside the
-    window of the first max_ops operations of each kind, under each
-    policy (the windows where a commit is durable and what follows it
-    is not yet)."""
+    window of the first max_ops operations of each kind (only_lmdb: only
+    those that make a synced LMDB commit durable), under each policy (the
+    windows where a commit is durable and what follows it is not
+    yet)."""
     out = []
+    keep = lmdb_barriers(model) if only_lmdb else None
     for kind in kinds:
         ops = [op for op in ledger.ops if op.kind == kind and op.begin is not None]
         for op in ops[:max_ops]:
             for c in sorted(set(op_points(model, op)['barrier'])):
+                if keep is not None and c not in keep:
+                    continue
                 for policy in policies:
                     out.append(Candidate(op, c, 'barrier', policy, c))
     return out
