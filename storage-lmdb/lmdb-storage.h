@@ -53,6 +53,9 @@ struct lmdb_mailbox {
 	char *commit_sync_error;
 	/* the mailbox needs a full backend sync (links above next_uid) */
 	bool need_adopt:1;
+	/* the index lost part of its log in a crash: check every record
+	   for its link at the next backend sync (lmdb-adopt.c) */
+	bool need_link_check:1;
 };
 
 /* one message of a save/copy transaction, in append order */
