@@ -1516,6 +1516,8 @@ VALGRIND = os.environ.get('DLMDB_VALGRIND') == '1'
 if SANITIZE and VALGRIND:
     raise HarnessError('DLMDB_SANITIZE=1 and DLMDB_VALGRIND=1 exclude each other')
 INSTRUMENTED = SANITIZE or VALGRIND
+# DLMDB_SANITIZE_STACKS=full: allocation stacks by the slow unwinder
+SANITIZE_FULL_STACKS = os.environ.get('DLMDB_SANITIZE_STACKS') == 'full'
 VALGRIND_BINARY = os.environ.get('VALGRIND_BINARY', '/usr/bin/valgrind')
 DOVECOT_LIBEXEC = os.environ.get('DOVECOT_LIBEXEC_DIR', '/usr/lib/dovecot')
 VALGRIND_SERVICES = ('imap', 'pop3', 'lmtp')
@@ -1570,10 +1572,15 @@ def _sanitizer_options(leaks: bool = False) -> dict[str, str]:
     d = report_dir()
     asan = 'halt_on_error=0:abort_on_error=0:log_path=%s/asan:allow_user_segv_handler=1' % d
     if leaks:
-        # Dovecot's libraries have no frame pointers: the fast unwinder
-        # stops in its pool code, before the frame that allocated.  The
-        # slow one costs ~40% more start-up, so only where leaks count.
-        asan += ':detect_leaks=1:fast_unwind_on_malloc=0:malloc_context_size=20'
+        asan += ':detect_leaks=1'
+        if SANITIZE_FULL_STACKS:
+            # Dovecot's libraries have no frame pointers: the fast
+            # unwinder stops in its pool code, before the frame that
+            # allocated, so a leak's stack names project code only with
+            # the slow one.  It unwinds at every malloc: an LMTP delivery
+            # takes ~10x as long (1 s instead of 0.1 s), too slow for the
+            # whole suite, hence opt-in.
+            asan += ':fast_unwind_on_malloc=0:malloc_context_size=20'
     else:
         asan += ':detect_leaks=0'
     ubsan = 'halt_on_error=0:print_stacktrace=1:log_path=%s/ubsan' % d
