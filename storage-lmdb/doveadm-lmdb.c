@@ -218,6 +218,7 @@ static int lmdb_recover_mailbox(struct doveadm_mail_cmd_context *ctx,
 	if (mailbox_exists(box, FALSE, &existence) < 0) {
 		i_error("%s: %s", rec->name,
 			mailbox_get_last_internal_error(box, NULL));
+		doveadm_mail_failed_mailbox(ctx, box);
 		mailbox_free(&box);
 		return -1;
 	}
@@ -241,6 +242,7 @@ static int lmdb_recover_mailbox(struct doveadm_mail_cmd_context *ctx,
 	if (ret == 0 && mailbox_sync(box, MAILBOX_SYNC_FLAG_FORCE_RESYNC) < 0) {
 		i_error("Syncing %s failed: %s", rec->name,
 			mailbox_get_last_internal_error(box, NULL));
+		doveadm_mail_failed_mailbox(ctx, box);
 		ret = -1;
 	}
 	if (ret == 0) {
@@ -275,8 +277,11 @@ lmdb_cmd_recover_run(struct doveadm_mail_cmd_context *ctx,
 	pool = pool_alloconly_create("lmdb recover", 4096);
 	p_array_init(&guids, pool, 16);
 	p_array_init(&recs, pool, 16);
+	/* every failure sets doveadm's exit code: a run() that fails
+	   without one is an assertion failure in doveadm */
 	if (lmdb_env_read_begin(storage->env, &txn, &error) < 0) {
 		i_error("%s", error);
+		doveadm_mail_failed_error(ctx, MAIL_ERROR_TEMP);
 		pool_unref(&pool);
 		return -1;
 	}
@@ -298,6 +303,7 @@ lmdb_cmd_recover_run(struct doveadm_mail_cmd_context *ctx,
 	lmdb_env_read_end(storage->env, &txn);
 	if (ret != MDB_NOTFOUND) {
 		i_error("iterating mailboxes failed: %s", mdb_strerror(ret));
+		doveadm_mail_failed_error(ctx, MAIL_ERROR_TEMP);
 		pool_unref(&pool);
 		return -1;
 	}

@@ -822,6 +822,7 @@ class Dovecot:
         text = '\n'.join(lines) + '\n'
         if self.extra:
             text += '\n# --- extra ---\n' + self.extra.rstrip('\n') + '\n'
+        text += instrumented_config(text)   # DLMDB_SANITIZE / DLMDB_VALGRIND
         return text
 
     def write_config(self):
@@ -852,6 +853,7 @@ class Dovecot:
         self._log_fh = open(self.path('master.stderr'), 'ab')
         env = dict(os.environ)
         env.setdefault('TZ', 'UTC')
+        env.update(instrumented_env())   # DLMDB_SANITIZE
         self.proc = subprocess.Popen([DOVECOT, '-F', '-c', self.conf_path],
                                      stdin=subprocess.DEVNULL, stdout=self._log_fh,
                                      stderr=subprocess.STDOUT, start_new_session=True,
@@ -1481,3 +1483,337 @@ def client_ssl_context() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+# ---------------------------------------------------------------------------
+# instrumented runs: AddressSanitizer/UBSan (DLMDB_SANITIZE=1) and valgrind
+# memcheck (DLMDB_VALGRIND=1); tests/sanitizers/run sets them.
+#
+# DLMDB_SANITIZE=1 needs a build made with ./configure --enable-sanitizers
+# (DLMDB_BUILD_DIR).  Dovecot's binaries are not instrumented, so every
+# process of every instance gets the ASan runtime preloaded: the master's
+# environment has LD_PRELOAD, ASAN_OPTIONS and UBSAN_OPTIONS, and the
+# config's import_environment passes them on to the children (Dovecot
+# cleans its children's environment); doveadm runs through a wrapper that
+# sets them.  A test's own LD_PRELOAD=lib (import_environment or
+# environment) is kept behind the runtime.  DLMDB_VALGRIND=1 runs the imap,
+# pop3 and lmtp services and doveadm under valgrind memcheck with
+# tests/integration/valgrind.supp.
+#
+# Both need an unlimited address space (ASan's shadow memory, valgrind's
+# own), so the instance gets default_vsz_limit = 0; a test that sets a
+# vsz_limit below 1G, which is what it tests, is skipped.  The login
+# processes are not chrooted (they could not reach the report directory).
+# Every process writes its reports into one directory (DLMDB_REPORT_DIR,
+# default a temp dir) as asan.PID, ubsan.PID (clang's runtime writes all
+# three kinds there) or valgrind.SERVICE.PID; run.py calls
+# collect_reports() after each test: a report with a frame in project code
+# (storage-lmdb/, plugin/, or one of the build's modules) fails the test,
+# the others are printed and counted.
+
+SANITIZE = os.environ.get('DLMDB_SANITIZE') == '1'
+VALGRIND = os.environ.get('DLMDB_VALGRIND') == '1'
+if SANITIZE and VALGRIND:
+    raise HarnessError('DLMDB_SANITIZE=1 and DLMDB_VALGRIND=1 exclude each other')
+INSTRUMENTED = SANITIZE or VALGRIND
+# DLMDB_SANITIZE_STACKS=full: allocation stacks by the slow unwinder
+SANITIZE_FULL_STACKS = os.environ.get('DLMDB_SANITIZE_STACKS') == 'full'
+VALGRIND_BINARY = os.environ.get('VALGRIND_BINARY', '/usr/bin/valgrind')
+DOVECOT_LIBEXEC = os.environ.get('DOVECOT_LIBEXEC_DIR', '/usr/lib/dovecot')
+VALGRIND_SERVICES = ('imap', 'pop3', 'lmtp')
+SANITIZER_LEAK_SERVICES = ('imap', 'pop3', 'lmtp')
+VALGRIND_SUPP = os.path.join(HERE, 'valgrind.supp')
+# a vsz_limit below this is what the test is about: skipped when instrumented
+INSTRUMENTED_MIN_VSZ = 1 << 30
+
+_report_state = {'dir': None, 'tmp': False, 'runtime': None}
+
+
+def report_dir() -> str:
+    """Where instrumented processes write their reports (created once)."""
+    st = _report_state
+    if st['dir'] is None:
+        d = os.environ.get('DLMDB_REPORT_DIR')
+        if d:
+            os.makedirs(d, exist_ok=True)
+        else:
+            d = tempfile.mkdtemp(prefix='dlmdb-reports-', dir='/tmp')
+            st['tmp'] = True
+        # processes write as root, the mail uid, dovenull, dovecot
+        os.chmod(d, 0o1777)
+        st['dir'] = os.path.abspath(d)
+    return st['dir']
+
+
+def sanitizer_runtime() -> str:
+    """Path of the ASan runtime the build's lmdb module links (from ldd)."""
+    st = _report_state
+    if st['runtime'] is None:
+        mod = os.path.join(build_dir(), LMDB_MODULE)
+        r = subprocess.run(['ldd', mod], capture_output=True, text=True, timeout=60)
+        m = re.search(r'\s(?:libasan\.so[.\d]*|libclang_rt\.asan[-\w.]*\.so)\s+=>\s+(\S+)',
+                      r.stdout)
+        if not m:
+            raise HarnessError('DLMDB_SANITIZE=1, but %s does not link an ASan runtime: '
+                               'build with ./configure --enable-sanitizers and point '
+                               'DLMDB_BUILD_DIR at it' % mod)
+        st['runtime'] = m.group(1)
+    return st['runtime']
+
+
+def _sanitizer_options(leaks: bool = False) -> dict[str, str]:
+    """halt_on_error=0: a process goes on after a report (the module is
+    built with -fsanitize-recover), so one test shows every error.  Leaks
+    are checked only in the processes that load project code (the mail
+    services and doveadm, see SANITIZER_LEAK_SERVICES): LeakSanitizer
+    ptraces its own process at exit, which fails in Dovecot's processes
+    that are not dumpable after their setuid (the login processes: 'fatal
+    error', exit status 1)."""
+    d = report_dir()
+    asan = 'halt_on_error=0:abort_on_error=0:log_path=%s/asan:allow_user_segv_handler=1' % d
+    if leaks:
+        asan += ':detect_leaks=1'
+        if SANITIZE_FULL_STACKS:
+            # Dovecot's libraries have no frame pointers: the fast
+            # unwinder stops in its pool code, before the frame that
+            # allocated, so a leak's stack names project code only with
+            # the slow one.  It unwinds at every malloc: an LMTP delivery
+            # takes ~10x as long (1 s instead of 0.1 s), too slow for the
+            # whole suite, hence opt-in.
+            asan += ':fast_unwind_on_malloc=0:malloc_context_size=20'
+    else:
+        asan += ':detect_leaks=0'
+    ubsan = 'halt_on_error=0:print_stacktrace=1:log_path=%s/ubsan' % d
+    # Dovecot's children have no PATH: name the symbolizer (file:line frames)
+    sym = shutil.which('llvm-symbolizer')
+    if sym:
+        asan += ':external_symbolizer_path=' + sym
+        ubsan += ':external_symbolizer_path=' + sym
+    return {'ASAN_OPTIONS': asan, 'UBSAN_OPTIONS': ubsan}
+
+
+def instrumented_env() -> dict[str, str]:
+    """Environment for the master of an instrumented instance."""
+    if not INSTRUMENTED:
+        return {}
+    if not SANITIZE:
+        return {'GDB': '1'}
+    env = _sanitizer_options()
+    env['GDB'] = '1'
+    pre = os.environ.get('LD_PRELOAD', '')
+    env['LD_PRELOAD'] = sanitizer_runtime() + (':' + pre if pre else '')
+    return env
+
+
+def _valgrind_argv(tag: str, trace_children: bool) -> list[str]:
+    argv = [VALGRIND_BINARY, '--tool=memcheck', '-q', '--error-limit=no',
+            '--num-callers=40', '--fullpath-after=', '--vgdb=no',
+            '--leak-check=no', '--trace-children=%s' % ('yes' if trace_children else 'no'),
+            '--log-file=%s/valgrind.%s.%%p' % (report_dir(), tag)]
+    if os.path.exists(VALGRIND_SUPP):
+        argv.append('--suppressions=%s' % VALGRIND_SUPP)
+    argv += os.environ.get('DLMDB_VALGRIND_OPTS', '').split()
+    return argv
+
+
+def _instrumented_doveadm(real: str) -> str:
+    """A wrapper script for doveadm that sets up the instrumentation (and
+    keeps a caller's LD_PRELOAD behind the ASan runtime)."""
+    path = os.path.join(report_dir(), '.doveadm')
+    lines = ['#!/bin/sh', '# written by tests/integration/harness.py',
+             'GDB=1; export GDB']
+    if SANITIZE:
+        for k, v in _sanitizer_options(leaks=True).items():
+            lines.append("%s='%s'; export %s" % (k, v, k))
+        rt = sanitizer_runtime()
+        lines.append('case ":$LD_PRELOAD:" in *":%s:"*) ;; '
+                     '*) LD_PRELOAD="%s${LD_PRELOAD:+:$LD_PRELOAD}" ;; esac' % (rt, rt))
+        lines.append('export LD_PRELOAD')
+    prefix = ''
+    if VALGRIND:
+        # doveadm re-executes itself through doveconf: follow it
+        prefix = ' '.join(_valgrind_argv('doveadm', True)) + ' '
+    lines.append('exec %s%s "$@"' % (prefix, real))
+    with open(path + '.tmp', 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    os.chmod(path + '.tmp', 0o755)
+    os.replace(path + '.tmp', path)
+    return path
+
+
+_SERVICE_RE = re.compile(r'^\s*service\s+([\w-]+)\s*\{')
+
+
+def _service_settings(text: str) -> dict[str, dict[str, str]]:
+    """{service name: {setting: value}} of the top-level service blocks
+    in a config text (later blocks override earlier ones, as in Dovecot)."""
+    out: dict[str, dict[str, str]] = {}
+    depth, cur = 0, None
+    for line in text.splitlines():
+        s = line.split('#', 1)[0].strip()
+        m = _SERVICE_RE.match(s)
+        if depth == 0 and m:
+            cur = out.setdefault(m.group(1), {})
+        elif depth == 1 and cur is not None and '=' in s and not s.endswith('{'):
+            k, v = s.split('=', 1)
+            cur[k.strip()] = v.strip()
+        depth += s.count('{') - s.count('}')
+        if depth == 0:
+            cur = None
+    return out
+
+
+def _size(value: str) -> int:
+    m = re.match(r'^(\d+)\s*([kKmMgGtT]?)', value)
+    if not m:
+        return 0
+    return int(m.group(1)) << {'': 0, 'k': 10, 'm': 20, 'g': 30, 't': 40}[m.group(2).lower()]
+
+
+def instrumented_config(text: str) -> str:
+    """Settings appended to an instance's config when instrumented."""
+    if not INSTRUMENTED:
+        return ''
+    services = _service_settings(text)
+    vsz = [('default', v) for v in re.findall(r'(?m)^\s*default_vsz_limit\s*=\s*(\S+)', text)]
+    vsz += [(n, s['vsz_limit']) for n, s in services.items() if 'vsz_limit' in s]
+    for who, v in vsz:
+        if 0 < _size(v) < INSTRUMENTED_MIN_VSZ:
+            raise Skip('vsz_limit %s (%s) is what this test is about; %s needs an '
+                       'unlimited address space' % (v, who, 'ASan' if SANITIZE else 'valgrind'))
+    out = ['', '# --- instrumented run (harness.instrumented_config) ---',
+           'default_vsz_limit = 0']
+    for name in ('imap-login', 'pop3-login'):
+        # a chrooted login process could not open the report directory
+        # (ASan exits with status 1 when it cannot write a report)
+        out.append('service %s {\n  chroot =\n}' % name)
+    for name, s in services.items():
+        if 'vsz_limit' in s:
+            out.append('service %s {\n  vsz_limit = 0\n}' % name)
+    # the test's import_environment (the last one) and ours: GDB=1 keeps
+    # Dovecot from dlclose()ing the modules at exit (lib/module-dir.c), so
+    # that the stacks of leaks and valgrind's frames still name them
+    found = re.findall(r'(?m)^\s*import_environment\s*=(.*)$', text)
+    words = (found[-1] if found else
+             'TZ CORE_OUTOFMEM CORE_ERROR LISTEN_PID LISTEN_FDS').split()
+    merged = []
+    for w in words:
+        if SANITIZE and w.startswith('LD_PRELOAD='):
+            w = 'LD_PRELOAD=%s:%s' % (sanitizer_runtime(), w[len('LD_PRELOAD='):])
+        merged.append(w)
+    names = {w.split('=', 1)[0] for w in merged}
+    ours = ['GDB'] + (['LD_PRELOAD', 'ASAN_OPTIONS', 'UBSAN_OPTIONS'] if SANITIZE else [])
+    merged += [n for n in ours if n not in names]
+    out.append('import_environment = ' + ' '.join(merged))
+    if SANITIZE:
+        leak_opts = _sanitizer_options(leaks=True)['ASAN_OPTIONS']
+        for name in SANITIZER_LEAK_SERVICES:
+            if 'executable' in services.get(name, {}):
+                continue    # the test's own wrapper
+            out.append('service %s {\n  executable = /usr/bin/env ASAN_OPTIONS=%s %s/%s\n}'
+                       % (name, leak_opts, DOVECOT_LIBEXEC, name))
+    if VALGRIND:
+        for name in VALGRIND_SERVICES:
+            if 'executable' in services.get(name, {}):
+                continue    # the test's own wrapper
+            out.append('service %s {\n  executable = %s %s/%s\n}'
+                       % (name, ' '.join(_valgrind_argv(name, False)), DOVECOT_LIBEXEC, name))
+    return '\n'.join(out) + '\n'
+
+
+# a report: kind ('asan', 'lsan', 'ubsan', 'valgrind'), pid, headline, text
+class Report:
+    def __init__(self, kind, pid, text):
+        self.kind, self.pid, self.text = kind, pid, text
+        self.headline = next((l.strip() for l in text.splitlines() if l.strip()), '')
+        self.project = _touches_project(text)
+
+    def __repr__(self):
+        return '%s pid %s%s: %s' % (self.kind, self.pid, ' [project]' if self.project else '',
+                                    self.headline[:200])
+
+
+_PROJECT_SO = re.compile(r'lib\d+_(?:doveadm_)?(?:storage_lmdb|pop3_policy[\w]*)_plugin\.so')
+_PROJECT_SRC = re.compile(r'(?:^|[\s/(])(?:storage-lmdb|plugin)/[\w.-]+\.[ch]:\d+')
+
+
+def _touches_project(text: str) -> bool:
+    return bool(_PROJECT_SO.search(text) or _PROJECT_SRC.search(text))
+
+
+_SAN_SPLIT = re.compile(r'(?m)^=+\n|^(?=\S.*: runtime error: )')
+
+
+def _split_reports(kind: str, pid: str, text: str) -> list[Report]:
+    out = []
+    if kind in ('asan', 'ubsan'):
+        # one runtime (clang's) writes ASan, LSan and UBSan reports into
+        # the same file: ASan's start after a line of '=', UBSan's with
+        # 'FILE:LINE:COL: runtime error: '; a leak report holds one entry
+        # per leaked allocation stack, each a report of its own
+        for seg in _SAN_SPLIT.split(text):
+            if not seg or not seg.strip():
+                continue
+            if 'ERROR: LeakSanitizer: detected memory leaks' in seg:
+                for leak in re.findall(r'(?ms)^((?:Direct|Indirect) leak of .*?)(?:\n\s*\n|\Z)',
+                                       seg):
+                    out.append(Report('lsan', pid, leak))
+            elif 'ERROR: AddressSanitizer' in seg:
+                out.append(Report('asan', pid, seg.strip()))
+            elif ': runtime error: ' in seg:
+                out.append(Report('ubsan', pid, seg.strip()))
+            else:
+                out.append(Report(kind, pid, seg.strip()))
+    else:
+        # valgrind: blocks of '==PID== ' lines separated by an empty one
+        lines = [re.sub(r'^==\d+== ?', '', l) for l in text.splitlines()]
+        for block in '\n'.join(lines).split('\n\n'):
+            if block.strip():
+                out.append(Report('valgrind', pid, block.strip()))
+    return out
+
+
+def collect_reports(test: str) -> tuple[list[Report], str] | None:
+    """Reports written since the last call (run.py calls it after each
+    test, once every process is stopped), moved into a subdirectory named
+    after the test.  Returns (reports, text to print), or None when the
+    run is not instrumented."""
+    if not INSTRUMENTED:
+        return None
+    d = report_dir()
+    reports = []
+    files = sorted(f for f in os.listdir(d) if re.match(r'(asan|ubsan|valgrind)\.', f))
+    if files:
+        sub = os.path.join(d, re.sub(r'[^\w.\[\]-]+', '_', test))
+        os.makedirs(sub, exist_ok=True)
+    for f in files:
+        kind = f.split('.', 1)[0]
+        pid = f.rsplit('.', 1)[-1]
+        with open(os.path.join(d, f), 'rb') as fh:
+            text = fh.read().decode('utf-8', 'replace')
+        os.replace(os.path.join(d, f), os.path.join(sub, f))
+        reports.extend(_split_reports(kind, pid, text))
+    proj = [r for r in reports if r.project]
+    if not reports:
+        return reports, ''
+    lines = ['REPORTS %s: %d in project code, %d elsewhere (%s)'
+             % (test, len(proj), len(reports) - len(proj), sub)]
+    lines += ['  %r' % r for r in reports]
+    for r in proj:
+        text = r.text.split('\nShadow bytes around the buggy address', 1)[0]
+        lines.append('--- %s report in project code (pid %s) ---\n%s' % (r.kind, r.pid, text))
+    return reports, '\n'.join(lines)
+
+
+def _remove_report_dir():
+    st = _report_state
+    if st['tmp'] and st['dir'] and os.environ.get('DLMDB_KEEP_TMP') != '1':
+        shutil.rmtree(st['dir'], ignore_errors=True)
+
+
+if INSTRUMENTED:
+    atexit.register(_remove_report_dir)
+    DOVEADM = _instrumented_doveadm(DOVEADM)
+    # instrumented processes take longer to exit (leak check, valgrind)
+    Dovecot.STOP_GRACE = 10.0
+    Dovecot.SETTLE_TIMEOUT = 60.0

@@ -108,6 +108,13 @@ def run_case(name, func, args, timeout, verbose):
                         % (inst.name, inst.dir, inst.log_tail(200)))
     # stop everything the test started, remove temp dirs
     harness.cleanup_all()
+    # DLMDB_SANITIZE=1 / DLMDB_VALGRIND=1: what the test's processes
+    # reported; a report in project code fails the test
+    got = harness.collect_reports(short(name))
+    if got and got[1]:
+        logs.insert(0, got[1])
+        if outcome == 'PASS' and any(r.project for r in got[0]):
+            outcome, detail = 'FAIL', 'sanitizer/valgrind reports in project code (REPORTS below)'
     return outcome, detail, elapsed, logs
 
 

@@ -323,11 +323,19 @@ __attribute__((constructor)) static void fi_init(void)
 	fi_configure();
 }
 
-/* Calls may come before our constructor ran (another library's). */
+/* Calls may come before our constructor ran: another library's
+   constructor, or a sanitizer runtime setting itself up (ASan creates its
+   log_path directory from inside libstdc++'s constructor). They pass
+   through uncounted: configuring needs strcmp() and friends, which such a
+   runtime intercepts and cannot run yet (a jump to NULL), and nothing
+   before main() touches the user's files. */
 static int fi_enabled(void)
 {
-	if (!__atomic_load_n(&fi.initialised, __ATOMIC_SEQ_CST))
-		fi_init();
+	if (!__atomic_load_n(&fi.initialised, __ATOMIC_SEQ_CST)) {
+		if (real.ftruncate64 == NULL)
+			fi_resolve();
+		return 0;
+	}
 	return fi.active;
 }
 
