@@ -200,18 +200,6 @@ const char *pop3_policy_audit_line(const char *action, const char *guid,
 			       vsize, rule);
 }
 
-const char *pop3_policy_audit(struct pop3_policy_user *puser,
-			      const char *action, const char *guid,
-			      const char *uidl, uoff_t vsize,
-			      const char *rule)
-{
-	const char *line =
-		pop3_policy_audit_line(action, guid, uidl, vsize, rule);
-
-	e_info(puser->user->event, "%s", line);
-	return line;
-}
-
 /* keep_days and the sweep run when a POP3 client logs out: the
    session's INBOX is closed by now, so its downloads are flushed. In
    deinit_pre, because at deinit the quota plugin (loaded before us)

@@ -77,6 +77,10 @@ struct pop3_policy_mailbox {
 	struct mailbox *move_box;
 	struct mailbox_transaction_context *move_trans;
 	bool move_failed;
+
+	/* audit lines of DELEs, logged once the transaction commits */
+	pool_t dele_audit_pool;
+	ARRAY_TYPE(const_string) dele_audit;
 };
 
 struct pop3_policy_mail {
@@ -118,12 +122,8 @@ int pop3_policy_user_get_env_if_exists(struct pop3_policy_user *puser,
 				       const char **error_r);
 /* The pop3_deleted_flag keyword, or NULL when unknown/unset. */
 const char *pop3_policy_user_get_deleted_flag(struct pop3_policy_user *puser);
-/* Log an audit line for mail (or for the values given) and return it
-   without the log prefix. */
-const char *pop3_policy_audit(struct pop3_policy_user *puser,
-			      const char *action, const char *guid,
-			      const char *uidl, uoff_t vsize,
-			      const char *rule);
+/* An audit line for the values given, without the log prefix; logged
+   (e_info on the user's event) once what it reports is committed. */
 const char *pop3_policy_audit_line(const char *action, const char *guid,
 				   const char *uidl, uoff_t vsize,
 				   const char *rule);
@@ -174,6 +174,9 @@ void pop3_policy_dele_update_keywords(struct mail *mail,
 int pop3_policy_dele_transaction_commit(struct pop3_policy_mailbox *pbox,
 					struct mailbox_transaction_context *t);
 void pop3_policy_dele_transaction_rollback(struct pop3_policy_mailbox *pbox);
+/* Log the DELEs' audit lines if committed, else drop them. */
+void pop3_policy_dele_audit_end(struct pop3_policy_mailbox *pbox,
+				bool committed);
 void pop3_policy_dele_close(struct pop3_policy_mailbox *pbox);
 
 /* pop3-policy-retention.c */

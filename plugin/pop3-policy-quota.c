@@ -42,6 +42,9 @@ struct pop3_policy_quota_records {
 	/* guid -> copies of it in the maildrop, of GUIDs with a record */
 	HASH_TABLE(char *, void *) copies;
 	const char *error;
+	/* messages of the maildrop that couldn't be read: the copy counts
+	   may be short */
+	unsigned int skipped;
 };
 
 static struct quota_user *pop3_policy_quota_user(struct mail_user *user)
@@ -145,8 +148,15 @@ pop3_policy_quota_find_victims(struct pop3_policy_user *puser,
 	mail_search_args_unref(&search_args);
 	while (mailbox_search_next(search_ctx, &mail)) {
 		if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0) {
-			ret = -1;
-			break;
+			/* damaged on disk: it isn't known to be downloaded,
+			   and the others can still be purged */
+			e_warning(puser->user->event, POP3_POLICY_LOG_PREFIX
+				  "quota purge: skipping %s UID %u, its GUID "
+				  "can't be read: %s", mailbox_get_vname(box),
+				  mail->uid,
+				  mailbox_get_last_internal_error(box, NULL));
+			records->skipped++;
+			continue;
 		}
 		rec = hash_table_lookup(records->by_guid, guid);
 		if (rec != NULL) {
@@ -166,8 +176,12 @@ pop3_policy_quota_find_victims(struct pop3_policy_user *puser,
 		if ((puser->quota->set->vsizes ?
 		     mail_get_virtual_size(mail, &size) :
 		     mail_get_physical_size(mail, &size)) < 0) {
-			ret = -1;
-			break;
+			e_warning(puser->user->event, POP3_POLICY_LOG_PREFIX
+				  "quota purge: skipping %s UID %u, its size "
+				  "can't be read: %s", mailbox_get_vname(box),
+				  mail->uid,
+				  mailbox_get_last_internal_error(box, NULL));
+			continue;
 		}
 		victim = array_append_space(victims);
 		victim->uid = mail->uid;
@@ -190,10 +204,12 @@ pop3_policy_quota_expunge(struct pop3_policy_user *puser,
 {
 	struct mailbox_transaction_context *trans;
 	struct mail *mail;
-	const char *guid, *uidl;
+	ARRAY_TYPE(const_string) lines;
+	const char *guid, *uidl, *line;
 	uoff_t vsize;
 	unsigned int i;
 
+	t_array_init(&lines, count);
 	trans = mailbox_transaction_begin(box, 0, "pop3_policy quota purge");
 	mail = mail_alloc(trans, MAIL_FETCH_GUID | MAIL_FETCH_VIRTUAL_SIZE,
 			  NULL);
@@ -205,14 +221,18 @@ pop3_policy_quota_expunge(struct pop3_policy_user *puser,
 		uidl = pop3_policy_mail_get_uidl(puser, mail);
 		if (mail_get_virtual_size(mail, &vsize) < 0)
 			vsize = 0;
-		(void)pop3_policy_audit(puser, "purge", guid, uidl, vsize,
-					"quota");
+		line = pop3_policy_audit_line("purge", guid, uidl, vsize,
+					      "quota");
+		array_push_back(&lines, &line);
 		mail_expunge(mail);
 	}
 	mail_free(&mail);
 	if (mailbox_transaction_commit(&trans) < 0 ||
 	    mailbox_sync(box, 0) < 0)
 		return -1;
+	/* logged once committed */
+	array_foreach_elem(&lines, line)
+		e_info(puser->user->event, "%s", line);
 	return 0;
 }
 
@@ -228,6 +248,11 @@ pop3_policy_quota_forget(struct pop3_policy_user *puser,
 	const char *error;
 	unsigned int i, n;
 
+	if (records->skipped > 0) {
+		/* an unreadable message may be a copy of a purged one:
+		   the sweep drops the records once it can tell */
+		return;
+	}
 	t_array_init(&gone, count);
 	for (i = 0; i < count; i++) {
 		if (victims[i].guid == NULL)
