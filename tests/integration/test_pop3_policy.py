@@ -183,8 +183,7 @@ def doveadm_at(dc, offset: str, *args, user=None, check=True):
     # results by the offset too)
     cmd = ['env', 'LD_PRELOAD=' + LIBFAKETIME, 'FAKETIME=' + offset, 'NO_FAKE_STAT=1',
            harness.DOVEADM, '-c', dc.conf_path] + args
-    if args[0] in harness.DOVEADM_PLUGIN_COMMANDS:
-        cmd = dc._doveadm_with_build_plugins(cmd)
+    cmd = dc.wrap(cmd, doveadm=args[0] in harness.DOVEADM_PLUGIN_COMMANDS)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=dc.dir)
     if check and r.returncode != 0:
         raise harness.HarnessError('%s failed (exit %d):\nstdout: %s\nstderr: %s'
