@@ -419,6 +419,7 @@ def _quota_24(plugin_settings: list) -> tuple[list, list]:
         if 'driver' not in root:
             raise Unsupported('quota_rule without quota')
         body = [Setting('driver', root['driver'])]
+        storage = None
         for rule in root['rules']:
             mbox, _, limits = rule.partition(':')
             if mbox != '*':
@@ -428,10 +429,29 @@ def _quota_24(plugin_settings: list) -> tuple[list, list]:
                 if k == 'ignore' or k not in _QUOTA_RULE_KEYS:
                     raise Unsupported('quota_rule part %r: not translated to 2.4' % lim)
                 body.append(Setting(_QUOTA_RULE_KEYS[k], v))
-        if 'grace' in root:
-            body.append(Setting('storage_grace', root['grace']))
+                if _QUOTA_RULE_KEYS[k] == 'storage_size':
+                    storage = v
+        # 2.3's quota_grace defaults to 10%% of the limit, 2.4's
+        # quota_storage_grace to 10M and takes no percentage
+        grace = root.get('grace', '10%')
+        if grace.endswith('%'):
+            if storage is not None:
+                body.append(Setting('storage_grace', '%d' % (_size_bytes(storage) *
+                                                             int(grace[:-1]) // 100)))
+        else:
+            body.append(Setting('storage_grace', grace))
         sections.append(Section('quota', '"%s"' % root['name'], body))
     return sections, rest
+
+
+_SIZE_UNITS = {'': 1, 'b': 1, 'k': 1 << 10, 'm': 1 << 20, 'g': 1 << 30, 't': 1 << 40}
+
+
+def _size_bytes(value: str) -> int:
+    mo = re.fullmatch(r'\s*(\d+)\s*([bkmgtBKMGT]?)[bB]?\s*', value)
+    if not mo:
+        raise Unsupported('size %r: not translated to 2.4' % value)
+    return int(mo.group(1)) * _SIZE_UNITS[mo.group(2).lower()]
 
 
 def _passdb_userdb_24(sec: Section) -> Section:
@@ -483,7 +503,11 @@ def _nodes_24(nodes: list, ctx: tuple = ()) -> list:
         elif n.kind == 'service' and n.name in _REMOVED_SERVICES:
             raise Unsupported(_REMOVED_SERVICES[n.name])
         else:
-            out.append(Section(n.kind, n.name, _nodes_24(n.body, ctx + (n.kind,))))
+            name = n.name
+            if name is None and n.kind == 'inet_listener':
+                # 2.4 listeners are named; 2.3's unnamed one was ""
+                name = 'unnamed'
+            out.append(Section(n.kind, name, _nodes_24(n.body, ctx + (n.kind,))))
     return out
 
 

@@ -261,7 +261,8 @@ def test_config_translation_24():
     assert t('plugin {\n  lmdb_autopurge_interval = 0\n  quota = count:User quota\n'
              '  quota_rule = *:storage=100M:messages=1000\n  quota_vsizes = yes\n}\n') == \
         ('quota "User quota" {\n  driver = count\n  storage_size = 100M\n'
-         '  message_count = 1000\n}\nlmdb_autopurge_interval = 0\n')
+         '  message_count = 1000\n  storage_grace = 10485760\n}\n'   # 2.3's default: 10%
+         'lmdb_autopurge_interval = 0\n')
     assert t('protocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\n') == \
         'protocol imap {\n  mail_plugins {\n    imap_quota = yes\n  }\n}\n'
     assert t('mail_plugins = quota zlib\n') == 'mail_plugins = quota mail_compress\n'
