@@ -318,6 +318,15 @@ DOVEADM_CMD_PARAM('r', "repair", CMD_PARAM_BOOL, 0)
 DOVEADM_CMD_PARAMS_END
 	},
 	{
+		.name = "lmdb salvage",
+		.usage = "[-f]",
+		.mail_cmd = doveadm_lmdb_cmd_salvage_alloc,
+DOVEADM_CMD_PARAMS_START
+DOVEADM_CMD_MAIL_COMMON
+DOVEADM_CMD_PARAM('f', "force", CMD_PARAM_BOOL, 0)
+DOVEADM_CMD_PARAMS_END
+	},
+	{
 		.name = "lmdb compact",
 		.usage = "",
 		.mail_cmd = lmdb_cmd_compact_alloc,

@@ -711,20 +711,20 @@ static void lmdb_env_free(struct lmdb_env *env)
 
 /* Opens of the environment share this lock; compaction takes it
    exclusively while it swaps the files, so nobody opens a lock file of
-   one generation with the data file of another. */
-static int lmdb_env_swap_lock(struct lmdb_env *env, int lock_type,
-			      unsigned int timeout_secs,
-			      struct file_lock **lock_r, const char **error_r)
+   one generation with the data file of another. Salvage takes it by the
+   directory, without opening the (damaged) environment. */
+int lmdb_env_swap_lock_dir(const char *dir, mode_t mode, int lock_type,
+			   unsigned int timeout_secs,
+			   struct file_lock **lock_r, const char **error_r)
 {
 	struct file_lock_settings lock_set = {
 		.lock_method = FILE_LOCK_METHOD_FLOCK,
 		.close_on_free = TRUE,
 	};
-	const char *path = t_strconcat(env->path, "/"LMDB_ENV_SWAP_LOCK_NAME,
-				       NULL);
+	const char *path = t_strconcat(dir, "/"LMDB_ENV_SWAP_LOCK_NAME, NULL);
 	int fd, ret;
 
-	fd = open(path, O_RDWR | O_CREAT, env->set.mode);
+	fd = open(path, O_RDWR | O_CREAT, mode);
 	if (fd == -1) {
 		*error_r = t_strdup_printf("open(%s) failed: %m", path);
 		return -1;
@@ -735,11 +735,19 @@ static int lmdb_env_swap_lock(struct lmdb_env *env, int lock_type,
 		i_close_fd(&fd);
 		if (ret == 0) {
 			*error_r = t_strdup_printf("%s is being compacted, "
-						   "try again later", env->path);
+						   "try again later", dir);
 		}
 		return -1;
 	}
 	return 0;
+}
+
+static int lmdb_env_swap_lock(struct lmdb_env *env, int lock_type,
+			      unsigned int timeout_secs,
+			      struct file_lock **lock_r, const char **error_r)
+{
+	return lmdb_env_swap_lock_dir(env->path, env->set.mode, lock_type,
+				      timeout_secs, lock_r, error_r);
 }
 
 static int lmdb_env_open_mdb(struct lmdb_env *env, const char **error_r)

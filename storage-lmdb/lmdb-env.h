@@ -156,6 +156,15 @@ int lmdb_env_sync(struct lmdb_env *env, const char **error_r);
 int lmdb_env_compact(struct lmdb_env *env, uint64_t *old_size_r,
 		     uint64_t *new_size_r, const char **error_r);
 
+/* The lock that opens share and compaction takes exclusively while it
+   swaps the files (lock_type F_RDLCK or F_WRLCK), taken by directory:
+   salvage holds it without opening the damaged environment. Returns 0,
+   or -1 with *error_r (also after timeout_secs). */
+struct file_lock;
+int lmdb_env_swap_lock_dir(const char *dir, mode_t mode, int lock_type,
+			   unsigned int timeout_secs,
+			   struct file_lock **lock_r, const char **error_r);
+
 /* Returns TRUE if an LMDB/errno code means "no space": map full at the
    ceiling, or the filesystem is full. Such failures are temporary. */
 bool lmdb_env_error_is_space(int ret);

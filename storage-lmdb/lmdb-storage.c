@@ -37,6 +37,12 @@ void lmdb_storage_set_lmdb_error(struct mail_storage *storage, int ret,
 	}
 }
 
+/* Salvage hook (doveadm lmdb salvage): while set, a storage is created
+   without opening its environment, which may be too damaged for LMDB's
+   own code to touch; storage->env stays NULL until the command opens
+   the salvaged one. Nothing else may use such a storage. */
+bool lmdb_storage_no_env_open = FALSE;
+
 static struct mail_storage *lmdb_storage_alloc(void)
 {
 	struct lmdb_storage *storage;
@@ -139,6 +145,8 @@ lmdb_storage_create(struct mail_storage *_storage, struct mail_namespace *ns,
 	storage->env_path = p_strdup(_storage->pool, root);
 	_storage->unique_root_dir = p_strdup(_storage->pool, root);
 
+	if (lmdb_storage_no_env_open)
+		return 0;
 	if (lmdb_env_open(root, &storage->set.env, &storage->env, &error) < 0) {
 		*error_r = error;
 		return -1;

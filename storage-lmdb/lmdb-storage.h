@@ -105,6 +105,10 @@ extern struct mail_vfuncs lmdb_mail_vfuncs;
 #define LMDB_STORAGE(s) (container_of(s, struct lmdb_storage, storage))
 #define LMDB_MAILBOX(s) (container_of(s, struct lmdb_mailbox, box))
 
+/* lmdb-storage.c: set by doveadm lmdb salvage before its user is
+   created (see lmdb_storage_create()) */
+extern bool lmdb_storage_no_env_open;
+
 /* lmdb-settings.c */
 int lmdb_settings_read(struct mail_user *user, struct lmdb_settings *set_r,
 		       const char **error_r);

@@ -1675,7 +1675,7 @@ _DOVEADM_SUBCMD = {
     'quota': {'get', 'recalc'},
     'fts': {'lookup', 'expand', 'tokenize', 'optimize', 'rescan'},
     'flags': {'add', 'remove', 'replace'},
-    'lmdb': {'stats', 'verify', 'recover', 'compact'},
+    'lmdb': {'stats', 'verify', 'recover', 'compact', 'salvage'},
     'pop3-policy': {'show', 'run', 'uidl', 'freeze-uidl'},
     'metadata': {'set', 'unset', 'get', 'list'},
 }

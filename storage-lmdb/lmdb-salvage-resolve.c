@@ -1,0 +1,571 @@
+/* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
+
+#include "lib.h"
+#include "array.h"
+#include "buffer.h"
+#include "hash.h"
+#include "str.h"
+#include "sort.h"
+#include "lmdb-body.h"
+#include "lmdb-link.h"
+#include "lmdb-values.h"
+#include "lmdb-salvage-private.h"
+
+/* After the scan, the new environment holds every readable record; here
+   they are made consistent with each other, in this order:
+   1. bodies whose record was lost get one from their chunks, if whole;
+   2. every body is judged whole or not (chunks against its record), and
+      every link to a body that is not whole is lost;
+   3. the UIDs the indexes have without any link found are looked up in
+      the indexes (Message-ID, UIDL, flags) and matched to whole bodies
+      that lost links, by the Message-ID of their first chunk: a body
+      named by exactly as many such UIDs as it lost links gets them back;
+   4. bodies that lost links and still have none are linked again in a
+      recovery mailbox;
+   5. lost links and bodies are removed, reference counts and states
+      set to the surviving links, gc entries written, links added;
+   6. mailbox records: made for mailboxes that have links or an index
+      but lost theirs, highest UIDs raised above every UID seen; the
+      UIDL index is rebuilt;
+   7. the counters are recounted and the env record written.
+   Steps 5 to 7 are in lmdb-salvage-write.c. */
+
+static struct lmdb_salvage_message *
+lmdb_salvage_note(struct lmdb_salvage *sv,
+		  ARRAY_TYPE(lmdb_salvage_message) *msgs,
+		  const guid_128_t guid, uint32_t uid, uint64_t body_id,
+		  const char *message_id, const char *reason)
+{
+	struct lmdb_salvage_message *msg;
+
+	msg = array_append_space(msgs);
+	memcpy(msg->mailbox_guid, guid, sizeof(msg->mailbox_guid));
+	msg->uid = uid;
+	msg->body_id = body_id;
+	msg->message_id = message_id;
+	msg->reason = p_strdup(sv->result->pool, reason);
+	return msg;
+}
+
+/* Bodies in id order: the order they were saved in (re-linked ones get
+   their UIDs in it), and neighbours in the B-trees. */
+static int lmdb_salvage_body_cmp(struct lmdb_salvage_body *const *a,
+				 struct lmdb_salvage_body *const *b)
+{
+	return (*a)->id < (*b)->id ? -1 : ((*a)->id > (*b)->id ? 1 : 0);
+}
+
+static int lmdb_salvage_rebuild_cmp(const struct lmdb_salvage_rebuild *a,
+				    const struct lmdb_salvage_rebuild *b)
+{
+	return lmdb_salvage_body_cmp(&a->body, &b->body);
+}
+
+/* --- 1. bodies without a record --- */
+
+static int lmdb_salvage_rebuild_one(struct lmdb_salvage *sv, MDB_txn *txn,
+				    unsigned int idx, const char **error_r)
+{
+	struct lmdb_salvage_rebuild *rb =
+		array_idx_modifiable(&sv->resolve->rebuilds, idx);
+	const char *error;
+	int ret;
+
+	/* every link to it survives if it can be rebuilt at all */
+	ret = lmdb_body_rebuild(sv->env, txn, rb->body->id,
+				rb->body->link_refs, sv->set->now, &error);
+	if (ret < 0) {
+		*error_r = error;
+		return EIO;
+	}
+	rb->ok = ret > 0;
+	rb->error = ret > 0 ? NULL : p_strdup(sv->pool, error);
+	return 0;
+}
+
+static int lmdb_salvage_rebuild_bodies(struct lmdb_salvage *sv,
+				       const char **error_r)
+{
+	struct lmdb_salvage_resolve *rs = sv->resolve;
+	struct hash_iterate_context *iter;
+	struct lmdb_salvage_body *body;
+	struct lmdb_salvage_rebuild *rb;
+	void *key;
+
+	iter = hash_table_iterate_init(sv->bodies);
+	while (hash_table_iterate(iter, sv->bodies, &key, &body)) {
+		if (!body->have_record && body->chunks > 0) {
+			rb = array_append_space(&rs->rebuilds);
+			rb->body = body;
+		}
+	}
+	hash_table_iterate_deinit(&iter);
+	array_sort(&rs->rebuilds, lmdb_salvage_rebuild_cmp);
+	if (lmdb_salvage_in_batches(sv, array_count(&rs->rebuilds),
+				    lmdb_salvage_rebuild_one, error_r) < 0)
+		return -1;
+	array_foreach_modifiable(&rs->rebuilds, rb) {
+		if (rb->ok) {
+			rb->body->rebuilt = TRUE;
+			rb->body->have_record = TRUE;
+			rb->body->state = rb->body->link_refs > 0 ?
+				LMDB_BODY_STATE_LINKED : LMDB_BODY_STATE_DEAD;
+			sv->result->bodies_rebuilt++;
+		} else {
+			rb->body->lost = TRUE;
+			rb->body->lost_reason = p_strdup_printf(sv->pool,
+				"its record was lost and can't be rebuilt "
+				"from its chunks: %s", rb->error);
+		}
+	}
+	return 0;
+}
+
+/* --- 2. whole bodies and surviving links --- */
+
+static void lmdb_salvage_judge_body(struct lmdb_salvage *sv,
+				    struct lmdb_salvage_body *body)
+{
+	if (body->lost || body->rebuilt)
+		return;
+	if (!body->have_record) {
+		body->lost = TRUE;
+		body->lost_reason = "its record and chunks were lost";
+	} else if (body->chunks != body->chunk_count ||
+		   (body->chunks > 0 && body->max_idx != body->chunks - 1)) {
+		body->lost = TRUE;
+		body->lost_reason = p_strdup_printf(sv->pool,
+			"%u of its %u chunks are readable", body->chunks,
+			body->chunk_count);
+	} else if (body->chunk_bytes != body->physical_size ||
+		   body->max_chunk_size > body->chunk_size) {
+		/* every chunk's checksum holds, but they are not the
+		   layout the record describes */
+		body->lost = TRUE;
+		body->lost_reason = "its chunks don't match its record";
+	}
+}
+
+static void lmdb_salvage_judge(struct lmdb_salvage *sv)
+{
+	struct lmdb_salvage_resolve *rs = sv->resolve;
+	struct hash_iterate_context *iter;
+	struct lmdb_salvage_body *body;
+	struct lmdb_salvage_link *link;
+	struct lmdb_salvage_box *box;
+	void *key;
+
+	iter = hash_table_iterate_init(sv->bodies);
+	while (hash_table_iterate(iter, sv->bodies, &key, &body)) {
+		lmdb_salvage_judge_body(sv, body);
+		if (!body->lost)
+			array_push_back(&rs->kept_bodies, &body);
+		else if (body->have_record || body->chunks > 0) {
+			array_push_back(&rs->lost_bodies, &body);
+			sv->result->bodies_lost++;
+		}
+	}
+	hash_table_iterate_deinit(&iter);
+	array_sort(&rs->kept_bodies, lmdb_salvage_body_cmp);
+	array_sort(&rs->lost_bodies, lmdb_salvage_body_cmp);
+
+	array_foreach_modifiable(&sv->links, link) {
+		body = hash_table_lookup(sv->bodies,
+					 POINTER_CAST(link->body_id));
+		i_assert(body != NULL);
+		box = lmdb_salvage_box_get(sv, link->guid);
+		if (!array_is_created(&box->link_uids))
+			p_array_init(&box->link_uids, sv->pool, 64);
+		array_push_back(&box->link_uids, &link->uid);
+		if (!body->lost) {
+			body->links++;
+			box->kept_links++;
+		} else {
+			link->lost = TRUE;
+			array_push_back(&rs->lost_links, &link);
+		}
+	}
+}
+
+/* --- 3. UIDs the indexes have without a link --- */
+
+static void lmdb_salvage_find_missing(struct lmdb_salvage *sv)
+{
+	struct lmdb_salvage_missing *m;
+	struct lmdb_salvage_box *box;
+	const uint32_t *uids;
+	unsigned int i, j, count;
+
+	array_foreach_elem(&sv->box_list, box) {
+		if (box->info == NULL)
+			continue;
+		if (array_is_created(&box->link_uids)) {
+			array_sort(&box->link_uids, uint32_cmp);
+			uids = array_get(&box->link_uids, &count);
+		} else {
+			uids = NULL;
+			count = 0;
+		}
+		for (i = j = 0; i < box->info->uids_count; i++) {
+			uint32_t uid = box->info->uids[i];
+
+			while (j < count && uids[j] < uid)
+				j++;
+			if (j < count && uids[j] == uid)
+				continue;
+			m = array_append_space(&sv->resolve->missing);
+			m->box = box;
+			m->uid = uid;
+		}
+	}
+}
+
+/* What the index says of each missing UID (grouped by mailbox, as the
+   caller's lookup wants them), copied: the lookup's strings are only
+   valid until its next call. */
+static void lmdb_salvage_lookup_missing(struct lmdb_salvage *sv)
+{
+	const struct lmdb_salvage_settings *set = sv->set;
+	struct lmdb_salvage_index_message imsg;
+	struct lmdb_salvage_missing *m;
+	const char **keywords;
+	const char *mid;
+	unsigned int i, n;
+
+	if (set->lookup == NULL)
+		return;
+	array_foreach_modifiable(&sv->resolve->missing, m) T_BEGIN {
+		i_zero(&imsg);
+		m->in_index = set->lookup(m->box->info, m->uid,
+					  set->lookup_context, &imsg);
+		if (m->in_index && imsg.message_id_header != NULL) {
+			mid = lmdb_salvage_parse_message_id(
+				imsg.message_id_header,
+				strlen(imsg.message_id_header));
+			m->message_id = p_strdup(sv->result->pool, mid);
+		}
+		if (m->in_index && imsg.pop3_uidl != NULL &&
+		    lmdb_uidl_is_valid(imsg.pop3_uidl))
+			m->pop3_uidl = p_strdup(sv->pool, imsg.pop3_uidl);
+		m->flags = imsg.flags & LMDB_LINK_FLAGS_MASK;
+		keywords = p_new(sv->pool, const char *,
+				 I_MIN(imsg.keywords_count,
+				       LMDB_KEYWORDS_MAX) + 1);
+		for (i = n = 0; i < imsg.keywords_count && n < LMDB_KEYWORDS_MAX; i++) {
+			/* what can't be mirrored stays in the index */
+			if (lmdb_keyword_is_valid(imsg.keywords[i]))
+				keywords[n++] = p_strdup(sv->pool,
+							 imsg.keywords[i]);
+		}
+		m->keywords = keywords;
+		m->keywords_count = n;
+	} T_END;
+}
+
+/* The Message-ID of a body's first chunk, read once. */
+static const char *
+lmdb_salvage_body_message_id(struct lmdb_salvage *sv, MDB_txn *txn,
+			     struct lmdb_salvage_body *body)
+{
+	unsigned char key_data[LMDB_CHUNK_KEY_SIZE];
+	const void *data;
+	const char *error, *mid;
+	MDB_val key, val;
+	size_t size;
+
+	if (body->message_id_read)
+		return body->message_id;
+	body->message_id_read = TRUE;
+	lmdb_chunk_key_encode(body->id, 0, key_data);
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
+	if (mdb_get(txn, sv->env->dbi_chunks, &key, &val) != 0 ||
+	    !lmdb_chunk_decode(body->id, 0, val.mv_data, val.mv_size,
+			       &data, &size, &error))
+		return NULL;
+	T_BEGIN {
+		mid = lmdb_salvage_parse_message_id(data, size);
+		body->message_id = p_strdup(sv->result->pool, mid);
+	} T_END;
+	return body->message_id;
+}
+
+/* How many links did this whole body lose? Its record says how many it
+   had, unless the record may be an old version of a body freed since (an
+   orphan page, with the free list unreadable). A body rebuilt from its
+   chunks without any link is taken to have lost one: bodies are freed
+   at their last expunge, so a whole one without a record and links is a
+   message whose links went with its record (or a save that never
+   finished, which then shows up too). */
+static uint32_t lmdb_salvage_links_lost(struct lmdb_salvage *sv,
+					const struct lmdb_salvage_body *body)
+{
+	if (body->rebuilt)
+		return body->links == 0 ? 1 : 0;
+	if (!body->have_record || body->state != LMDB_BODY_STATE_LINKED ||
+	    (!sv->orphans_trusted && body->record_orphan) ||
+	    body->old_refcount <= body->links)
+		return 0;
+	return body->old_refcount - body->links;
+}
+
+/* A body that lost links, and the missing UIDs with its Message-ID:
+   they are its links when it is the only such body with that
+   Message-ID and they are as many as it lost. */
+static int lmdb_salvage_match(struct lmdb_salvage *sv, const char **error_r)
+{
+	struct lmdb_salvage_resolve *rs = sv->resolve;
+	HASH_TABLE(const char *, struct lmdb_salvage_body *) bodies;
+	HASH_TABLE(const char *, void *) counts;
+	struct lmdb_salvage_body *body, ambiguous;
+	struct lmdb_salvage_missing *m;
+	struct lmdb_salvage_new_link *nl;
+	const char *mid;
+	uintptr_t n;
+	MDB_txn *txn;
+
+	if (array_count(&rs->missing) == 0)
+		return 0;
+	if (lmdb_env_read_begin(sv->env, &txn, error_r) < 0)
+		return -1;
+	i_zero(&ambiguous);
+	hash_table_create(&bodies, sv->pool, 16, str_hash, strcmp);
+	hash_table_create(&counts, sv->pool, 16, str_hash, strcmp);
+	array_foreach_elem(&rs->kept_bodies, body) {
+		if (lmdb_salvage_links_lost(sv, body) == 0)
+			continue;
+		mid = lmdb_salvage_body_message_id(sv, txn, body);
+		if (mid == NULL)
+			continue;
+		hash_table_update(bodies, mid,
+			hash_table_lookup(bodies, mid) == NULL ?
+			body : &ambiguous);
+	}
+	lmdb_env_read_end(sv->env, &txn);
+	array_foreach_modifiable(&rs->missing, m) {
+		if (m->message_id == NULL)
+			continue;
+		n = POINTER_CAST_TO(hash_table_lookup(counts, m->message_id),
+				    uintptr_t);
+		hash_table_update(counts, m->message_id, POINTER_CAST(n + 1));
+	}
+	array_foreach_modifiable(&rs->missing, m) {
+		if (m->message_id == NULL)
+			continue;
+		body = hash_table_lookup(bodies, m->message_id);
+		n = POINTER_CAST_TO(hash_table_lookup(counts, m->message_id),
+				    uintptr_t);
+		if (body == NULL || body == &ambiguous ||
+		    n != lmdb_salvage_links_lost(sv, body))
+			continue;
+		m->body = body;
+	}
+	array_foreach_modifiable(&rs->missing, m) {
+		if (m->body == NULL)
+			continue;
+		m->body->links++;
+		m->box->kept_links++;
+		nl = array_append_space(&rs->new_links);
+		nl->box = m->box;
+		nl->uid = m->uid;
+		nl->body = m->body;
+		nl->missing = m;
+		lmdb_salvage_note(sv, &sv->result->restored, m->box->guid,
+			m->uid, m->body->id, m->message_id, m->pop3_uidl != NULL ?
+			"its link was lost: linked again to its body, found "
+			"by its Message-ID (flags and POP3 UIDL from the index)" :
+			"its link was lost: linked again to its body, found "
+			"by its Message-ID (flags from the index; its POP3 "
+			"UIDL is made anew from pop3_uidl_format)");
+	}
+	hash_table_destroy(&bodies);
+	hash_table_destroy(&counts);
+	return 0;
+}
+
+/* --- 4. bodies that lost every link --- */
+
+static bool lmdb_salvage_name_taken(struct lmdb_salvage *sv, const char *name)
+{
+	struct lmdb_salvage_box *box;
+
+	array_foreach_elem(&sv->box_list, box) {
+		if (box->have_record && box->active &&
+		    strcmp(box->name, name) == 0)
+			return TRUE;
+		if (box->info != NULL && strcmp(box->info->name, name) == 0)
+			return TRUE;
+	}
+	return FALSE;
+}
+
+static int lmdb_salvage_plan_relinks(struct lmdb_salvage *sv,
+				     const char **error_r)
+{
+	struct lmdb_salvage_resolve *rs = sv->resolve;
+	struct lmdb_salvage_body *body;
+	struct lmdb_salvage_new_link *nl;
+	struct lmdb_salvage_box *box = NULL;
+	const char *name;
+	guid_128_t guid;
+	uint32_t uid = 0;
+	unsigned int n;
+	MDB_txn *txn;
+
+	if (lmdb_env_read_begin(sv->env, &txn, error_r) < 0)
+		return -1;
+	array_foreach_elem(&rs->kept_bodies, body) {
+		if (body->links > 0 || lmdb_salvage_links_lost(sv, body) == 0)
+			continue;
+		if (box == NULL) {
+			name = t_strdup_printf(
+				LMDB_SALVAGE_RECOVERY_NAME"%cUnlinked",
+				sv->set->hierarchy_sep);
+			for (n = 2; lmdb_salvage_name_taken(sv, name); n++) {
+				name = t_strdup_printf(
+					LMDB_SALVAGE_RECOVERY_NAME"%cUnlinked-%u",
+					sv->set->hierarchy_sep, n);
+			}
+			guid_128_generate(guid);
+			box = lmdb_salvage_box_get(sv, guid);
+			box->name = p_strdup(sv->pool, name);
+			rs->recovery_box = box;
+		}
+		body->links = 1;
+		box->kept_links++;
+		box->highest_uid = ++uid;
+		nl = array_append_space(&rs->new_links);
+		nl->box = box;
+		nl->uid = uid;
+		nl->body = body;
+		lmdb_salvage_note(sv, &sv->result->relinked, box->guid, uid,
+			body->id, lmdb_salvage_body_message_id(sv, txn, body),
+			"its links were lost: linked again here");
+	}
+	lmdb_env_read_end(sv->env, &txn);
+	return 0;
+}
+
+/* --- what was lost --- */
+
+static int lmdb_salvage_note_lost(struct lmdb_salvage *sv,
+				  const char **error_r)
+{
+	struct lmdb_salvage_resolve *rs = sv->resolve;
+	struct lmdb_salvage_link *link;
+	const struct lmdb_salvage_missing *m;
+	struct lmdb_salvage_body *body;
+	struct lmdb_salvage_message *msg;
+	MDB_txn *txn;
+
+	if (lmdb_env_read_begin(sv->env, &txn, error_r) < 0)
+		return -1;
+	array_foreach_elem(&rs->lost_links, link) T_BEGIN {
+		body = hash_table_lookup(sv->bodies,
+					 POINTER_CAST(link->body_id));
+		msg = lmdb_salvage_note(sv, &sv->result->lost, link->guid,
+			link->uid, link->body_id,
+			lmdb_salvage_body_message_id(sv, txn, body),
+			t_strdup_printf("body %"PRIu64": %s", link->body_id,
+					body->lost_reason));
+		if (msg->message_id == NULL && sv->set->lookup != NULL) {
+			struct lmdb_salvage_box *box =
+				lmdb_salvage_box_get(sv, link->guid);
+			struct lmdb_salvage_index_message imsg;
+
+			i_zero(&imsg);
+			if (box->info != NULL &&
+			    sv->set->lookup(box->info, link->uid,
+					    sv->set->lookup_context, &imsg) &&
+			    imsg.message_id_header != NULL) {
+				msg->message_id = p_strdup(sv->result->pool,
+					lmdb_salvage_parse_message_id(
+						imsg.message_id_header,
+						strlen(imsg.message_id_header)));
+			}
+		}
+	} T_END;
+	lmdb_env_read_end(sv->env, &txn);
+	array_foreach(&rs->missing, m) {
+		if (m->body == NULL) {
+			lmdb_salvage_note(sv, &sv->result->lost, m->box->guid,
+					  m->uid, 0, m->message_id,
+					  "its link record was lost");
+		}
+	}
+	return 0;
+}
+
+/* --- the report --- */
+
+static const char *
+lmdb_salvage_box_name(struct lmdb_salvage *sv, const guid_128_t guid)
+{
+	struct lmdb_salvage_box *box;
+
+	box = hash_table_lookup(sv->boxes, guid_128_to_string(guid));
+	if (box != NULL && box->name != NULL)
+		return box->name;
+	if (box != NULL && box->info != NULL)
+		return box->info->name;
+	return t_strdup_printf("(mailbox %s)", guid_128_to_string(guid));
+}
+
+static int lmdb_salvage_message_cmp(const struct lmdb_salvage_message *a,
+				    const struct lmdb_salvage_message *b)
+{
+	int ret = strcmp(a->mailbox_name, b->mailbox_name);
+
+	if (ret != 0)
+		return ret;
+	return a->uid < b->uid ? -1 : (a->uid > b->uid ? 1 : 0);
+}
+
+static void lmdb_salvage_name_messages(struct lmdb_salvage *sv,
+				       ARRAY_TYPE(lmdb_salvage_message) *msgs)
+{
+	struct lmdb_salvage_message *msg;
+
+	array_foreach_modifiable(msgs, msg) {
+		msg->mailbox_name = p_strdup(sv->result->pool,
+			lmdb_salvage_box_name(sv, msg->mailbox_guid));
+	}
+	array_sort(msgs, lmdb_salvage_message_cmp);
+}
+
+/* --- all of it --- */
+
+int lmdb_salvage_resolve(struct lmdb_salvage *sv, const char **error_r)
+{
+	struct lmdb_salvage_resolve rs;
+	int ret = 0;
+
+	i_zero(&rs);
+	p_array_init(&rs.rebuilds, sv->pool, 16);
+	p_array_init(&rs.kept_bodies, sv->pool, 1024);
+	p_array_init(&rs.lost_bodies, sv->pool, 16);
+	p_array_init(&rs.lost_links, sv->pool, 16);
+	p_array_init(&rs.missing, sv->pool, 16);
+	p_array_init(&rs.new_links, sv->pool, 16);
+	sv->resolve = &rs;
+
+	if (lmdb_salvage_rebuild_bodies(sv, error_r) < 0)
+		ret = -1;
+	else {
+		lmdb_salvage_judge(sv);
+		lmdb_salvage_find_missing(sv);
+		lmdb_salvage_lookup_missing(sv);
+		if (lmdb_salvage_match(sv, error_r) < 0 ||
+		    lmdb_salvage_plan_relinks(sv, error_r) < 0 ||
+		    lmdb_salvage_note_lost(sv, error_r) < 0 ||
+		    lmdb_salvage_write(sv, error_r) < 0)
+			ret = -1;
+	}
+	if (ret == 0) {
+		lmdb_salvage_name_messages(sv, &sv->result->lost);
+		lmdb_salvage_name_messages(sv, &sv->result->restored);
+		lmdb_salvage_name_messages(sv, &sv->result->relinked);
+	}
+	sv->resolve = NULL;
+	return ret;
+}
