@@ -358,9 +358,9 @@ def _setting_24(key: str, value: str, ctx: tuple) -> list:
     if key == 'zlib_save':
         return [Setting('mail_compress_write_method', value)]
     if key == 'zlib_save_level':
-        # the level of the method zlib_save names; gz is what the tests use
-        return [Setting('compress_gz_level', value), Setting('compress_deflate_level', value),
-                Setting('compress_bz2_level', value), Setting('compress_zstd_level', value)]
+        # 2.4 has a level per method (compress_<method>_level); the tests
+        # compress with gz
+        return [Setting('compress_gz_level', value)]
     if kind == 'service':
         if key == 'service_count':
             return [Setting('restart_request_count',

@@ -1497,7 +1497,9 @@ class Dovecot:
         r'master: Warning: Killed with signal 15 \(by pid=%d ' % os.getpid(),
         # start()'s connect-and-close probe of a doveadm inet_listener
         # (a port a test added to self.ports)
-        r'doveadm\(127\.0\.0\.1\): Error: doveadm client disconnected before handshake: EOF',
+        # (2.4 prefixes the listener's name, "tcp: ")
+        r'doveadm\(127\.0\.0\.1\): Error: (?:\S+: )?doveadm client disconnected before '
+        r'handshake: EOF',
     ]
 
     def log_errors(self, include_warnings: bool = True, include_benign: bool = False
