@@ -1,7 +1,8 @@
 #ifndef DOVEADM_LMDB_SALVAGE_H
 #define DOVEADM_LMDB_SALVAGE_H
 
-/* Shared by doveadm-lmdb-salvage.c (the command) and
+/* Shared by doveadm-lmdb-salvage.c (the command),
+   doveadm-lmdb-salvage-swap.c (other processes, the file swap) and
    doveadm-lmdb-salvage-index.c (the mailbox indexes). */
 
 #include "lmdb-salvage.h"
@@ -41,5 +42,10 @@ int lmdb_salvage_create_missing(struct mail_user *user,
 				struct lmdb_storage *storage, pool_t pool,
 				ARRAY_TYPE(lmdb_salvage_listed) *listed);
 int lmdb_salvage_resync(const ARRAY_TYPE(lmdb_salvage_listed) *listed);
+
+/* doveadm-lmdb-salvage-swap.c */
+const char *lmdb_salvage_holders(const char *root);
+int lmdb_salvage_swap(const char *root, const char *dest,
+		      const char **aside_r, const char **error_r);
 
 #endif

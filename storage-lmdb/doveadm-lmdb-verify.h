@@ -1,8 +1,11 @@
 #ifndef DOVEADM_LMDB_VERIFY_H
 #define DOVEADM_LMDB_VERIFY_H
 
-/* doveadm lmdb verify: what the scan found (doveadm-lmdb-verify.c) and
-   what -r then does about it (doveadm-lmdb-repair.c). */
+/* doveadm lmdb verify: the command and its report
+   (doveadm-lmdb-verify.c), the scan of each DBI
+   (doveadm-lmdb-verify-scan.c), the checks of what it found
+   (doveadm-lmdb-verify-check.c) and what -r then does about it
+   (doveadm-lmdb-repair.c). */
 
 #include "hash.h"
 #include "doveadm-mail.h"
@@ -54,8 +57,32 @@ struct lmdb_verify_state {
 	unsigned int repaired, quarantined;
 };
 
+/* doveadm-lmdb-verify.c */
+void lmdb_verify_report(struct lmdb_verify_state *state,
+			const char *mailbox, uint32_t uid,
+			uint64_t body_id, const char *problem);
+
+/* doveadm-lmdb-verify-scan.c */
+void lmdb_verify_quarantine_link(struct lmdb_verify_state *state,
+				 struct lmdb_verify_box *box,
+				 const void *key, uint32_t uid);
+int lmdb_verify_scan_mailboxes(struct lmdb_verify_state *state,
+			       MDB_txn *txn);
+int lmdb_verify_scan_uidls(struct lmdb_verify_state *state,
+			   MDB_txn *txn);
+int lmdb_verify_scan_links(struct lmdb_verify_state *state,
+			   MDB_txn *txn);
+int lmdb_verify_scan_gc(struct lmdb_verify_state *state, MDB_txn *txn);
+
+/* doveadm-lmdb-verify-check.c */
 bool lmdb_verify_uid_quarantined(const struct lmdb_verify_box *box,
 				 uint32_t uid);
+int lmdb_verify_bodies(struct lmdb_verify_state *state);
+void lmdb_verify_dangling_links(struct lmdb_verify_state *state);
+void lmdb_verify_mailboxes(struct lmdb_verify_state *state,
+			   struct mail_user *user);
+
+/* doveadm-lmdb-repair.c */
 /* In one write transaction: the quarantine, rebuilt bodies, reference
    counts, gc entries, the UIDL index and the counters. */
 int lmdb_repair_txn(MDB_txn *txn, void *context, const char **error_r);

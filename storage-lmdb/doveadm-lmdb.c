@@ -52,6 +52,35 @@ doveadm_lmdb_get_storage(struct doveadm_mail_cmd_context *ctx,
 	return storage;
 }
 
+/* A mail process maps the whole data file within its vsz_limit, next to
+   its own mappings (some 50 MB for imap) and room for the file to grow:
+   the data plus Dovecot's default 256M, as the storage's log warning
+   advises. doveadm runs under other limits than imap/pop3/lmtp and can't
+   see theirs, so stats gives the admin that figure to compare with the
+   services' vsz_limit, and warns about what it can see:
+   lmdb_map_size_max. */
+#define LMDB_STATS_PROCESS_BASE_VSZ (256ULL * 1024 * 1024)
+#define LMDB_STATS_WARN_PERCENT 75
+
+static uint64_t lmdb_cmd_stats_vsz_needed(struct lmdb_storage *storage,
+					  const MDB_envinfo *info)
+{
+	uint64_t data = ((uint64_t)info->me_last_pgno + 1) *
+		storage->env->page_size;
+	uint64_t max = storage->env->set.map_size_max;
+
+	if (data >= max / 100 * LMDB_STATS_WARN_PERCENT) {
+		i_warning("lmdb: %s holds %"PRIu64" MB, %"PRIu64"%% of "
+			  "lmdb_map_size_max (%"PRIu64" MB): raise it, or "
+			  "compact (doveadm lmdb compact)", storage->env_path,
+			  data / (1024*1024), data * 100 / I_MAX(max, 1),
+			  max / (1024*1024));
+	}
+	/* rounded up to whole MiB: what an admin writes into the config */
+	return (data + LMDB_STATS_PROCESS_BASE_VSZ + 1024*1024 - 1) /
+		(1024*1024) * (1024*1024);
+}
+
 static int
 lmdb_cmd_stats_run(struct doveadm_mail_cmd_context *ctx,
 		   struct mail_user *user)
@@ -99,6 +128,7 @@ lmdb_cmd_stats_run(struct doveadm_mail_cmd_context *ctx,
 			      (uint64_t)st.st_size - used : 0));
 	doveadm_print(dec2str((uint64_t)st.st_size));
 	doveadm_print(dec2str(info.me_mapsize));
+	doveadm_print(dec2str(lmdb_cmd_stats_vsz_needed(storage, &info)));
 	return 0;
 }
 
@@ -115,6 +145,7 @@ static void lmdb_cmd_stats_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED
 	doveadm_print_header_simple("reclaimable_bytes");
 	doveadm_print_header_simple("file_size");
 	doveadm_print_header_simple("map_size");
+	doveadm_print_header_simple("vsz_limit_needed");
 }
 
 static struct doveadm_mail_cmd_context *lmdb_cmd_stats_alloc(void)

@@ -1,7 +1,7 @@
 #ifndef LMDB_CODEC_H
 #define LMDB_CODEC_H
 
-/* The byte level of the record codecs (lmdb-records.c only): a writer
+/* The byte level of the record codecs (lmdb-records*.c only): a writer
    that appends big-endian fields and seals the record with its
    checksum, and a bounds-checked reader. A reader that runs past the end
    or meets an invalid field remembers the first error and returns zeros

@@ -152,7 +152,7 @@ int lmdb_env_sync(struct lmdb_env *env, const char **error_r);
    retire the old files (a new generation committed into them, so every
    process reopens at its next transaction), then swap in the copy.
    Opens wait during the retirement and the swap. A failure or a crash
-   at any step leaves a usable environment (see lmdb-env.c). */
+   at any step leaves a usable environment (see lmdb-env-compact.c). */
 int lmdb_env_compact(struct lmdb_env *env, uint64_t *old_size_r,
 		     uint64_t *new_size_r, const char **error_r);
 

@@ -2,7 +2,7 @@
 #define LMDB_RECORDS_H
 
 /* The on-disk record formats of the lmdb storage (docs/schema.md).
-   This file and lmdb-records.c are the only place that knows the byte
+   This file and lmdb-records*.c are the only place that knows the byte
    layout: every decoder checks every length against the record size, so
    nothing read from disk can make us read out of bounds. No lib-storage
    types here, so the codecs can be unit tested and fuzzed alone. */

@@ -1,10 +1,12 @@
 #ifndef LMDB_SALVAGE_PRIVATE_H
 #define LMDB_SALVAGE_PRIVATE_H
 
-/* Shared by lmdb-salvage.c (the scan: classify, validate and copy what
-   is readable) and lmdb-salvage-resolve.c (what the copied records make
-   of each other: whole bodies, surviving links, reference counts,
-   mailbox records, counters). */
+/* Shared by lmdb-salvage.c, lmdb-salvage-classify.c and
+   lmdb-salvage-batch.c (the scan: classify, validate and copy what is
+   readable) and lmdb-salvage-resolve.c, lmdb-salvage-match.c and
+   lmdb-salvage-write.c (what the copied records make of each other:
+   whole bodies, surviving links, reference counts, mailbox records,
+   counters). */
 
 #include "array.h"
 #include "hash.h"
@@ -98,6 +100,69 @@ lmdb_salvage_body_get(struct lmdb_salvage *sv, uint64_t body_id);
 struct lmdb_salvage_box *
 lmdb_salvage_box_get(struct lmdb_salvage *sv, const guid_128_t guid);
 
+/* --- the scan: lmdb-salvage.c, lmdb-salvage-classify.c and
+   lmdb-salvage-batch.c --- */
+
+/* a batch is written when it holds this many records or bytes */
+#define LMDB_SALVAGE_BATCH_RECORDS 2048
+#define LMDB_SALVAGE_BATCH_BYTES (8 * 1024 * 1024)
+/* the largest record value worth decoding */
+#define LMDB_SALVAGE_VALUE_MAX (LMDB_CHUNK_SIZE_MAX + 65536)
+/* the new environment's map during the build: the damaged file's size
+   plus a quarter plus this */
+#define LMDB_SALVAGE_MAP_SLACK (64 * 1024 * 1024ULL)
+
+/* What the scan learned of a record, kept until its batch is written. */
+struct lmdb_salvage_item {
+	enum lmdb_record_type type;
+	bool orphan;
+	/* a schema-1 record: no checksum was there to check */
+	bool unverified;
+	const void *key, *value;
+	size_t key_size, value_size;
+	union {
+		struct {
+			uint64_t body_id;
+			uint32_t idx, size;
+		} chunk;
+		struct lmdb_salvage_body body;
+		struct {
+			guid_128_t guid;
+			uint32_t uid;
+			uint64_t body_id;
+		} link;
+		struct {
+			bool active;
+			const char *name;
+		} mailbox;
+		struct lmdb_env_record env;
+	} u;
+	/* set by the write: the key was new */
+	bool inserted;
+};
+
+struct lmdb_salvage_scan {
+	struct lmdb_salvage *sv;
+	pool_t batch_pool;
+	ARRAY(struct lmdb_salvage_item) batch;
+	size_t batch_bytes;
+	/* mailbox GUID (hex) -> what the caller knows of it */
+	HASH_TABLE(char *, const struct lmdb_salvage_mailbox_info *) infos;
+	/* the first failure writing the new environment */
+	const char *error;
+};
+
+/* lmdb-salvage-classify.c */
+bool
+lmdb_salvage_classify(struct lmdb_salvage *sv,
+		      const struct lmdb_pagescan_record *rec,
+		      struct lmdb_salvage_item *item);
+
+/* lmdb-salvage-batch.c */
+int lmdb_salvage_batch_flush(struct lmdb_salvage_scan *scan);
+int lmdb_salvage_scan_record(const struct lmdb_pagescan_record *rec,
+			     struct lmdb_salvage_scan *scan);
+
 /* lmdb-salvage-resolve.c: everything after the scan. Returns 0, or -1
    with *error_r when the new environment can't be written. */
 int lmdb_salvage_resolve(struct lmdb_salvage *sv, const char **error_r);
@@ -164,5 +229,22 @@ int lmdb_salvage_in_batches(struct lmdb_salvage *sv, unsigned int count,
    and bodies removed, reference counts, gc entries, new links, mailbox
    records, the UIDL index, the counters. Returns 0 or -1. */
 int lmdb_salvage_write(struct lmdb_salvage *sv, const char **error_r);
+
+/* lmdb-salvage-resolve.c */
+struct lmdb_salvage_message *
+lmdb_salvage_note(struct lmdb_salvage *sv,
+		  ARRAY_TYPE(lmdb_salvage_message) *msgs,
+		  const guid_128_t guid, uint32_t uid, uint64_t body_id,
+		  const char *message_id, const char *reason);
+
+/* lmdb-salvage-match.c: step 3 of the resolution */
+void lmdb_salvage_find_missing(struct lmdb_salvage *sv);
+void lmdb_salvage_lookup_missing(struct lmdb_salvage *sv);
+const char *
+lmdb_salvage_body_message_id(struct lmdb_salvage *sv, MDB_txn *txn,
+			     struct lmdb_salvage_body *body);
+uint32_t lmdb_salvage_links_lost(struct lmdb_salvage *sv,
+				 const struct lmdb_salvage_body *body);
+int lmdb_salvage_match(struct lmdb_salvage *sv, const char **error_r);
 
 #endif

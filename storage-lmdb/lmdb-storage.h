@@ -114,6 +114,11 @@ int lmdb_settings_read(struct mail_user *user, struct lmdb_settings *set_r,
 		       const char **error_r);
 
 /* lmdb-storage.c */
+/* Map an LMDB/errno failure to the storage error the user sees. */
+void lmdb_storage_set_lmdb_error(struct mail_storage *storage, int ret,
+				 const char *error);
+
+/* lmdb-mailbox-index.c */
 int lmdb_read_header(struct lmdb_mailbox *mbox,
 		     struct lmdb_index_header *hdr_r, bool log_error);
 void lmdb_update_header(struct lmdb_mailbox *mbox,
@@ -126,9 +131,16 @@ void lmdb_mailbox_fallback_record(struct lmdb_mailbox *mbox,
 				  struct lmdb_mailbox_record *rec_r);
 /* FALSE when no message of the mailbox was ever saved with a POP3 order */
 bool lmdb_mailbox_have_pop3_orders(struct lmdb_mailbox *mbox);
-/* Map an LMDB/errno failure to the storage error the user sees. */
-void lmdb_storage_set_lmdb_error(struct mail_storage *storage, int ret,
-				 const char *error);
+int lmdb_mailbox_record_write(struct lmdb_mailbox *mbox,
+			      uint32_t uid_validity,
+			      enum lmdb_mailbox_state state,
+			      bool keep_existing);
+int
+lmdb_mailbox_create_indexes(struct mailbox *box,
+			    const struct mailbox_update *update,
+			    struct mail_index_transaction *trans);
+int lmdb_mailbox_create_indexes_locked(struct mailbox *box,
+				       const struct mailbox_update *update);
 
 /* lmdb-purge.c */
 int lmdb_storage_purge(struct mail_storage *storage);

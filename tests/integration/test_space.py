@@ -119,6 +119,12 @@ def test_address_space_limit():
         log = dc.wait_log('vsz_limit', 'default_vsz_limit')
         assert 'vsz_limit' in log and 'default_vsz_limit' in log, log[-2000:]
         assert 'killed with signal' not in log, log[-2000:]
+        # the warning came first, while mail still fit
+        warned = log.find('MB of data and this process may map')
+        assert 0 <= warned < log.find('default_vsz_limit'), log[-3000:]
+        # stats names a vsz_limit that fits this user's mail
+        needed = int(stats(dc)['vsz_limit_needed'])
+        assert 200 * 2**20 < needed <= 200 * 2**20 + 256 * 2**20, needed
 
         imap = dc.imap(USER)
         typ, data = imap.select('INBOX')
