@@ -1063,11 +1063,24 @@ class Dovecot:
             f.write(self.config_text())
         os.chmod(self.conf_path, 0o644)
 
+    def _check_settings_module(self, doveconf_stderr: str):
+        """2.4: a setting of ours that doveconf does not know means the
+        plugin's settings module is not built: ModuleMissing (as for a
+        missing plugin), not a config error."""
+        mo = re.search(r'Unknown setting: ((lmdb|pop3_policy)_\w+)', doveconf_stderr)
+        if not (self.is_24 and mo):
+            return
+        pattern = BUILD_SETTINGS_MODULE_GLOBS[0 if mo.group(2) == 'lmdb' else 1]
+        if not glob.glob(os.path.join(self.build, pattern)):
+            raise ModuleMissing('setting %s: no settings module %s in the build %s'
+                                % (mo.group(1), pattern, self.build))
+
     def check_config(self) -> str:
         """Run doveconf -n on the config; raise HarnessError on errors."""
         r = subprocess.run(self.wrap([DOVECONF, '-c', self.conf_path, '-n']),
                            capture_output=True, text=True, timeout=60)
         if r.returncode != 0 or 'Error' in r.stderr or 'Fatal' in r.stderr:
+            self._check_settings_module(r.stderr)
             raise HarnessError('doveconf -n rejected %s (exit %d):\n%s\n--- config ---\n%s'
                                % (self.conf_path, r.returncode, r.stderr.strip(),
                                   self.config_text()))
