@@ -52,7 +52,8 @@ void lmdb_update_header(struct lmdb_mailbox *mbox,
 				  &data, &data_size);
 	i_zero(&old);
 	/* data is NULL while the index has no lmdb-hdr yet (a new mailbox,
-	   a lost index): memcpy() from NULL is undefined even for 0 bytes */
+	   a lost index): memcpy() from NULL is undefined even for 0 bytes,
+	   and 2.4's lib.h asserts it */
 	if (data_size > 0)
 		memcpy(&old, data, I_MIN(data_size, sizeof(old)));
 	if (data_size != sizeof(*hdr))

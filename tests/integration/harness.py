@@ -1,6 +1,6 @@
 """Integration-test harness for dovecot-lmdb.
 
-Starts private Dovecot 2.3 instances (own base_dir, own ports, own log
+Starts private Dovecot 2.3 or 2.4 instances (own base_dir, own ports, own log
 files, everything under a temp dir in /tmp) and offers client helpers for
 IMAP, POP3, LMTP and doveadm.  Standard library only.
 
@@ -26,6 +26,13 @@ Environment variables:
     DOVECOT_BINARY    default /usr/sbin/dovecot
     DOVEADM_BINARY    default /usr/bin/doveadm
     DOVECONF_BINARY   default /usr/bin/doveconf
+    DLMDB_PORT_RANGE  LOW-HIGH: TCP ports the instances use (default 20000-32000;
+                      two runs at once on one host need disjoint ranges)
+
+Dovecot version: `dovecot --version` of DOVECOT_BINARY decides (DOVECOT_VERSION,
+DOVECOT_24).  Tests write their configuration in 2.3 syntax (extra=, passwd-file
+extra fields, doveadm -o); on 2.4 dovecot_conf.py translates it, and a setting
+that 2.4 can't express makes the test skip with the reason.
 """
 
 from __future__ import annotations
@@ -46,11 +53,15 @@ import subprocess
 import tempfile
 import time
 
+import dovecot_conf
+from dovecot_conf import Unsupported
+
 __all__ = [
     'Skip', 'HarnessError', 'ModuleMissing', 'StartError', 'drivers',
     'Dovecot', 'LmtpResult', 'DRIVERS', 'live_instances', 'stop_all',
     'cleanup_all', 'imap_fetch', 'imap_parse', 'pop3_multiline',
     'crlf', 'lf', 'free_port', 'STOCK_MODULE_DIR', 'build_dir',
+    'DOVECOT_VERSION', 'DOVECOT_24', 'doveadm_opts', 'Unsupported', 'only_23',
 ]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,6 +72,12 @@ DOVEADM = os.environ.get('DOVEADM_BINARY', '/usr/bin/doveadm')
 DOVECONF = os.environ.get('DOVECONF_BINARY', '/usr/bin/doveconf')
 STOCK_MODULE_DIR = '/usr/lib/dovecot/modules'
 STOCK_DOVEADM_MODULE_DIR = '/usr/lib/dovecot/modules/doveadm'
+# 2.4: the config process (and doveconf) loads settings modules only from here
+STOCK_SETTINGS_MODULE_DIR = '/usr/lib/dovecot/modules/settings'
+
+# the Dovecot under test: (2, 3, 19), (2, 4, 1), or None if it can't be run
+DOVECOT_VERSION = dovecot_conf.binary_version(DOVECOT)
+DOVECOT_24 = bool(DOVECOT_VERSION and DOVECOT_VERSION >= (2, 4))
 # doveadm commands provided by this project's doveadm plugins
 DOVEADM_PLUGIN_COMMANDS = {'lmdb', 'pop3-policy'}
 
@@ -81,6 +98,61 @@ BUILD_MODULE_GLOBS = [
     'storage-lmdb/.libs/lib*_plugin.so',
     'plugin/.libs/lib*_plugin.so',
 ]
+# 2.4 only: the settings modules declaring lmdb_* and pop3_policy_* to the
+# config process
+BUILD_SETTINGS_MODULE_GLOBS = [
+    'storage-lmdb/.libs/lib*_settings.so',
+    'plugin/.libs/lib*_settings.so',
+]
+BUILD_DOVEADM_MODULE_GLOBS = [
+    'storage-lmdb/.libs/lib*_doveadm_*_plugin.so',
+    'plugin/.libs/lib*_doveadm_*_plugin.so',
+]
+
+
+def doveadm_opts(opts) -> list:
+    """doveadm global options as a test writes them (2.3 settings, e.g.
+    ('-o', 'pop3_uidl_format=%g')) for the Dovecot under test."""
+    if not DOVECOT_24:
+        return list(opts)
+    try:
+        return dovecot_conf.doveadm_opts(opts)
+    except Unsupported as e:
+        raise Skip('Dovecot %s: %s' % (_version_str(), e))
+
+
+def only_23(reason: str) -> None:
+    """Skip the calling test on Dovecot 2.4 with the reason (a test of
+    something 2.4 does not have)."""
+    if DOVECOT_24:
+        raise Skip('Dovecot %s: %s' % (_version_str(), reason))
+
+
+def _version_str(version=None) -> str:
+    version = version or DOVECOT_VERSION
+    return '.'.join(map(str, version)) if version else '?'
+
+
+_PROPAGATION: list[str] = []
+
+
+def _propagation() -> str:
+    """unshare's --propagation for the module namespaces: 'private', so no
+    bind mount reaches the host; inside a chroot, where / is no mount
+    point and that fails, 'unchanged' (scripts/chroot's own namespace is
+    private already)."""
+    if not _PROPAGATION:
+        r = subprocess.run(['unshare', '-m', '--propagation', 'private', 'true'],
+                           capture_output=True)
+        _PROPAGATION.append('private' if r.returncode == 0 else 'unchanged')
+    return _PROPAGATION[0]
+
+
+def chroot_dir(suite: str) -> str:
+    """Where scripts/chroot keeps the chroot of a Debian suite (it may not
+    exist)."""
+    base = os.environ.get('DLMDB_CHROOT_DIR') or '/var/cache/dovecot-lmdb/chroot'
+    return os.path.join(base, suite)
 
 
 class Skip(Exception):
@@ -117,13 +189,27 @@ def drivers(*names):
 
 
 _PORTS_GIVEN: set[int] = set()
-_PORT_LOW, _PORT_HIGH = 20000, 32000
+
+
+def _port_range() -> tuple[int, int]:
+    v = os.environ.get('DLMDB_PORT_RANGE', '')
+    mo = re.fullmatch(r'(\d+)-(\d+)', v.strip())
+    if not mo:
+        return 20000, 32000
+    low, high = int(mo.group(1)), int(mo.group(2))
+    if not 1024 <= low < high <= 65535:
+        raise ValueError('DLMDB_PORT_RANGE %r: want LOW-HIGH within 1024-65535' % v)
+    return low, high
+
+
+_PORT_LOW, _PORT_HIGH = _port_range()
 
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1, never the same one twice in this run.
 
-    Ports come from below the kernel's ephemeral range (32768 and up), so a
+    Ports come from below the kernel's ephemeral range (32768 and up; the
+    range is DLMDB_PORT_RANGE when set), so a
     client connection cannot take one between this check and Dovecot's bind,
     and the set of ports already handed out keeps two listeners of one config
     (or two instances of one test) from getting the same port.
@@ -221,9 +307,16 @@ class LmtpResult:
 
 class LmtpClient:
     """Minimal LMTP client over a plain socket.  The message bytes are sent
-    as given (only dot-stuffed), so bare LF stays bare LF on the wire."""
+    as given (only dot-stuffed), so bare LF stays bare LF on the wire.
 
-    def __init__(self, host: str, port: int, timeout: float = CLIENT_TIMEOUT):
+    strict_eot (default: the Dovecot under test is 2.4): the server ends
+    the data only at CRLF.CRLF and unstuffs dots only after CRLF (2.4's
+    SMTP server reads DATA with ISTREAM_DOT_STRICT_EOT; 2.3 treats a bare
+    LF as a line end there too): see dot_stuff()."""
+
+    def __init__(self, host: str, port: int, timeout: float = CLIENT_TIMEOUT,
+                 strict_eot: bool | None = None):
+        self.strict_eot = DOVECOT_24 if strict_eot is None else strict_eot
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.file = self.sock.makefile('rb')
         self.transcript: list[bytes] = []
@@ -261,14 +354,22 @@ class LmtpClient:
                 return int(line[:3]), '\n'.join(lines)
 
     @staticmethod
-    def dot_stuff(data: bytes) -> bytes:
+    def dot_stuff(data: bytes, strict_eot: bool = False) -> bytes:
         """Dot-stuff a message and append the terminator.  A line is
         anything after LF (bare or CRLF), so lines starting with '.' after
         bare LF are stuffed too.  If the message does not end with a line
-        ending, CRLF is added before the final '.'."""
+        ending, CRLF is added before the final '.'.
+        strict_eot (2.4): a line is what ends in CRLF; only those are
+        stuffed, and a final bare LF is sent as CRLF (the server keeps
+        the last line ending of the data either way, and stores LF)."""
         if data.startswith(b'.'):
             data = b'.' + data
-        data = data.replace(b'\n.', b'\n..')
+        if strict_eot:
+            data = data.replace(b'\r\n.', b'\r\n..')
+            if data.endswith(b'\n') and not data.endswith(b'\r\n'):
+                data = data[:-1] + b'\r\n'
+        else:
+            data = data.replace(b'\n.', b'\n..')
         if not data.endswith(b'\n'):
             data += b'\r\n'
         return data + b'.\r\n'
@@ -294,7 +395,7 @@ class LmtpClient:
         if res.data_cmd[0] != 354:
             return res
         self.transcript.append(b'C: <%d bytes of message data>' % len(data))
-        self.send(self.dot_stuff(data))
+        self.send(self.dot_stuff(data, self.strict_eot))
         # LMTP: one reply per accepted recipient, in RCPT order.
         for r in accepted:
             res.data[r] = self.reply()
@@ -489,10 +590,19 @@ class User:
         self.home = home
         self.extra = extra  # passwd-file extra fields, e.g. 'userdb_quota_rule=*:storage=1M'
 
-    def passwd_line(self) -> str:
+    def passwd_line(self, version=None) -> str:
+        """The passwd-file line; extra fields (2.3 syntax) translated for
+        Dovecot version (default: the one under test)."""
         # user:password:uid:gid:gecos:home:shell:extra_fields
+        version = version or DOVECOT_VERSION
+        extra = self.extra
+        if version and version >= (2, 4) and extra:
+            try:
+                extra = dovecot_conf.userdb_fields(extra)
+            except Unsupported as e:
+                raise Skip('Dovecot %s: user %s: %s' % (_version_str(version), self.name, e))
         return '%s:{PLAIN}%s:%d:%d::%s::%s' % (self.name, self.password, self.uid,
-                                                self.gid, self.home, self.extra)
+                                                self.gid, self.home, extra)
 
 
 def _default_ids():
@@ -557,19 +667,26 @@ class Dovecot:
 
     Dovecot(driver='maildir', *, mail_plugins=(), extra='', tls=False,
             mail_debug=None, users=None, name=None, mail_location=None,
-            build=None)
+            build=None, storage_version=None, chroot=None)
 
     driver: 'lmdb' | 'maildir' | 'sdbox' | 'mdbox' (or None with an explicit
     mail_location).  mail_plugins: extra global mail plugins.  extra:
-    config text appended verbatim.  tls: enable ssl with a self-signed cert
-    and imaps/pop3s listeners.  users: iterable of names or (name, password)
-    added besides 'testuser'/'testpass'.
+    config text appended, in 2.3 syntax (translated on 2.4; see
+    dovecot_conf.py).  tls: enable ssl with a self-signed cert and
+    imaps/pop3s listeners.  users: iterable of names or (name, password)
+    added besides 'testuser'/'testpass'.  storage_version: 2.4's
+    dovecot_storage_version (default: the version under test).
+    chroot: a Debian suite ('trixie'): the instance runs the Dovecot of
+    that chroot of scripts/chroot (see wrap()), whatever the host has;
+    build must then be a tree built in that chroot.  self.version and
+    self.is_24 say which Dovecot an instance runs.
     """
 
     def __init__(self, driver: str | None = 'maildir', *, mail_plugins=(), extra: str = '',
                  tls: bool = False, mail_debug: bool | None = None, users=(),
                  name: str | None = None, mail_location: str | None = None,
-                 build: str | None = None, auth_debug: bool = False):
+                 build: str | None = None, auth_debug: bool = False,
+                 storage_version: str | None = None, chroot: str | None = None):
         if driver is not None and driver not in DRIVERS:
             raise ValueError('unknown driver %r' % driver)
         self.driver = driver
@@ -590,6 +707,17 @@ class Dovecot:
             mail_debug = os.environ.get('DLMDB_MAIL_DEBUG') == '1'
         self.mail_debug = mail_debug
         self.auth_debug = auth_debug
+        self.storage_version = storage_version
+        self.chroot = chroot
+        self.root = chroot_dir(chroot) if chroot else ''
+        if chroot:
+            if not os.path.isfile(os.path.join(self.root, 'usr/sbin/dovecot')):
+                raise Skip('no %s chroot with Dovecot at %s (scripts/chroot ensure %s)'
+                           % (chroot, self.root, chroot))
+            self.version = dovecot_conf.binary_version(DOVECOT, root=self.root)
+        else:
+            self.version = DOVECOT_VERSION
+        self.is_24 = bool(self.version and self.version >= (2, 4))
         self.build = os.path.abspath(build) if build else build_dir()
         self.uid, self.gid = _default_ids()
         self.proc: subprocess.Popen | None = None
@@ -653,9 +781,10 @@ class Dovecot:
 
     def _setup_modules(self):
         mdir = self.path('modules')
-        for entry in sorted(os.listdir(STOCK_MODULE_DIR)):
+        # (links to the path the Dovecot processes see: in a chroot, its own)
+        for entry in sorted(os.listdir(self.root + STOCK_MODULE_DIR)):
             src = os.path.join(STOCK_MODULE_DIR, entry)
-            if entry.endswith('.so') or os.path.isdir(src):
+            if entry.endswith('.so') or os.path.isdir(self.root + src):
                 os.symlink(src, os.path.join(mdir, entry))
         self.build_modules = []
         for pattern in BUILD_MODULE_GLOBS:
@@ -673,11 +802,20 @@ class Dovecot:
                     'lmdb storage module not built: %s does not exist '
                     '(build the project, or set DLMDB_BUILD_DIR to the build tree)' % want)
         for p in self.mail_plugins:
+            if self.is_24:
+                try:
+                    p = dovecot_conf.plugin_name_24(p)
+                except Unsupported as e:
+                    raise Skip('Dovecot %s: %s' % (_version_str(self.version), e))
+                if p is None:
+                    continue
             if not glob.glob(os.path.join(mdir, 'lib*_%s_plugin.so' % p)) and \
                not os.path.exists(os.path.join(mdir, '%s.so' % p)):
                 raise ModuleMissing('mail plugin %r: no lib*_%s_plugin.so in %s or %s '
                                     '(DLMDB_BUILD_DIR=%s)' % (p, p, STOCK_MODULE_DIR,
                                                               self.build, self.build))
+        if self.is_24:
+            self._setup_settings_modules()
         # mail processes run unprivileged: the modules must be readable by them
         for src in self.build_modules:
             try:
@@ -687,6 +825,88 @@ class Dovecot:
             if not st.st_mode & 0o004 and st.st_uid != self.uid:
                 raise HarnessError('%s is not world-readable; the mail user (uid %d) '
                                    'cannot load it' % (src, self.uid))
+
+    def _setup_settings_modules(self):
+        """2.4: Dovecot's config process (and doveconf) knows a plugin's
+        settings only from a settings module in its compiled-in
+        STOCK_SETTINGS_MODULE_DIR.  This dir (stock modules copied, the
+        build's linked) is bind-mounted over it in a private mount
+        namespace for every Dovecot process the instance runs (wrap())."""
+        sdir = self.path('settings-modules')
+        os.mkdir(sdir)
+        os.chmod(sdir, 0o755)
+        stock = self.root + STOCK_SETTINGS_MODULE_DIR
+        if os.path.isdir(stock):
+            for entry in os.listdir(stock):
+                if entry.endswith('.so'):
+                    # copies: symlinks would point into the covered dir
+                    shutil.copy2(os.path.join(stock, entry), sdir)
+        for pattern in BUILD_SETTINGS_MODULE_GLOBS:
+            for src in sorted(glob.glob(os.path.join(self.build, pattern))):
+                os.symlink(src, os.path.join(sdir, os.path.basename(src)))
+                self.build_modules.append(src)
+
+    def _setup_doveadm_modules(self) -> str:
+        """doveadm loads its own plugins only from the compiled-in
+        STOCK_DOVEADM_MODULE_DIR: this dir (stock plugins copied, the
+        build's linked) is bind-mounted over it (wrap(doveadm=True))."""
+        ddir = self.path('doveadm-modules')
+        if not os.path.isdir(ddir):
+            os.mkdir(ddir)
+            os.chmod(ddir, 0o755)
+            stock = self.root + STOCK_DOVEADM_MODULE_DIR
+            for entry in os.listdir(stock):
+                if entry.endswith('.so'):
+                    shutil.copy2(os.path.join(stock, entry), ddir)
+            for pattern in BUILD_DOVEADM_MODULE_GLOBS:
+                for src in glob.glob(os.path.join(self.build, pattern)):
+                    os.symlink(src, os.path.join(ddir, os.path.basename(src)))
+        return ddir
+
+    def wrap(self, cmd: list, doveadm: bool = False) -> list:
+        """cmd run in a private mount namespace where the build's modules
+        cover Dovecot's compiled-in module dirs: on 2.4 the settings
+        modules (every Dovecot process needs them: the config is checked
+        against them), with doveadm=True the doveadm plugins.  Nothing is
+        installed system-wide; the pid of the result is cmd's own (exec)."""
+        binds = []
+        if self.is_24:
+            binds.append((self.path('settings-modules'), STOCK_SETTINGS_MODULE_DIR))
+        if doveadm:
+            binds.append((self._setup_doveadm_modules(), STOCK_DOVEADM_MODULE_DIR))
+        if binds:
+            script = ' && '.join('mount --bind "$%d" %s' % (i + 1, dst)
+                                 for i, (_src, dst) in enumerate(binds))
+            script += ' && shift %d && exec "$@"' % len(binds)
+            cmd = (['unshare', '-m', '--propagation', _propagation(), 'sh', '-c', script, 'sh'] +
+                   [src for src, _dst in binds] + list(cmd))
+        if self.chroot:
+            # scripts/chroot execs all the way down: the pid stays cmd's.
+            # The repo (and so a build tree in it) is there at its own path;
+            # the instance dir and a build elsewhere are bound in.
+            outer = [os.path.join(REPO_ROOT, 'scripts', 'chroot'), 'run', self.chroot,
+                     '--bind', '%s:%s' % (self.dir, self.dir)]
+            if not (self.build + '/').startswith(REPO_ROOT + '/'):
+                outer += ['--bind', '%s:%s' % (self.build, self.build)]
+            cmd = outer + ['--'] + list(cmd)
+        return list(cmd)
+
+    def doveadm_cmd(self, *args, opts=()) -> list:
+        """The argv of ``doveadm [opts] -c CONF args...``, ready to run:
+        opts (2.3 syntax, e.g. ('-o', 'k=v')) translated, in the module
+        namespace that doveadm needs (see wrap())."""
+        args = [str(a) for a in args]
+        cmd = [DOVEADM] + self.doveadm_opts(opts) + ['-c', self.conf_path] + args
+        return self.wrap(cmd, doveadm=bool(args) and args[0] in DOVEADM_PLUGIN_COMMANDS)
+
+    def doveadm_opts(self, opts) -> list:
+        """doveadm_opts() for this instance's Dovecot version."""
+        if not self.is_24:
+            return list(opts)
+        try:
+            return dovecot_conf.doveadm_opts(opts)
+        except Unsupported as e:
+            raise Skip('Dovecot %s: %s' % (_version_str(self.version), e))
 
     def _make_cert(self):
         cmd = ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
@@ -720,7 +940,7 @@ class Dovecot:
         tmp = path + '.tmp'
         with open(tmp, 'w') as f:
             for u in self.users.values():
-                f.write(u.passwd_line() + '\n')
+                f.write(u.passwd_line(self.version) + '\n')
         os.chmod(tmp, 0o644)
         # Dovecot's passwd-file notices changes by (mtime seconds, size):
         # make sure the mtime differs.
@@ -733,6 +953,20 @@ class Dovecot:
             time.sleep(1.05)
 
     def config_text(self) -> str:
+        """The config for the Dovecot under test: config_text_23(), on 2.4
+        translated (dovecot_conf.translate()); a setting 2.4 can't express
+        makes the test skip."""
+        text = self.config_text_23()
+        if not self.is_24:
+            return text
+        try:
+            return (dovecot_conf.header_24(self.version, self.storage_version) +
+                    dovecot_conf.translate(text))
+        except Unsupported as e:
+            raise Skip('Dovecot %s: %s' % (_version_str(self.version), e))
+
+    def config_text_23(self) -> str:
+        """The config in 2.3 syntax (with extra appended)."""
         p = self.path
         tls = self.tls
         lines = [
@@ -830,11 +1064,24 @@ class Dovecot:
             f.write(self.config_text())
         os.chmod(self.conf_path, 0o644)
 
+    def _check_settings_module(self, doveconf_stderr: str):
+        """2.4: a setting of ours that doveconf does not know means the
+        plugin's settings module is not built: ModuleMissing (as for a
+        missing plugin), not a config error."""
+        mo = re.search(r'Unknown setting: ((lmdb|pop3_policy)_\w+)', doveconf_stderr)
+        if not (self.is_24 and mo):
+            return
+        pattern = BUILD_SETTINGS_MODULE_GLOBS[0 if mo.group(2) == 'lmdb' else 1]
+        if not glob.glob(os.path.join(self.build, pattern)):
+            raise ModuleMissing('setting %s: no settings module %s in the build %s'
+                                % (mo.group(1), pattern, self.build))
+
     def check_config(self) -> str:
         """Run doveconf -n on the config; raise HarnessError on errors."""
-        r = subprocess.run([DOVECONF, '-c', self.conf_path, '-n'], capture_output=True,
-                           text=True, timeout=60)
+        r = subprocess.run(self.wrap([DOVECONF, '-c', self.conf_path, '-n']),
+                           capture_output=True, text=True, timeout=60)
         if r.returncode != 0 or 'Error' in r.stderr or 'Fatal' in r.stderr:
+            self._check_settings_module(r.stderr)
             raise HarnessError('doveconf -n rejected %s (exit %d):\n%s\n--- config ---\n%s'
                                % (self.conf_path, r.returncode, r.stderr.strip(),
                                   self.config_text()))
@@ -854,7 +1101,7 @@ class Dovecot:
         env = dict(os.environ)
         env.setdefault('TZ', 'UTC')
         env.update(instrumented_env())   # DLMDB_SANITIZE
-        self.proc = subprocess.Popen([DOVECOT, '-F', '-c', self.conf_path],
+        self.proc = subprocess.Popen(self.wrap([DOVECOT, '-F', '-c', self.conf_path]),
                                      stdin=subprocess.DEVNULL, stdout=self._log_fh,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      env=env, cwd=self.dir)
@@ -1265,7 +1512,9 @@ class Dovecot:
         r'master: Warning: Killed with signal 15 \(by pid=%d ' % os.getpid(),
         # start()'s connect-and-close probe of a doveadm inet_listener
         # (a port a test added to self.ports)
-        r'doveadm\(127\.0\.0\.1\): Error: doveadm client disconnected before handshake: EOF',
+        # (2.4 prefixes the listener's name, "tcp: ")
+        r'doveadm\(127\.0\.0\.1\): Error: (?:\S+: )?doveadm client disconnected before '
+        r'handshake: EOF',
     ]
 
     def log_errors(self, include_warnings: bool = True, include_benign: bool = False
@@ -1363,7 +1612,7 @@ class Dovecot:
 
     def lmtp(self) -> LmtpClient:
         """An LMTP connection (greeting read); caller drives it."""
-        c = LmtpClient('127.0.0.1', self.ports['lmtp'])
+        c = LmtpClient('127.0.0.1', self.ports['lmtp'], strict_eot=self.is_24)
         self.clients.append(c)
         return c
 
@@ -1372,7 +1621,7 @@ class Dovecot:
         transaction.  Returns an LmtpResult; check .all_ok() / .status."""
         if isinstance(rcpts, str):
             rcpts = [rcpts]
-        c = LmtpClient('127.0.0.1', self.ports['lmtp'])
+        c = LmtpClient('127.0.0.1', self.ports['lmtp'], strict_eot=self.is_24)
         try:
             return c.deliver(mail_from, list(rcpts), data)
         finally:
@@ -1384,7 +1633,7 @@ class Dovecot:
         each transaction starts with LHLO, which resets the state)."""
         if isinstance(rcpts, str):
             rcpts = [rcpts]
-        c = LmtpClient('127.0.0.1', self.ports['lmtp'])
+        c = LmtpClient('127.0.0.1', self.ports['lmtp'], strict_eot=self.is_24)
         try:
             return [c.deliver(mail_from, list(rcpts), m) for m in messages]
         finally:
@@ -1402,9 +1651,7 @@ class Dovecot:
         if user is not None:
             n = _doveadm_cmd_words(args)
             args = args[:n] + ['-u', user] + args[n:]
-        cmd = [DOVEADM, '-c', self.conf_path] + args
-        if args and args[0] in DOVEADM_PLUGIN_COMMANDS:
-            cmd = self._doveadm_with_build_plugins(cmd)
+        cmd = self.doveadm_cmd(*args)
         if isinstance(input, str) and not text:
             input = input.encode()
         r = subprocess.run(cmd, capture_output=True, text=text, input=input, timeout=timeout,
@@ -1429,23 +1676,9 @@ class Dovecot:
         return out
 
     def _doveadm_with_build_plugins(self, cmd):
-        """doveadm 2.3 loads its own plugins only from the compiled-in
-        module dir: run it in a private mount namespace where the build's
-        doveadm plugins (plus copies of the stock ones) are bind-mounted
-        over that directory, so nothing is installed system-wide."""
-        ddir = self.path('doveadm-modules')
-        if not os.path.isdir(ddir):
-            os.mkdir(ddir)
-            os.chmod(ddir, 0o755)
-            for entry in os.listdir(STOCK_DOVEADM_MODULE_DIR):
-                if entry.endswith('.so'):
-                    # copies: symlinks would point into the covered dir
-                    shutil.copy2(os.path.join(STOCK_DOVEADM_MODULE_DIR, entry), ddir)
-            for src in glob.glob(os.path.join(self.build, 'storage-lmdb/.libs/lib*_doveadm_*_plugin.so')) + \
-                    glob.glob(os.path.join(self.build, 'plugin/.libs/lib*_doveadm_*_plugin.so')):
-                os.symlink(src, os.path.join(ddir, os.path.basename(src)))
-        script = 'mount --bind "$0" %s && exec "$@"' % STOCK_DOVEADM_MODULE_DIR
-        return ['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, ddir] + cmd
+        """cmd (a doveadm command line) in the module namespace doveadm
+        needs (wrap(doveadm=True))."""
+        return self.wrap(cmd, doveadm=True)
 
     def __repr__(self):
         return '<Dovecot %s dir=%s pid=%s ports=%s>' % (self.name, self.dir, self.pid, self.ports)
