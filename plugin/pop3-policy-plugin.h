@@ -12,10 +12,6 @@ struct pop3_policy_env;
 
 #define POP3_POLICY_LOG_PREFIX "pop3_policy: "
 
-typedef enum quota_alloc_result
-pop3_policy_quota_test_alloc_func_t(struct quota_transaction_context *ctx,
-				    uoff_t size, const char **error_r);
-
 struct pop3_policy_user {
 	union mail_user_module_context module_ctx;
 	struct mail_user *user;
@@ -28,11 +24,10 @@ struct pop3_policy_user {
 	const char *deleted_flag;
 	bool deleted_flag_looked_up;
 
-	/* quota_purge: the quota plugin's user (found at run time, the
-	   plugin must load without quota) and the next test_alloc of
-	   this user's chain */
-	struct quota *quota;
-	pop3_policy_quota_test_alloc_func_t *quota_next_test_alloc;
+	/* quota_purge: the hook into the quota plugin (found at run time,
+	   the plugin must load without quota; its API differs between
+	   Dovecot versions: pop3-policy-quota-{23,24}.c) */
+	struct pop3_policy_quota_hook *quota_hook;
 	bool quota_purging;
 
 	/* a POP3 session opened INBOX: run keep_days and the sweep at
@@ -202,7 +197,7 @@ int pop3_policy_sweep(struct pop3_policy_user *puser,
    a full sweep if the last one is a day old. */
 void pop3_policy_sweep_at_logout(struct pop3_policy_user *puser);
 
-/* pop3-policy-quota.c */
+/* pop3-policy-quota-{23,24}.c */
 /* Hook the user's quota chain when quota_purge=yes. -1 with *error_r
    on a configuration error. */
 int pop3_policy_quota_user_init(struct pop3_policy_user *puser,
