@@ -7,6 +7,7 @@
 #include "mail-namespace.h"
 #include "mail-storage-private.h"
 #include "doveadm-mail.h"
+#include "dlmdb-compat.h"
 #include "doveadm-print.h"
 #include "lmdb-env.h"
 #include "lmdb-schema.h"
@@ -66,6 +67,8 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	hash_table_create(&state.uidls, state.pool, 1024, str_hash, strcmp);
 	hash_table_create(&state.uidl_holders, state.pool, 1024, str_hash,
 			  strcmp);
+	p_array_init(&state.refcount_suspects, state.pool, 16);
+	hash_table_create_direct(&state.link_counts, state.pool, 64);
 	p_array_init(&state.refcount_fixes, state.pool, 16);
 	p_array_init(&state.rebuild_bodies, state.pool, 4);
 	p_array_init(&state.gc_missing, state.pool, 4);
@@ -129,6 +132,7 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	}
 	if (ctx->problems > 0 && !ctx->repair)
 		doveadm_mail_failed_error(_ctx, MAIL_ERROR_NOTPOSSIBLE);
+	hash_table_destroy(&state.link_counts);
 	hash_table_destroy(&state.refs);
 	hash_table_destroy(&state.bodies_seen);
 	hash_table_destroy(&state.uidls);
@@ -138,25 +142,16 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	return ret;
 }
 
-static void lmdb_cmd_verify_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
-				 const char *const args[] ATTR_UNUSED)
-{
-	doveadm_print_header_simple("mailbox");
-	doveadm_print_header_simple("uid");
-	doveadm_print_header_simple("body");
-	doveadm_print_header_simple("problem");
-}
-
-static bool lmdb_cmd_verify_parse_arg(struct doveadm_mail_cmd_context *_ctx,
-				      int c)
+static void lmdb_cmd_verify_init(DLMDB_DOVEADM_INIT_PARAMS(_ctx))
 {
 	struct lmdb_verify_cmd_context *ctx =
 		container_of(_ctx, struct lmdb_verify_cmd_context, ctx);
 
-	if (c != 'r')
-		return FALSE;
-	ctx->repair = TRUE;
-	return TRUE;
+	(void)doveadm_cmd_param_bool(_ctx->cctx, "repair", &ctx->repair);
+	doveadm_print_header_simple("mailbox");
+	doveadm_print_header_simple("uid");
+	doveadm_print_header_simple("body");
+	doveadm_print_header_simple("problem");
 }
 
 struct doveadm_mail_cmd_context *doveadm_lmdb_cmd_verify_alloc(void)
@@ -164,8 +159,7 @@ struct doveadm_mail_cmd_context *doveadm_lmdb_cmd_verify_alloc(void)
 	struct lmdb_verify_cmd_context *ctx;
 
 	ctx = doveadm_mail_cmd_alloc(struct lmdb_verify_cmd_context);
-	ctx->ctx.getopt_args = "r";
-	ctx->ctx.v.parse_arg = lmdb_cmd_verify_parse_arg;
+	dlmdb_doveadm_cmd_accept_options(&ctx->ctx, "r");
 	ctx->ctx.v.run = lmdb_cmd_verify_run;
 	ctx->ctx.v.init = lmdb_cmd_verify_init;
 	doveadm_print_init(DOVEADM_PRINT_TYPE_TAB);

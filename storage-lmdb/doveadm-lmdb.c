@@ -8,6 +8,7 @@
 #include "mail-namespace.h"
 #include "mail-storage-private.h"
 #include "doveadm-mail.h"
+#include "dlmdb-compat.h"
 #include "doveadm-print.h"
 #include "lmdb-body.h"
 #include "lmdb-link.h"
@@ -132,8 +133,7 @@ lmdb_cmd_stats_run(struct doveadm_mail_cmd_context *ctx,
 	return 0;
 }
 
-static void lmdb_cmd_stats_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
-				const char *const args[] ATTR_UNUSED)
+static void lmdb_cmd_stats_init(DLMDB_DOVEADM_INIT_PARAMS(ctx ATTR_UNUSED))
 {
 	doveadm_print_header_simple("messages");
 	doveadm_print_header_simple("bodies");
@@ -182,8 +182,7 @@ lmdb_cmd_compact_run(struct doveadm_mail_cmd_context *ctx,
 	return 0;
 }
 
-static void lmdb_cmd_compact_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
-				  const char *const args[] ATTR_UNUSED)
+static void lmdb_cmd_compact_init(DLMDB_DOVEADM_INIT_PARAMS(ctx ATTR_UNUSED))
 {
 	doveadm_print_header_simple("old_size");
 	doveadm_print_header_simple("new_size");
@@ -312,8 +311,7 @@ lmdb_cmd_recover_run(struct doveadm_mail_cmd_context *ctx,
 	return ret;
 }
 
-static void lmdb_cmd_recover_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
-				  const char *const args[] ATTR_UNUSED)
+static void lmdb_cmd_recover_init(DLMDB_DOVEADM_INIT_PARAMS(ctx ATTR_UNUSED))
 {
 	doveadm_print_header_simple("recovered");
 	doveadm_print_header_simple("guid");

@@ -51,7 +51,10 @@ void lmdb_update_header(struct lmdb_mailbox *mbox,
 	mail_index_get_header_ext(mbox->box.view, mbox->hdr_ext_id,
 				  &data, &data_size);
 	i_zero(&old);
-	memcpy(&old, data, I_MIN(data_size, sizeof(old)));
+	/* data is NULL while the index has no lmdb-hdr yet (memcpy()
+	   from NULL is undefined even for 0 bytes; 2.4 asserts it) */
+	if (data_size > 0)
+		memcpy(&old, data, I_MIN(data_size, sizeof(old)));
 	if (data_size != sizeof(*hdr))
 		mail_index_ext_resize_hdr(trans, mbox->hdr_ext_id, sizeof(*hdr));
 	if (data_size != sizeof(*hdr) || memcmp(&old, hdr, sizeof(old)) != 0) {

@@ -52,18 +52,6 @@ static int
 lmdb_storage_check_refusals(struct mail_storage *_storage,
 			    struct mail_namespace *ns, const char **error_r)
 {
-	const struct mailbox_list_settings *list_set = &ns->list->set;
-
-	if (list_set->index_dir != NULL && list_set->index_dir[0] == '\0') {
-		*error_r = "INDEX=MEMORY is not supported: the lmdb "
-			"storage keeps its IMAP view in index files";
-		return -1;
-	}
-	if (list_set->alt_dir != NULL) {
-		*error_r = "ALT= is not supported: all mail of a user "
-			"lives in one LMDB environment";
-		return -1;
-	}
 	if (ns->type == MAIL_NAMESPACE_TYPE_SHARED) {
 		/* another user's environment would need write access to
 		   its lock.mdb from this user's processes */
@@ -71,12 +59,7 @@ lmdb_storage_check_refusals(struct mail_storage *_storage,
 			"(use ACLs within one user, or dsync to share mail)";
 		return -1;
 	}
-	if (_storage->set->mail_attachment_dir[0] != '\0') {
-		*error_r = "mail_attachment_dir is not supported: "
-			"bodies are stored once already, in LMDB";
-		return -1;
-	}
-	return 0;
+	return lmdb_settings_check_location(_storage, ns, error_r);
 }
 
 /* Once a user's data reach this share of what the process may map,
@@ -113,7 +96,7 @@ lmdb_storage_create(struct mail_storage *_storage, struct mail_namespace *ns,
 
 	if (lmdb_storage_check_refusals(_storage, ns, error_r) < 0)
 		return -1;
-	if (lmdb_settings_read(_storage->user, &storage->set, &error) < 0) {
+	if (lmdb_settings_read(_storage, &storage->set, &error) < 0) {
 		*error_r = error;
 		return -1;
 	}
@@ -157,20 +140,6 @@ static void lmdb_storage_destroy(struct mail_storage *_storage)
 		lmdb_env_unref(&storage->env);
 	}
 	index_storage_destroy(_storage);
-}
-
-static void
-lmdb_storage_get_list_settings(const struct mail_namespace *ns ATTR_UNUSED,
-			       struct mailbox_list_settings *set)
-{
-	if (set->layout == NULL)
-		set->layout = MAILBOX_LIST_NAME_FS;
-	if (set->subscription_fname == NULL)
-		set->subscription_fname = LMDB_SUBSCRIPTION_FILE_NAME;
-	if (*set->maildir_name == '\0')
-		set->maildir_name = LMDB_MAILDIR_NAME;
-	if (*set->mailbox_dir_name == '\0')
-		set->mailbox_dir_name = LMDB_MAILBOX_DIR_NAME;
 }
 
 static struct mailbox *
@@ -218,7 +187,6 @@ struct mail_storage lmdb_storage = {
 		.alloc = lmdb_storage_alloc,
 		.create = lmdb_storage_create,
 		.destroy = lmdb_storage_destroy,
-		.get_list_settings = lmdb_storage_get_list_settings,
 		.mailbox_alloc = lmdb_mailbox_alloc,
 		.purge = lmdb_storage_purge,
 		.list_index_rebuild = mail_storage_list_index_rebuild,

@@ -5,13 +5,10 @@
 #include "index-mail.h"
 #include "lmdb-env.h"
 #include "lmdb-records.h"
+#include "lmdb-settings.h"
 
 #define LMDB_STORAGE_NAME "lmdb"
-#define LMDB_SUBSCRIPTION_FILE_NAME "subscriptions"
 #define LMDB_UIDVALIDITY_FILE_NAME "dovecot-uidvalidity"
-/* per-mailbox directory holding its index files (as dbox-Mails) */
-#define LMDB_MAILDIR_NAME "lmdb-Mails"
-#define LMDB_MAILBOX_DIR_NAME "mailboxes"
 
 /* header extension "lmdb-hdr" in every mailbox index */
 enum lmdb_index_header_flags {
@@ -23,15 +20,6 @@ struct lmdb_index_header {
 	guid_128_t mailbox_guid;
 	uint32_t flags; /* enum lmdb_index_header_flags */
 	uint32_t unused;
-};
-
-struct lmdb_settings {
-	struct lmdb_env_settings env;
-	/* seconds before saves that never committed are freed (bodies
-	   whose last link goes are freed at once) */
-	unsigned int pending_grace_secs;
-	/* purge runs by itself at most this often per user (0 = never) */
-	unsigned int autopurge_interval_secs;
 };
 
 struct lmdb_storage {
@@ -108,10 +96,6 @@ extern struct mail_vfuncs lmdb_mail_vfuncs;
 /* lmdb-storage.c: set by doveadm lmdb salvage before its user is
    created (see lmdb_storage_create()) */
 extern bool lmdb_storage_no_env_open;
-
-/* lmdb-settings.c */
-int lmdb_settings_read(struct mail_user *user, struct lmdb_settings *set_r,
-		       const char **error_r);
 
 /* lmdb-storage.c */
 /* Map an LMDB/errno failure to the storage error the user sees. */
