@@ -93,7 +93,7 @@ def doveadm(dc, *args, user, opts=(), check=True, text=True, timeout=300):
     args = [str(a) for a in args]
     n = harness._doveadm_cmd_words(args)
     cmd = dc.doveadm_cmd(*(args[:n] + ['-u', user] + args[n:]), opts=opts)
-    r = subprocess.run(cmd, capture_output=True, text=text, timeout=timeout, cwd=dc.dir)
+    r = dc.run_wrapped(cmd, text=text, timeout=timeout)
     if check and r.returncode != 0:
         raise AssertionError('%s failed (exit %d):\nstdout: %s\nstderr: %s'
                              % (' '.join(cmd), r.returncode, r.stdout, r.stderr))
