@@ -266,10 +266,11 @@ static void lmdb_sync_expunge_unsaved(struct lmdb_sync_context *ctx,
 		count++;
 	}
 	if (count > 0) {
-		e_warning(mbox->box.event, "lmdb: Expunged %u messages that "
-			  "were in the index but never committed to LMDB "
-			  "(UIDs %u..%u; a crash before their save was "
-			  "acknowledged)", count, first_uid, last_uid);
+		e_warning(mbox->box.event, "lmdb: Expunged %u index records "
+			  "above the highest UID LMDB has used (UIDs %u..%u; "
+			  "most likely saves a crash cut off before they were "
+			  "acknowledged; nothing could read them)", count,
+			  first_uid, last_uid);
 	}
 }
 
@@ -312,6 +313,17 @@ static int lmdb_sync_find_linkless(struct lmdb_sync_context *ctx,
 		}
 		if (ret >= 0 && (!have_link || link_uid != uid))
 			seq_range_array_add(uids_r, uid);
+	}
+	if (ret >= 0 && lmdb_link_iter_get_bad_keys(iter) > 0) {
+		/* a malformed key hides which UID it was: expunge nothing
+		   on a guess */
+		e_error(mbox->box.event, "lmdb: %s: %u malformed link keys "
+			"in the mailbox, so index records without a link are "
+			"kept (doveadm lmdb verify -r): %s",
+			mbox->storage->env_path,
+			lmdb_link_iter_get_bad_keys(iter),
+			lmdb_link_iter_get_error(iter));
+		array_clear(uids_r);
 	}
 	if (lmdb_link_iter_deinit(&iter, &error) < 0 || ret < 0) {
 		e_error(mbox->box.event, "lmdb: %s: checking the index "
@@ -356,10 +368,11 @@ static void lmdb_sync_expunge_linkless(struct lmdb_sync_context *ctx)
 		count++;
 	}
 	if (count > 0) {
-		e_warning(mbox->box.event, "lmdb: Expunged %u messages that "
-			  "were in the index but whose links are gone "
-			  "(UIDs %u..%u; the index lost their expunge in a "
-			  "crash)", count, first_uid, last_uid);
+		e_warning(mbox->box.event, "lmdb: Expunged %u index records "
+			  "found without a link in LMDB (UIDs %u..%u; most "
+			  "likely expunges the index lost in a crash; "
+			  "nothing could read them)", count, first_uid,
+			  last_uid);
 	}
 }
 

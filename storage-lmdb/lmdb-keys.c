@@ -18,7 +18,9 @@ bool lmdb_body_id_decode(const void *data, size_t size, uint64_t *body_id_r)
 	if (size != LMDB_BODY_ID_SIZE)
 		return FALSE;
 	*body_id_r = be64_to_cpu_unaligned(data);
-	return TRUE;
+	/* ids start at 1 (next_body_id 0 is refused): 0 is damage, and
+	   callers use it as "none" and as a hash table key */
+	return *body_id_r != 0;
 }
 
 void lmdb_link_key_encode(const guid_128_t mailbox_guid, uint32_t uid,

@@ -13,6 +13,8 @@ struct lmdb_link_iter {
 	/* the LMDB failure that ended the iteration, 0 if none */
 	int ret;
 	unsigned int damaged;
+	/* keys with this mailbox's GUID that don't decode (no UID known) */
+	unsigned int bad_keys;
 	char *error;
 };
 
@@ -255,9 +257,17 @@ int lmdb_link_get_highest_uid(struct lmdb_env *env, MDB_txn *txn,
 	else if (ret == 0 || ret == MDB_NOTFOUND)
 		ret = mdb_cursor_get(cursor, &key, &val,
 				     ret == 0 ? MDB_PREV : MDB_LAST);
-	if (ret == 0 && lmdb_link_key_decode(key.mv_data, key.mv_size,
-					     guid, &uid) &&
-	    guid_128_equals(guid, mailbox_guid))
+	/* step back over malformed keys of this mailbox: one damaged key
+	   must not make the mailbox look empty */
+	while (ret == 0 && key.mv_size >= GUID_128_SIZE &&
+	       memcmp(key.mv_data, mailbox_guid, GUID_128_SIZE) == 0 &&
+	       !lmdb_link_key_decode(key.mv_data, key.mv_size, guid, &uid))
+		ret = mdb_cursor_get(cursor, &key, &val, MDB_PREV);
+	if (ret == MDB_NOTFOUND)
+		ret = 0;
+	else if (ret == 0 && lmdb_link_key_decode(key.mv_data, key.mv_size,
+						  guid, &uid) &&
+		 guid_128_equals(guid, mailbox_guid))
 		*uid_r = uid;
 	mdb_cursor_close(cursor);
 	if (ret != 0 && ret != MDB_NOTFOUND) {
@@ -309,6 +319,17 @@ int lmdb_link_iter_next(struct lmdb_link_iter *iter, pool_t pool,
 	} else {
 		ret = mdb_cursor_get(iter->cursor, &key, &val, MDB_NEXT);
 	}
+	/* a key with this mailbox's GUID that doesn't decode is damage,
+	   not the end: the links after it are still the mailbox's */
+	while (ret == 0 && key.mv_size >= GUID_128_SIZE &&
+	       memcmp(key.mv_data, iter->mailbox_guid, GUID_128_SIZE) == 0 &&
+	       !lmdb_link_key_decode(key.mv_data, key.mv_size, guid, uid_r)) {
+		iter->bad_keys++;
+		i_free(iter->error);
+		iter->error = i_strdup_printf("malformed link key of %zu "
+					      "bytes", key.mv_size);
+		ret = mdb_cursor_get(iter->cursor, &key, &val, MDB_NEXT);
+	}
 	if (ret == MDB_NOTFOUND ||
 	    (ret == 0 && (!lmdb_link_key_decode(key.mv_data, key.mv_size,
 						guid, uid_r) ||
@@ -340,6 +361,11 @@ int lmdb_link_iter_next(struct lmdb_link_iter *iter, pool_t pool,
 const char *lmdb_link_iter_get_error(struct lmdb_link_iter *iter)
 {
 	return iter->error == NULL ? "" : iter->error;
+}
+
+unsigned int lmdb_link_iter_get_bad_keys(struct lmdb_link_iter *iter)
+{
+	return iter->bad_keys;
 }
 
 unsigned int lmdb_link_iter_get_damaged(struct lmdb_link_iter *iter)

@@ -57,6 +57,10 @@ lmdb_link_iter_init(struct lmdb_env *env, MDB_txn *txn,
 int lmdb_link_iter_next(struct lmdb_link_iter *iter, pool_t pool,
 			uint32_t *uid_r, struct lmdb_link_record *rec_r);
 const char *lmdb_link_iter_get_error(struct lmdb_link_iter *iter);
+/* How many malformed keys of the mailbox the iteration stepped over
+   (their UIDs are unknown: a caller that concludes from a missing UID
+   must not when this is above 0). */
+unsigned int lmdb_link_iter_get_bad_keys(struct lmdb_link_iter *iter);
 /* How many damaged records the iteration stepped over. */
 unsigned int lmdb_link_iter_get_damaged(struct lmdb_link_iter *iter);
 /* Returns -1 with *error_r if LMDB failed (not for damaged records). */

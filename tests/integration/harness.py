@@ -878,7 +878,10 @@ class Dovecot:
             script = ' && '.join('mount --bind "$%d" %s' % (i + 1, dst)
                                  for i, (_src, dst) in enumerate(binds))
             script += ' && shift %d && exec "$@"' % len(binds)
-            cmd = (['unshare', '-m', '--propagation', _propagation(), 'sh', '-c', script, 'sh'] +
+            # run by scripts/chroot (self.chroot), cmd is inside a chroot
+            # whatever this process is in: 'unchanged' there
+            prop = 'unchanged' if self.chroot else _propagation()
+            cmd = (['unshare', '-m', '--propagation', prop, 'sh', '-c', script, 'sh'] +
                    [src for src, _dst in binds] + list(cmd))
         if self.chroot:
             # scripts/chroot execs all the way down: the pid stays cmd's.
@@ -1639,6 +1642,17 @@ class Dovecot:
         finally:
             c.quit()
 
+    def run_wrapped(self, cmd: list, text: bool = True, **kw) -> subprocess.CompletedProcess:
+        """subprocess.run of a command from wrap()/doveadm_cmd() in the
+        instance dir, output captured; without scripts/chroot's own notes
+        on stderr (e.g. that the chroot's packages are older than
+        scripts/packages): they are not the command's."""
+        r = subprocess.run(cmd, capture_output=True, text=text, cwd=self.dir, **kw)
+        if self.chroot and r.stderr:
+            nl, note = ('\n', 'scripts/chroot: ') if text else (b'\n', b'scripts/chroot: ')
+            r.stderr = nl.join(l for l in r.stderr.split(nl) if not l.startswith(note))
+        return r
+
     def doveadm(self, *args, user: str | None = None, check: bool = True,
                 input: str | bytes | None = None, timeout: float = 120,
                 text: bool = True) -> subprocess.CompletedProcess:
@@ -1654,8 +1668,7 @@ class Dovecot:
         cmd = self.doveadm_cmd(*args)
         if isinstance(input, str) and not text:
             input = input.encode()
-        r = subprocess.run(cmd, capture_output=True, text=text, input=input, timeout=timeout,
-                           cwd=self.dir)
+        r = self.run_wrapped(cmd, text=text, input=input, timeout=timeout)
         if check and r.returncode != 0:
             raise HarnessError('%s failed (exit %d):\nstdout: %s\nstderr: %s'
                                % (' '.join(cmd), r.returncode, r.stdout, r.stderr))

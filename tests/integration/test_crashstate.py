@@ -185,7 +185,7 @@ def test_crashstate_unsaved_index_records():
         assert sorted(got) == [1, 2, 3, 5], got
         assert got[5]['BODY[]'].endswith(_msg(5))
         imap.logout()
-        dc.wait_log('never committed to LMDB (UIDs 4..4')
+        dc.wait_log('above the highest UID LMDB has used (UIDs 4..4')
 
 
 def test_crashstate_index_lost_expunge():
@@ -234,4 +234,4 @@ def test_crashstate_index_lost_expunge():
         pop.quit()
         r = dc.doveadm('lmdb', 'verify', user='testuser', check=False)
         assert r.returncode == 0, r.stdout + r.stderr
-        dc.wait_log('whose links are gone (UIDs 2..2')
+        dc.wait_log('found without a link in LMDB (UIDs 2..2')

@@ -71,7 +71,9 @@ def instance(version: str) -> harness.Dovecot:
 def hand_over(src: harness.Dovecot, dst: harness.Dovecot) -> None:
     """The user's home (mail, indexes) from src to dst, as it is on disk."""
     assert not src.running and not dst.running
-    shutil.rmtree(dst.home(USER))
+    # (on the way back dst's home is gone: it was handed over before)
+    if os.path.exists(dst.home(USER)):
+        shutil.rmtree(dst.home(USER))
     os.rename(src.home(USER), dst.home(USER))
 
 

@@ -392,3 +392,55 @@ def test_purge_goes_on_past_a_damaged_dead_body():
         got = harness.imap_fetch(imap, '1', '(BODY.PEEK[])')
         assert got[1]['BODY[]'].endswith(msg(0)), got
         imap.logout()
+
+
+def test_malformed_link_keys_hide_nothing():
+    """Two malformed link keys of a mailbox (one sorting between UIDs 1
+    and 2, one after its last UID): the link iteration steps over them as
+    damage instead of ending there, so no index record is taken for one
+    without a link (the link check used to expunge UIDs 2 and 3 from the
+    index), the highest UID is still found, and verify reports them."""
+    with harness.Dovecot('lmdb', extra=CFG) as dc:
+        deliver(dc, [msg(i) for i in range(3)])
+        dc.stop()
+
+        def add_bad_keys(env):
+            guid = lmdbrec.mailbox_guid(env, 'INBOX')
+            v = lmdbrec.get(env, b'links', lmdbrec.link_key(guid, 1))
+            lmdbrec.put(env, b'links', lmdbrec.link_key(guid, 1) + b'\0', v)  # 21 bytes
+            lmdbrec.put(env, b'links', guid + b'\xff\xff\xff', v)             # 19 bytes
+        with_env(dc, add_bad_keys)
+        dc.start()
+        for _ in range(2):
+            imap = dc.imap('testuser')
+            data = ok(imap.select('INBOX'))
+            assert int(data[0]) == 3, data
+            got = harness.imap_fetch(imap, '1:*', '(BODY.PEEK[])')
+            assert sorted(got) == [1, 2, 3], got
+            for uid in (1, 2, 3):
+                assert got[uid]['BODY[]'].endswith(msg(uid - 1)), uid
+            imap.logout()
+        assert 'Expunged' not in dc.log(), dc.log()[-3000:]
+        v = verify(dc)
+        assert v.returncode != 0 and 'malformed' in v.stdout, v
+
+
+def test_verify_reports_body_key_zero():
+    """A body record under key 0 (never allocated): verify reports a
+    malformed key instead of dying on Dovecot's hash table assertion."""
+    with harness.Dovecot('lmdb', extra=CFG) as dc:
+        deliver(dc, [msg(0)])
+        dc.stop()
+
+        def add_zero(env):
+            guid = lmdbrec.mailbox_guid(env, 'INBOX')
+            bid = lmdbrec.link_body_id(env, guid, 1)
+            lmdbrec.put(env, b'bodies', b'\0' * 8,
+                        lmdbrec.get(env, b'bodies', lmdbrec.body_key(bid)))
+        with_env(dc, add_zero)
+        dc.start()
+        v = verify(dc)
+        assert v.returncode == 65 and 'body with a malformed key' in v.stdout, v
+        assert 'Panic' not in v.stderr, v.stderr
+        v = verify(dc, repair=True)
+        assert 'Panic' not in v.stderr, v.stderr

@@ -1064,5 +1064,24 @@ def test_lmdb_refuses_nfs():
 # 5. bad settings (lmdb only)
 
 def test_lmdb_bad_map_size_max():
+    if harness.DOVECOT_24:
+        # 2.4 checks a global value with the settings module: doveconf
+        # (and so Dovecot's start) refuses it, naming the setting
+        dc = harness.Dovecot('lmdb', extra='plugin {\n  lmdb_map_size_max = banana\n}\n')
+        try:
+            dc.check_config()
+        except harness.HarnessError as e:
+            first = str(e).split('--- config ---')[0]
+            assert 'lmdb_map_size_max' in first and 'banana' in first, first
+        else:
+            raise AssertionError('doveconf accepted lmdb_map_size_max = banana')
+        finally:
+            dc.cleanup()
+        # a userdb field is seen only by the mail process: as on 2.3,
+        # every session of that user fails, the log names the setting
+        with harness.Dovecot('lmdb') as dc:
+            dc.add_user('testuser', 'testpass', extra='userdb_lmdb_map_size_max=banana')
+            _refused_session(dc, ['lmdb_map_size_max', 'banana'])
+        return
     with harness.Dovecot('lmdb', extra='plugin {\n  lmdb_map_size_max = banana\n}\n') as dc:
         _refused_session(dc, ['lmdb_map_size_max', 'banana'])

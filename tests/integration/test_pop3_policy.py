@@ -475,7 +475,14 @@ def move_user(dc, user: str, dest_driver: str, password='testpass') -> None:
     dest = loc.replace('~', dc.home(user), 1)
     dc.doveadm('backup', dest, user=user)
     dc.add_user(user, password, extra='userdb_mail=%s' % loc)
-    assert dc.doveadm('user', '-f', 'mail', user).stdout.strip() == loc
+    if dc.is_24:
+        # 2.4's userdb fields: mail_driver and mail_path (~ expanded)
+        driver, path = dest.split(':', 1)
+        got = (dc.doveadm('user', '-f', 'mail_driver', user).stdout.strip(),
+               dc.doveadm('user', '-f', 'mail_path', user).stdout.strip())
+        assert got == (driver, path), (got, driver, path)
+    else:
+        assert dc.doveadm('user', '-f', 'mail', user).stdout.strip() == loc
 
 
 # ---------------------------------------------------------------------------
