@@ -62,6 +62,23 @@ static int lmdb_salvage_rebuild_cmp(const struct lmdb_salvage_rebuild *a,
 
 /* --- 1. bodies without a record --- */
 
+/* Do the chunks found prove that no later chunk was lost? Without its
+   record a body's length is known only from its chunks: every chunk but
+   the last is full, so a short chunk ends the body, but after a full one
+   a chunk lost with its page can't be told from no chunk at all. Such a
+   body would come back cut short (each chunk's checksum holds, and the
+   SHA-256 is computed from what was found), so it is lost instead. A
+   body whose size is a multiple of the chunk size is lost with it: that
+   can't be told apart. */
+static bool lmdb_salvage_chunks_end(const struct lmdb_salvage_body *body)
+{
+	/* a lone chunk: the writer's chunk size, the only one it uses */
+	uint64_t full = body->chunks > 1 ? body->max_chunk_size :
+		LMDB_BODY_CHUNK_SIZE;
+
+	return body->chunk_bytes < body->chunks * full;
+}
+
 static int lmdb_salvage_rebuild_one(struct lmdb_salvage *sv, MDB_txn *txn,
 				    unsigned int idx, const char **error_r)
 {
@@ -93,10 +110,18 @@ static int lmdb_salvage_rebuild_bodies(struct lmdb_salvage *sv,
 
 	iter = hash_table_iterate_init(sv->bodies);
 	while (hash_table_iterate(iter, sv->bodies, &key, &body)) {
-		if (!body->have_record && body->chunks > 0) {
-			rb = array_append_space(&rs->rebuilds);
-			rb->body = body;
+		if (body->have_record || body->chunks == 0)
+			continue;
+		if (!lmdb_salvage_chunks_end(body)) {
+			body->lost = TRUE;
+			body->lost_reason = p_strdup_printf(sv->pool,
+				"its record was lost and its last readable "
+				"chunk (%u) is full: a later one may be lost",
+				body->max_idx);
+			continue;
 		}
+		rb = array_append_space(&rs->rebuilds);
+		rb->body = body;
 	}
 	hash_table_iterate_deinit(&iter);
 	array_sort(&rs->rebuilds, lmdb_salvage_rebuild_cmp);

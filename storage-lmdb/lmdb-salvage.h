@@ -17,7 +17,10 @@
      is unknown: the record type inside its checksum says what it is.
      A TREE record that fails its DBI's decoder is tried as every other
      type too (a damaged pointer can attach a page to the wrong DBI).
-   - a body record lost but whose chunks are whole is rebuilt from them;
+   - a body record lost but whose chunks are whole is rebuilt from them,
+     if they prove where the body ends (its last chunk is short: after a
+     full one, a later chunk may have been lost too, and the body is lost
+     rather than rebuilt shorter);
      a body whose chunks are damaged or missing is dropped, and so is
      every link to it (reported lost);
    - reference counts are the surviving links; gc entries, the UIDL index
