@@ -19,10 +19,66 @@
 #include "doveadm-lmdb-verify.h"
 
 /* doveadm lmdb verify -r: repair what can be repaired, quarantine what
-   can't (see doveadm-lmdb-verify.c for the rules). */
+   can't (see doveadm-lmdb-verify.c for the rules). verify -r may run while
+   the user's sessions deliver, copy and expunge: verify's findings come
+   from snapshots taken before this transaction, so every change that
+   depends on how many links exist counts them again here. */
 
+int lmdb_repair_count_links(struct lmdb_env *env, MDB_txn *txn,
+			    HASH_TABLE_TYPE(lmdb_link_counts) counts,
+			    const char **error_r)
+{
+	struct lmdb_link_record link;
+	MDB_cursor *cursor;
+	MDB_val key, val;
+	guid_128_t guid;
+	const char *error;
+	uintptr_t n;
+	uint32_t uid;
+	int ret;
 
+	if (hash_table_count(counts) == 0)
+		return 0;
+	if ((ret = mdb_cursor_open(txn, env->dbi_links, &cursor)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open(links) failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	while ((ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) T_BEGIN {
+		/* a damaged link counts for nothing: it is quarantined, and
+		   its body must not stay alive for it */
+		if (lmdb_link_key_decode(key.mv_data, key.mv_size, guid, &uid) &&
+		    lmdb_link_record_decode(guid, uid, val.mv_data, val.mv_size,
+					    pool_datastack_create(), &link,
+					    &error)) {
+			n = POINTER_CAST_TO(hash_table_lookup(counts,
+				POINTER_CAST(link.body_id)), uintptr_t);
+			if (n != 0) {
+				hash_table_update(counts,
+					POINTER_CAST(link.body_id),
+					POINTER_CAST(n + 1));
+			}
+		}
+	} T_END;
+	mdb_cursor_close(cursor);
+	if (ret != MDB_NOTFOUND) {
+		*error_r = t_strdup_printf("counting links failed: %s",
+					   mdb_strerror(ret));
+		return ret;
+	}
+	return 0;
+}
 
+static unsigned int
+lmdb_repair_links_of(HASH_TABLE_TYPE(lmdb_link_counts) counts,
+		     uint64_t body_id)
+{
+	uintptr_t n = POINTER_CAST_TO(hash_table_lookup(counts,
+		POINTER_CAST(body_id)), uintptr_t);
+
+	i_assert(n > 0);
+	return n - 1;
+}
 
 static void lmdb_repair_note(struct lmdb_verify_state *state,
 			     const char *what)
@@ -65,13 +121,24 @@ int lmdb_repair_txn(MDB_txn *txn, void *context, const char **error_r)
 	const uint64_t *idp;
 	buffer_t *const *bufp;
 	const char *error;
-	uintptr_t links;
-	unsigned int i;
+	unsigned int i, links;
 	MDB_val k;
 	int ret;
 
 	/* this may run again after the map grew: count afresh */
 	state->repaired = state->quarantined = 0;
+	hash_table_clear(state->link_counts, TRUE);
+	array_foreach(&state->rebuild_bodies, idp) {
+		hash_table_update(state->link_counts, POINTER_CAST(*idp),
+				  POINTER_CAST(1));
+	}
+	array_foreach(&state->refcount_fixes, idp) {
+		hash_table_update(state->link_counts, POINTER_CAST(*idp),
+				  POINTER_CAST(1));
+	}
+	if ((ret = lmdb_repair_count_links(env, txn, state->link_counts,
+					   error_r)) != 0)
+		return ret;
 	array_foreach(&state->quarantine_links, bufp) {
 		if ((ret = lmdb_quarantine_move(env, txn, env->dbi_links,
 				"links", (*bufp)->data, (*bufp)->used,
@@ -91,8 +158,7 @@ int lmdb_repair_txn(MDB_txn *txn, void *context, const char **error_r)
 		state->repaired++;
 	}
 	array_foreach(&state->rebuild_bodies, idp) {
-		links = POINTER_CAST_TO(hash_table_lookup(state->refs,
-			POINTER_CAST(*idp)), uintptr_t);
+		links = lmdb_repair_links_of(state->link_counts, *idp);
 		ret = lmdb_body_rebuild(env, txn, *idp, links, ioloop_time,
 					&error);
 		if (ret < 0) {
@@ -135,11 +201,10 @@ int lmdb_repair_txn(MDB_txn *txn, void *context, const char **error_r)
 		state->quarantined++;
 	}
 	array_foreach(&state->refcount_fixes, idp) {
-		links = POINTER_CAST_TO(hash_table_lookup(state->refs,
-			POINTER_CAST(*idp)), uintptr_t);
+		links = lmdb_repair_links_of(state->link_counts, *idp);
 		ret = lmdb_body_lookup(env, txn, *idp, pool_datastack_create(),
 				       &rec, error_r);
-		if (ret <= 0)
+		if (ret <= 0 || rec.refcount == links)
 			continue;
 		/* lmdb_body_ref moves the state (and gc entries) along; a
 		   body without links becomes DEAD, purge frees it */
@@ -208,6 +273,12 @@ int lmdb_repair_index(struct lmdb_verify_state *state,
 		trans = mailbox_transaction_begin(box, 0, "lmdb verify -r");
 		mail = mail_alloc(trans, 0, NULL);
 		array_foreach(&vbox->expunge_uids, uidp) {
+			/* only what has no link now: a message saved since
+			   verify listed the links has its index record
+			   without being in that list */
+			if (lmdb_verify_link_now(state, vbox->guid,
+						 *uidp) != 0)
+				continue;
 			if (mail_set_uid(mail, *uidp))
 				mail_expunge(mail);
 		}

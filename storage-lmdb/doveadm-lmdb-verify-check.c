@@ -91,11 +91,9 @@ static void lmdb_verify_body(struct lmdb_verify_state *state, MDB_txn *txn,
 	}
 	if (rec.refcount != links &&
 	    !(rec.state == LMDB_BODY_STATE_PENDING && links == 0)) {
-		lmdb_verify_report(state, "-", 0, body_id, t_strdup_printf(
-			"refcount %u but %lu links%s", rec.refcount,
-			(unsigned long)links,
-			state->cmd->repair ? " (fixed)" : ""));
-		array_push_back(&state->refcount_fixes, &body_id);
+		/* links were counted in an earlier snapshot: mail saved,
+		   copied or expunged since then differs without damage */
+		array_push_back(&state->refcount_suspects, &body_id);
 	} else if (rec.state != LMDB_BODY_STATE_LINKED &&
 		   !lmdb_verify_has_gc_key(env, txn, &rec, body_id)) {
 		lmdb_verify_report(state, "-", 0, body_id, t_strdup_printf(
@@ -104,6 +102,54 @@ static void lmdb_verify_body(struct lmdb_verify_state *state, MDB_txn *txn,
 			state->cmd->repair ? " (added)" : ""));
 		array_push_back(&state->gc_missing, &body_id);
 	}
+}
+
+/* Reference counts that differed from the first snapshot's link counts,
+   compared again with links and body records read in one snapshot. */
+static int lmdb_verify_refcounts(struct lmdb_verify_state *state)
+{
+	struct lmdb_env *env = state->storage->env;
+	struct lmdb_body_record rec;
+	const uint64_t *idp;
+	MDB_txn *txn;
+	const char *error;
+	unsigned int links;
+	uintptr_t n;
+	int ret;
+
+	if (array_count(&state->refcount_suspects) == 0)
+		return 0;
+	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
+		i_error("lmdb verify: %s", error);
+		return -1;
+	}
+	hash_table_clear(state->link_counts, TRUE);
+	array_foreach(&state->refcount_suspects, idp) {
+		hash_table_update(state->link_counts, POINTER_CAST(*idp),
+				  POINTER_CAST(1));
+	}
+	if ((ret = lmdb_repair_count_links(env, txn, state->link_counts,
+					   &error)) != 0) {
+		lmdb_env_read_end(env, &txn);
+		i_error("lmdb verify: %s", error);
+		return -1;
+	}
+	array_foreach(&state->refcount_suspects, idp) T_BEGIN {
+		n = POINTER_CAST_TO(hash_table_lookup(state->link_counts,
+			POINTER_CAST(*idp)), uintptr_t);
+		links = n - 1;
+		if (lmdb_body_lookup(env, txn, *idp, pool_datastack_create(),
+				     &rec, &error) > 0 &&
+		    rec.refcount != links &&
+		    !(rec.state == LMDB_BODY_STATE_PENDING && links == 0)) {
+			lmdb_verify_report(state, "-", 0, *idp, t_strdup_printf(
+				"refcount %u but %u links%s", rec.refcount,
+				links, state->cmd->repair ? " (fixed)" : ""));
+			array_push_back(&state->refcount_fixes, idp);
+		}
+	} T_END;
+	lmdb_env_read_end(env, &txn);
+	return 0;
 }
 
 int lmdb_verify_bodies(struct lmdb_verify_state *state)
@@ -155,7 +201,7 @@ int lmdb_verify_bodies(struct lmdb_verify_state *state)
 		} T_END;
 		lmdb_env_read_end(env, &txn);
 	}
-	return 0;
+	return lmdb_verify_refcounts(state);
 }
 
 void lmdb_verify_dangling_links(struct lmdb_verify_state *state)
@@ -196,6 +242,33 @@ bool lmdb_verify_uid_quarantined(const struct lmdb_verify_box *box,
 	return FALSE;
 }
 
+/* Whether the mailbox has a link with the UID now (1, also if it is
+   damaged), not (0), or it can't be told (-1). The links were listed in
+   a snapshot taken before the index was read: mail saved or expunged
+   since is neither reported nor repaired as damage. */
+int lmdb_verify_link_now(struct lmdb_verify_state *state,
+			 const guid_128_t mailbox_guid, uint32_t uid)
+{
+	struct lmdb_env *env = state->storage->env;
+	struct lmdb_link_record rec;
+	MDB_txn *txn;
+	const char *error;
+	int ret;
+
+	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
+		i_error("lmdb verify: %s", error);
+		return -1;
+	}
+	ret = lmdb_link_get(env, txn, mailbox_guid, uid,
+			    pool_datastack_create(), &rec, &error);
+	lmdb_env_read_end(env, &txn);
+	if (ret == -1) {
+		i_error("lmdb verify: %s", error);
+		return -1;
+	}
+	return ret == 0 ? 0 : 1;
+}
+
 /* Compare a mailbox's index with its links: both are in UID order. */
 static void lmdb_verify_mailbox(struct lmdb_verify_state *state,
 				struct mail_namespace *ns,
@@ -228,6 +301,9 @@ static void lmdb_verify_mailbox(struct lmdb_verify_state *state,
 	for (seq = 1; seq <= msgs; seq++) {
 		mail_index_lookup_uid(box->view, seq, &uid);
 		for (; i < count && uids[i] < uid; i++) {
+			if (lmdb_verify_link_now(state, vbox->guid,
+						 uids[i]) == 0)
+				continue;
 			lmdb_verify_report(state, vbox->name, uids[i],
 				body_ids[i], uids[i] >= hdr->next_uid ?
 				"link not yet in the index (sync adopts it)" :
@@ -237,7 +313,8 @@ static void lmdb_verify_mailbox(struct lmdb_verify_state *state,
 			i++;
 			continue;
 		}
-		if (lmdb_verify_uid_quarantined(vbox, uid))
+		if (lmdb_verify_uid_quarantined(vbox, uid) ||
+		    lmdb_verify_link_now(state, vbox->guid, uid) != 0)
 			continue;
 		lmdb_verify_report(state, vbox->name, uid, 0,
 				   state->cmd->repair ?
@@ -246,6 +323,8 @@ static void lmdb_verify_mailbox(struct lmdb_verify_state *state,
 		array_push_back(&vbox->expunge_uids, &uid);
 	}
 	for (; i < count; i++) {
+		if (lmdb_verify_link_now(state, vbox->guid, uids[i]) == 0)
+			continue;
 		lmdb_verify_report(state, vbox->name, uids[i], body_ids[i],
 			uids[i] >= hdr->next_uid ?
 			"link not yet in the index (sync adopts it)" :

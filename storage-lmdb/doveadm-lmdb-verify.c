@@ -66,6 +66,8 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	hash_table_create(&state.uidls, state.pool, 1024, str_hash, strcmp);
 	hash_table_create(&state.uidl_holders, state.pool, 1024, str_hash,
 			  strcmp);
+	p_array_init(&state.refcount_suspects, state.pool, 16);
+	hash_table_create_direct(&state.link_counts, state.pool, 64);
 	p_array_init(&state.refcount_fixes, state.pool, 16);
 	p_array_init(&state.rebuild_bodies, state.pool, 4);
 	p_array_init(&state.gc_missing, state.pool, 4);
@@ -129,6 +131,7 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	}
 	if (ctx->problems > 0 && !ctx->repair)
 		doveadm_mail_failed_error(_ctx, MAIL_ERROR_NOTPOSSIBLE);
+	hash_table_destroy(&state.link_counts);
 	hash_table_destroy(&state.refs);
 	hash_table_destroy(&state.bodies_seen);
 	hash_table_destroy(&state.uidls);

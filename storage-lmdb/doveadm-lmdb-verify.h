@@ -29,6 +29,7 @@ struct lmdb_verify_box {
 };
 
 ARRAY_DEFINE_TYPE(lmdb_verify_box, struct lmdb_verify_box *);
+HASH_TABLE_DEFINE_TYPE(lmdb_link_counts, void *, void *);
 
 struct lmdb_verify_state {
 	struct lmdb_verify_cmd_context *cmd;
@@ -47,6 +48,12 @@ struct lmdb_verify_state {
 	/* the same + " " + UID, for every link holding a UIDL */
 	HASH_TABLE(char *, void *) uidl_holders;
 	bool uidls_rebuild;
+
+	/* bodies whose reference count differed from the snapshot's link
+	   count: checked again against a fresh count before reporting */
+	ARRAY(uint64_t) refcount_suspects;
+	/* fresh link counts of suspects and of what -r changes */
+	HASH_TABLE_TYPE(lmdb_link_counts) link_counts;
 
 	/* what -r does, collected first, done in one write transaction */
 	ARRAY(uint64_t) refcount_fixes;
@@ -77,12 +84,21 @@ int lmdb_verify_scan_gc(struct lmdb_verify_state *state, MDB_txn *txn);
 /* doveadm-lmdb-verify-check.c */
 bool lmdb_verify_uid_quarantined(const struct lmdb_verify_box *box,
 				 uint32_t uid);
+int lmdb_verify_link_now(struct lmdb_verify_state *state,
+			 const guid_128_t mailbox_guid, uint32_t uid);
 int lmdb_verify_bodies(struct lmdb_verify_state *state);
 void lmdb_verify_dangling_links(struct lmdb_verify_state *state);
 void lmdb_verify_mailboxes(struct lmdb_verify_state *state,
 			   struct mail_user *user);
 
 /* doveadm-lmdb-repair.c */
+/* Count the links of the bodies in counts (body id -> 1 on entry) as they
+   are in txn: body id -> links + 1 on return. One pass over
+   every link: mail saved, copied or expunged after verify's snapshot
+   counts as it is now. Returns 0 or an LMDB code. */
+int lmdb_repair_count_links(struct lmdb_env *env, MDB_txn *txn,
+			    HASH_TABLE_TYPE(lmdb_link_counts) counts,
+			    const char **error_r);
 /* In one write transaction: the quarantine, rebuilt bodies, reference
    counts, gc entries, the UIDL index and the counters. */
 int lmdb_repair_txn(MDB_txn *txn, void *context, const char **error_r);

@@ -356,6 +356,9 @@ struct lmdb_body_gc_ctx {
 	int64_t now;
 	unsigned int pending_grace, dead_grace, max_bodies;
 	unsigned int freed;
+	/* damaged body records whose gc entries were left alone */
+	unsigned int damaged;
+	char first_damage[256];
 	bool more;
 };
 
@@ -369,10 +372,12 @@ static int lmdb_body_gc_txn(MDB_txn *txn, void *context, const char **error_r)
 	enum lmdb_gc_kind kind;
 	int64_t since;
 	uint64_t body_id, bytes, *idp;
+	const char *error;
 	bool counted;
 	int ret;
 
 	ctx->freed = 0;
+	ctx->damaged = 0;
 	ctx->more = FALSE;
 	t_array_init(&ids, LMDB_BODY_GC_BATCH);
 	if ((ret = mdb_cursor_open(txn, ctx->env->dbi_gc, &cursor)) != 0) {
@@ -400,6 +405,19 @@ static int lmdb_body_gc_txn(MDB_txn *txn, void *context, const char **error_r)
 		    array_count(&ids) >= ctx->max_bodies) {
 			ctx->more = TRUE;
 			break;
+		}
+		if (lmdb_body_lookup(ctx->env, txn, body_id,
+				     pool_datastack_create(), &rec,
+				     &error) < 0) {
+			/* a damaged record can't say whether the body was
+			   linked again: keep it and its entry for verify -r,
+			   and free the others */
+			if (ctx->damaged++ == 0) {
+				i_snprintf(ctx->first_damage,
+					   sizeof(ctx->first_damage),
+					   "body %"PRIu64": %s", body_id, error);
+			}
+			continue;
 		}
 		if ((ret = mdb_cursor_del(cursor, 0)) != 0)
 			break;
@@ -435,9 +453,11 @@ static int lmdb_body_gc_txn(MDB_txn *txn, void *context, const char **error_r)
 int lmdb_body_gc(struct lmdb_env *env, int64_t now,
 		 unsigned int pending_grace, unsigned int dead_grace,
 		 unsigned int max_bodies, unsigned int *freed_r,
+		 unsigned int *damaged_r, const char **damage_r,
 		 const char **error_r)
 {
 	struct lmdb_body_gc_ctx ctx;
+	unsigned int damaged = 0;
 
 	i_zero(&ctx);
 	ctx.env = env;
@@ -453,6 +473,13 @@ int lmdb_body_gc(struct lmdb_env *env, int64_t now,
 				   error_r) != 0)
 			return -1;
 		*freed_r += ctx.freed;
+		/* every batch scans from the start: the same damaged
+		   entries again */
+		if (ctx.damaged > damaged) {
+			damaged = ctx.damaged;
+			*damage_r = t_strdup(ctx.first_damage);
+		}
 	} while (ctx.more && *freed_r < max_bodies);
+	*damaged_r = damaged;
 	return 0;
 }

@@ -159,10 +159,13 @@ int lmdb_body_restore_gc_entry(struct lmdb_env *env, MDB_txn *txn,
 			       uint64_t body_id, const char **error_r);
 
 /* Free PENDING bodies older than pending_grace seconds and DEAD ones
-   older than dead_grace, at most max_bodies of them. */
+   older than dead_grace, at most max_bodies of them. A body whose record
+   is damaged is left with its gc entry (for verify -r): *damaged_r says
+   how many, *damage_r what the first one was. */
 int lmdb_body_gc(struct lmdb_env *env, int64_t now,
 		 unsigned int pending_grace, unsigned int dead_grace,
 		 unsigned int max_bodies, unsigned int *freed_r,
+		 unsigned int *damaged_r, const char **damage_r,
 		 const char **error_r);
 
 #endif

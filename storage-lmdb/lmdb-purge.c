@@ -30,16 +30,23 @@ lmdb_purge_stamp_txn(MDB_txn *txn, void *context, const char **error_r)
 static int lmdb_purge_run(struct lmdb_storage *storage, unsigned int max,
 			  unsigned int *freed_r)
 {
-	const char *error;
+	const char *error, *damage = NULL;
+	unsigned int damaged;
 	int ret;
 
 	if (lmdb_body_gc(storage->env, ioloop_time,
 			 storage->set.pending_grace_secs,
-			 0, max, freed_r,
+			 0, max, freed_r, &damaged, &damage,
 			 &error) < 0) {
 		mail_storage_set_critical(&storage->storage,
 					  "lmdb: purge failed: %s", error);
 		return -1;
+	}
+	if (damaged > 0) {
+		e_error(storage->storage.event,
+			"lmdb: purge left %u damaged body records that may "
+			"be unused (first: %s): run doveadm lmdb verify -r",
+			damaged, damage);
 	}
 	ret = lmdb_env_write(storage->env, lmdb_purge_stamp_txn, storage->env,
 			     FALSE, &error);

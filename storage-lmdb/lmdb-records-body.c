@@ -73,7 +73,7 @@ static void body_fields_write(struct lmdb_writer *w,
 }
 
 static bool body_fields_read(struct lmdb_reader *r, pool_t pool,
-			     struct lmdb_body_record *rec_r,
+			     struct lmdb_body_record *rec_r, bool schema1,
 			     const char **error_r)
 {
 	uint8_t state;
@@ -96,6 +96,11 @@ static bool body_fields_read(struct lmdb_reader *r, pool_t pool,
 	if (r->error != NULL)
 		return lmdb_reader_finish(r, error_r);
 	rec_r->state = state;
+	/* schema 1 stored message GUIDs from outside as given; the upgrade
+	   keeps such a body with the GUID's digest, as a save makes now */
+	if (schema1 && rec_r->guid[0] != '\0' &&
+	    !lmdb_guid_is_valid(rec_r->guid))
+		rec_r->guid = p_strdup(pool, lmdb_value_digest(rec_r->guid));
 	if ((*error_r = body_check(rec_r)) != NULL)
 		return FALSE;
 	return TRUE;
@@ -130,7 +135,7 @@ bool lmdb_body_record_decode(uint64_t body_id, const void *data, size_t size,
 	if (!lmdb_reader_open(&r, LMDB_RECORD_TYPE_BODY, key, sizeof(key),
 			 data, size))
 		return lmdb_reader_finish(&r, error_r);
-	return body_fields_read(&r, pool, rec_r, error_r);
+	return body_fields_read(&r, pool, rec_r, FALSE, error_r);
 }
 
 bool lmdb_body_record_decode_v1(const void *data, size_t size, pool_t pool,
@@ -143,7 +148,7 @@ bool lmdb_body_record_decode_v1(const void *data, size_t size, pool_t pool,
 	rec_r->guid = "";
 	if (!lmdb_reader_open_v1(&r, LMDB_RECORD_TYPE_BODY, data, size))
 		return lmdb_reader_finish(&r, error_r);
-	return body_fields_read(&r, pool, rec_r, error_r);
+	return body_fields_read(&r, pool, rec_r, TRUE, error_r);
 }
 
 /* --- chunks --- */

@@ -10,6 +10,7 @@
 #include "lmdb-sync.h"
 #include "lmdb-storage.h"
 #include "lmdb-uidls.h"
+#include "lmdb-values.h"
 
 /* a link's state as read from the index before the LMDB transaction:
    the transaction itself never calls back into Dovecot */
@@ -201,7 +202,10 @@ lmdb_sync_get_flag_update(struct mail_index_view *view, uint32_t seq,
 		if (idxs[i] >= names_count)
 			continue;
 		namep = array_idx(names, idxs[i]);
-		if (**namep == '\0' || strlen(*namep) > LMDB_KEYWORD_MAX_LEN)
+		/* an index may hold keywords Dovecot no longer accepts (or a
+		   crafted one): the mirror keeps only what the link encoder
+		   stores, or the whole sync would fail on one message */
+		if (!lmdb_keyword_is_valid(*namep))
 			continue;
 		keywords[upd_r->keywords_count++] = *namep;
 	}

@@ -482,3 +482,36 @@ def test_schema1_copy_moved_back_into_inbox():
         r = dc.doveadm('lmdb', 'verify', user=USER, check=False)
         assert r.returncode == 0 and r.stdout.strip() == 'mailbox\tuid\tbody\tproblem', r
         assert_clean_log(dc)
+
+
+def test_schema1_message_guid_from_outside():
+    """Schema 1 stored message GUIDs from outside unchecked (any byte but
+    NUL). One with a control character comes through the upgrade readable,
+    its GUID replaced by the digest a save gives such a GUID now (as a
+    UIDL is), not as a damaged body."""
+    dc, root, old = new_instance()
+    inbox = [k for k, v in old[b'mailboxes'].items() if b'INBOX' in v][0]
+    link = lmdbrec.decode_link(as_v2(old[b'links'][inbox + struct.pack('>I', 1)]))
+    bkey = lmdbrec.body_key(link['body_id'])
+    env = lmdbrec.open_env(root)
+    try:
+        f = v1(lmdbrec.get(env, b'bodies', bkey))
+        # schema 1 body: ... the message GUID as str16 at offset 111
+        n = struct.unpack('>H', f[111:113])[0]
+        guid = b'imported\x7fguid'
+        f = f[:111] + struct.pack('>H', len(guid)) + guid + f[113 + n:]
+        lmdbrec.put(env, b'bodies', bkey, b'\x01' + f)
+    finally:
+        env.close()
+    with dc:
+        imap = dc.imap(USER)
+        imap.select('INBOX')
+        typ, data = imap.uid('FETCH', '1', '(BODY.PEEK[])')
+        assert typ == 'OK' and data and isinstance(data[0], tuple), \
+            'message unreadable after the upgrade: %r' % (data,)
+        imap.logout()
+        g = dc.doveadm('fetch', 'guid', 'mailbox', 'INBOX', 'uid', '1', user=USER)
+        got = g.stdout.split('guid: ', 1)[1].strip()
+        assert got and '\x7f' not in got and got != 'imported\x7fguid', got
+        r = dc.doveadm('lmdb', 'verify', user=USER, check=False)
+        assert r.returncode == 0, r

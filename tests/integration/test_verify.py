@@ -3,6 +3,8 @@ and a second verify is clean (lmdb only: it checks LMDB's own records)."""
 
 import os
 import struct
+import subprocess
+import time
 
 import harness
 import lmdbrec
@@ -52,3 +54,103 @@ def test_lmdb_verify_repairs_refcounts():
         typ, data = imap.fetch('1', '(BODY.PEEK[TEXT])')
         assert typ == 'OK' and b'body one' in data[0][1], data
         imap.logout()
+
+
+def verify_r_paused(dc, break_at: str, during) -> tuple[str, str]:
+    """`doveadm lmdb verify -r` stopped by gdb at break_at (a function of
+    the doveadm plugin) while during() runs: what a delivery or a COPY
+    does while verify -r works on a live user, at one chosen moment."""
+    paused = os.path.join(dc.dir, 'verify-paused')
+    resume = os.path.join(dc.dir, 'verify-resume')
+    for f in (paused, resume):
+        if os.path.exists(f):
+            os.unlink(f)
+    wait = 'shell touch %s; while [ ! -e %s ]; do sleep 0.1; done' % (paused, resume)
+    cmd = [harness.DOVEADM, '-c', dc.conf_path, 'lmdb', 'verify', '-u', USER, '-r']
+    gdb = ['gdb', '-q', '-batch', '-ex', 'set breakpoint pending on',
+           '-ex', 'break ' + break_at, '-ex', 'run', '-ex', wait,
+           '-ex', 'continue', '--args'] + cmd
+    p = subprocess.Popen(dc._doveadm_with_build_plugins(gdb), cwd=dc.dir,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(paused):
+            if p.poll() is not None or time.monotonic() > deadline:
+                out, err = p.communicate(timeout=10)
+                raise AssertionError('doveadm never reached %s:\n%s\n%s'
+                                     % (break_at, out, err))
+            time.sleep(0.1)
+        during()
+        open(resume, 'w').close()
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert 'Breakpoint 1,' in out + err, 'gdb never stopped at %s:\n%s\n%s' % (break_at, out, err)
+    return out, err
+
+
+def check_all_readable(dc, want: list[tuple[int, str]]):
+    """After a purge, every message is there and its body reads back,
+    and a second verify finds nothing."""
+    assert dc.message_ids(USER) == want, (dc.message_ids(USER), want)
+    p = dc.doveadm('purge', user=USER, check=False)
+    assert p.returncode == 0, p
+    f = dc.doveadm('fetch', 'uid body', 'mailbox', 'INBOX', 'all', user=USER, check=False)
+    assert f.returncode == 0, f
+    for uid, mid in want:
+        assert 'body of %s' % mid in f.stdout, (uid, mid, f.stdout, f.stderr)
+    v = dc.doveadm('lmdb', 'verify', user=USER, check=False)
+    assert v.returncode == 0, 'second verify: %s %s' % (v.stdout, v.stderr)
+
+
+def mail(mid: str) -> bytes:
+    return ('From: a@example.com\nSubject: %s\nMessage-ID: %s\n\nbody of %s\n'
+            % (mid, mid, mid)).encode()
+
+
+def test_verify_repair_while_delivering():
+    """verify -r on a live user: a message delivered after verify listed
+    the links (at its body pass, and before it compares the indexes) is
+    neither counted out ('refcount 1 but 0 links', its body freed by the
+    next purge) nor expunged as an 'index record without a link'."""
+    for break_at in ('lmdb_verify_bodies', 'lmdb_verify_mailboxes'):
+        with harness.Dovecot('lmdb') as dc:
+            dc.start()
+            assert dc.lmtp_deliver([USER], mail('<one@x>')).status == {USER: 250}
+
+            def deliver():
+                r = dc.lmtp_deliver([USER], mail('<two@x>'))
+                assert r.status == {USER: 250}, r
+            out, err = verify_r_paused(dc, break_at, deliver)
+            print('%s: verify -r said:\n%s' % (break_at, out))
+            assert 'refcount' not in out and 'without' not in out, (break_at, out)
+            check_all_readable(dc, [(1, '<one@x>'), (2, '<two@x>')])
+
+
+def test_verify_repair_while_copying():
+    """A COPY while verify -r runs: the body then has two links, and -r
+    must not set its reference count back to one (expunging one copy
+    would free the other's body)."""
+    with harness.Dovecot('lmdb') as dc:
+        dc.start()
+        assert dc.lmtp_deliver([USER], mail('<one@x>')).status == {USER: 250}
+
+        def copy():
+            c = dc.imap(USER)
+            c.select('INBOX')
+            typ, data = c.uid('COPY', '1', 'INBOX')
+            assert typ == 'OK', data
+            c.logout()
+        out, err = verify_r_paused(dc, 'lmdb_verify_bodies', copy)
+        print('verify -r said:\n' + out)
+        assert 'refcount' not in out, out
+        # expunge the original: the copy's body must stay
+        c = dc.imap(USER)
+        c.select('INBOX')
+        c.uid('STORE', '1', '+FLAGS.SILENT', r'(\Deleted)')
+        typ, data = c.uid('EXPUNGE', '1')
+        assert typ == 'OK', data
+        c.logout()
+        check_all_readable(dc, [(2, '<one@x>')])

@@ -712,7 +712,8 @@ static void test_body_refcount_gc(void)
 	struct lmdb_env *env;
 	uint64_t body_id, keep_id;
 	int64_t dead_at = 2000000;
-	unsigned int freed;
+	unsigned int freed, damaged;
+	const char *damage;
 	const char *error;
 
 	test_begin("body refcount states and gc");
@@ -761,7 +762,7 @@ static void test_body_refcount_gc(void)
 		/* within the grace period */
 		test_assert(lmdb_body_gc(env, dead_at + dead_grace - 1,
 					 pending_grace, dead_grace, 100,
-					 &freed, &error) == 0);
+					 &freed, &damaged, &damage, &error) == 0);
 		test_assert(freed == 0);
 		test_assert(test_body_verify(env, body_id, TRUE, &error) == 1);
 		test_assert(test_env_record(env).bodies == before.bodies + 1);
@@ -769,7 +770,7 @@ static void test_body_refcount_gc(void)
 		/* the grace period is over */
 		test_assert(lmdb_body_gc(env, dead_at + dead_grace,
 					 pending_grace, dead_grace, 100,
-					 &freed, &error) == 0);
+					 &freed, &damaged, &damage, &error) == 0);
 		test_assert(freed == 1);
 		test_assert(test_body_get(env, body_id, &rec) == 0);
 		test_assert(test_body_chunk_keys(env, body_id) == 0);
@@ -798,7 +799,8 @@ static void test_body_gc_pending(void)
 	uint64_t old_id, new_id, relinked_id, large_id;
 	size_t large_size = 17 * CHUNK + 5;
 	unsigned char *large = test_random_data(large_size, 3);
-	unsigned int freed;
+	unsigned int freed, damaged;
+	const char *damage;
 	const char *error;
 
 	test_begin("body gc of pending and re-linked bodies");
@@ -826,11 +828,11 @@ static void test_body_gc_pending(void)
 
 		test_assert(lmdb_body_gc(env, 10000 + pending_grace - 1,
 					 pending_grace, dead_grace, 100,
-					 &freed, &error) == 0);
+					 &freed, &damaged, &damage, &error) == 0);
 		test_assert(freed == 0);
 		test_assert(lmdb_body_gc(env, 10000 + pending_grace,
 					 pending_grace, dead_grace, 100,
-					 &freed, &error) == 0);
+					 &freed, &damaged, &damage, &error) == 0);
 		test_assert(freed == 2);
 		test_assert(test_body_get(env, old_id, &rec) == 0);
 		test_assert(test_body_get(env, large_id, &rec) == 0);
@@ -843,6 +845,7 @@ static void test_body_gc_pending(void)
 		   one stays */
 		test_assert(lmdb_body_gc(env, 1000000000, pending_grace,
 					 dead_grace, 100, &freed,
+				 &damaged, &damage,
 					 &error) == 0);
 		test_assert(freed == 1);
 		test_assert(test_body_get(env, new_id, &rec) == 0);
@@ -860,24 +863,75 @@ static void test_body_gc_pending(void)
 	test_end();
 }
 
+static void test_flip_record_txn(struct lmdb_env *env, MDB_txn *txn,
+				 void *context)
+{
+	const uint64_t *body_id = context;
+	unsigned char key_data[LMDB_BODY_ID_SIZE];
+	unsigned char *value;
+	MDB_val key, val;
+
+	lmdb_body_id_encode(*body_id, key_data);
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
+	if (mdb_get(txn, env->dbi_bodies, &key, &val) != 0)
+		i_fatal("body record to damage not found");
+	value = t_malloc_no0(val.mv_size);
+	memcpy(value, val.mv_data, val.mv_size);
+	value[val.mv_size / 2] ^= 0x10;
+	val.mv_data = value;
+	if (mdb_put(txn, env->dbi_bodies, &key, &val, 0) != 0)
+		i_fatal("mdb_put(body) failed");
+}
+
+static void test_body_gc_damaged_record(void)
+{
+	struct lmdb_env *env;
+	struct lmdb_body_record rec;
+	uint64_t ids[3];
+	unsigned int i, freed, damaged;
+	const char *damage = NULL, *error;
+
+	test_begin("body gc leaves a damaged record, frees the others");
+	env = test_env_init();
+	for (i = 0; i < N_ELEMENTS(ids); i++)
+		ids[i] = test_body_write(env, "x", 1);
+	/* the first in gc order: one damaged record must not stop purge */
+	test_write(env, test_flip_record_txn, &ids[0]);
+	test_assert(lmdb_body_gc(env, ioloop_time + 10, 1, 1, 100, &freed,
+				 &damaged, &damage, &error) == 0);
+	test_assert(freed == 2);
+	test_assert(damaged == 1);
+	test_assert(damage != NULL && strstr(damage, "body ") != NULL);
+	/* kept, with its gc entry, for verify -r */
+	test_assert(test_dbi_entries(env, env->dbi_bodies) == 1);
+	test_assert(test_dbi_entries(env, env->dbi_gc) == 1);
+	test_assert(test_body_get(env, ids[1], &rec) == 0);
+	test_env_deinit(&env);
+	test_end();
+}
+
 static void test_body_gc_max_bodies(void)
 {
 	struct lmdb_env *env;
-	unsigned int i, freed;
-	const char *error;
+	unsigned int i, freed, damaged;
+	const char *damage, *error;
 
 	test_begin("body gc stops at max_bodies");
 	env = test_env_init();
 	for (i = 0; i < 10; i++)
 		(void)test_body_write(env, "x", 1);
 	test_assert(lmdb_body_gc(env, ioloop_time + 10, 1, 1, 3, &freed,
+				 &damaged, &damage,
 				 &error) == 0);
 	test_assert(freed == 3);
 	test_assert(test_env_record(env).bodies == 7);
 	test_assert(lmdb_body_gc(env, ioloop_time + 10, 1, 1, 0, &freed,
+				 &damaged, &damage,
 				 &error) == 0);
 	test_assert(freed == 0);
 	test_assert(lmdb_body_gc(env, ioloop_time + 10, 1, 1, 100, &freed,
+				 &damaged, &damage,
 				 &error) == 0);
 	test_assert(freed == 7);
 	test_assert(test_env_record(env).bodies == 0);
@@ -1901,7 +1955,8 @@ static void test_body_counter_bugs(void)
 	struct lmdb_body_record rec;
 	struct lmdb_env *env;
 	uint64_t empty_id;
-	unsigned int freed;
+	unsigned int freed, damaged;
+	const char *damage;
 	const char *error;
 
 	test_begin("body counters: empty bodies and crashed writers");
@@ -1933,7 +1988,7 @@ static void test_body_counter_bugs(void)
 	before = test_env_record(env);
 	test_write(env, test_fake_pending_txn, &fake);
 	test_assert(lmdb_body_gc(env, ioloop_time + 100000, 10, 10, 100,
-				 &freed, &error) == 0);
+				 &freed, &damaged, &damage, &error) == 0);
 	test_assert(freed == 2);
 	test_assert(test_body_get(env, fake.body_id, &rec) == 0);
 	test_assert(test_body_chunk_keys(env, fake.body_id) == 0);
@@ -1948,8 +2003,8 @@ static void test_body_counter_bugs(void)
 static void test_body_gc_max_bodies_bug(void)
 {
 	struct lmdb_env *env;
-	unsigned int i, freed;
-	const char *error;
+	unsigned int i, freed, damaged;
+	const char *damage, *error;
 
 	test_begin("body gc max_bodies across batches");
 	env = test_env_init();
@@ -1957,6 +2012,7 @@ static void test_body_gc_max_bodies_bug(void)
 	for (i = 0; i < 70; i++)
 		(void)test_body_write(env, "x", 1);
 	test_assert(lmdb_body_gc(env, ioloop_time + 10, 1, 1, 65, &freed,
+				 &damaged, &damage,
 				 &error) == 0);
 	test_assert(freed == 65);
 	test_assert(test_env_record(env).bodies == 5);
@@ -1973,6 +2029,7 @@ int main(void)
 		test_body_refcount_gc,
 		test_body_gc_pending,
 		test_body_gc_max_bodies,
+		test_body_gc_damaged_record,
 		test_body_discard,
 		test_body_writer_abort,
 		test_body_deferred,
