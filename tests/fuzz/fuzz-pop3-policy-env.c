@@ -70,6 +70,9 @@ static struct pop3_policy_env *fuzz_env;
 
 struct iter_ctx {
 	unsigned int recs, errors, stale;
+	/* the callbacks run in data stack frames of the plugin's own: what
+	   they keep goes to a pool */
+	pool_t pool;
 	ARRAY_TYPE(const_string) guids;
 };
 
@@ -319,7 +322,7 @@ static int msg_cb(const struct pop3_policy_msg_record *rec, const char *error,
 
 	fuzz_assert((rec == NULL) != (error == NULL));
 	if (rec != NULL) {
-		const char *guid = t_strdup(rec->guid);
+		const char *guid = p_strdup(ctx->pool, rec->guid);
 
 		/* what the plugin relies on */
 		fuzz_assert(rec->guid[0] != '\0');
@@ -371,7 +374,8 @@ static void check_env(struct fuzz_input *in, struct writer *w)
 	fuzz_assert(w->schema != SCHEMA_UNUSABLE);
 
 	i_zero(&ctx);
-	t_array_init(&ctx.guids, 16);
+	ctx.pool = fuzz_pool_create();
+	p_array_init(&ctx.guids, ctx.pool, 16);
 	if (pop3_policy_env_msg_iter(env, msg_cb, &ctx, &error) < 0)
 		fuzz_fail("msg iteration failed: %s", error);
 	fuzz_assert(ctx.recs + ctx.errors == w->msgs);
@@ -436,6 +440,7 @@ static void check_env(struct fuzz_input *in, struct writer *w)
 	ret = pop3_policy_env_sweep_get(env, txn, &last_sweep, &error);
 	fuzz_assert(ret >= -1 && ret <= 1);
 	pop3_policy_env_read_end(env, &txn);
+	pool_unref(&ctx.pool);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
