@@ -7,6 +7,7 @@
 #include "mail-namespace.h"
 #include "mail-search-build.h"
 #include "doveadm-mail.h"
+#include "dlmdb-compat.h"
 #include "doveadm-print.h"
 #include "pop3-policy-env.h"
 #include "pop3-policy-plugin.h"
@@ -199,9 +200,7 @@ pop3_policy_cmd_uidl_run(struct doveadm_mail_cmd_context *ctx,
 	return ret;
 }
 
-static void pop3_policy_cmd_uidl_init(struct doveadm_mail_cmd_context *ctx
-				      ATTR_UNUSED,
-				      const char *const args[] ATTR_UNUSED)
+static void pop3_policy_cmd_uidl_init(DLMDB_DOVEADM_INIT_PARAMS(ctx ATTR_UNUSED))
 {
 	doveadm_print_header_simple("guid");
 	doveadm_print_header_simple("uidl");
@@ -251,12 +250,15 @@ pop3_policy_cmd_freeze_run(struct doveadm_mail_cmd_context *ctx,
 	return 0;
 }
 
-static void pop3_policy_cmd_line_init(struct doveadm_mail_cmd_context *ctx
-				      ATTR_UNUSED,
-				      const char *const args[] ATTR_UNUSED)
+static void pop3_policy_cmd_line_header(void)
 {
 	doveadm_print_header("line", "line",
 			     DOVEADM_PRINT_HEADER_FLAG_HIDE_TITLE);
+}
+
+static void pop3_policy_cmd_line_init(DLMDB_DOVEADM_INIT_PARAMS(ctx ATTR_UNUSED))
+{
+	pop3_policy_cmd_line_header();
 }
 
 static struct doveadm_mail_cmd_context *pop3_policy_cmd_freeze_alloc(void)
@@ -312,19 +314,13 @@ pop3_policy_cmd_run_run(struct doveadm_mail_cmd_context *_ctx,
 	return 0;
 }
 
-static bool
-pop3_policy_cmd_run_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
+static void pop3_policy_cmd_run_init(DLMDB_DOVEADM_INIT_PARAMS(_ctx))
 {
 	struct pop3_policy_cmd_context *ctx =
 		container_of(_ctx, struct pop3_policy_cmd_context, ctx);
 
-	switch (c) {
-	case 'n':
-		ctx->dry_run = TRUE;
-		return TRUE;
-	default:
-		return FALSE;
-	}
+	(void)doveadm_cmd_param_bool(_ctx->cctx, "dry-run", &ctx->dry_run);
+	pop3_policy_cmd_line_header();
 }
 
 static struct doveadm_mail_cmd_context *pop3_policy_cmd_run_alloc(void)
@@ -332,10 +328,9 @@ static struct doveadm_mail_cmd_context *pop3_policy_cmd_run_alloc(void)
 	struct pop3_policy_cmd_context *ctx;
 
 	ctx = doveadm_mail_cmd_alloc(struct pop3_policy_cmd_context);
-	ctx->ctx.getopt_args = "n";
-	ctx->ctx.v.parse_arg = pop3_policy_cmd_run_parse_arg;
+	dlmdb_doveadm_cmd_accept_options(&ctx->ctx, "n");
 	ctx->ctx.v.run = pop3_policy_cmd_run_run;
-	ctx->ctx.v.init = pop3_policy_cmd_line_init;
+	ctx->ctx.v.init = pop3_policy_cmd_run_init;
 	doveadm_print_init(DOVEADM_PRINT_TYPE_FLOW);
 	return &ctx->ctx;
 }
@@ -399,9 +394,7 @@ pop3_policy_cmd_show_run(struct doveadm_mail_cmd_context *ctx,
 					  pop3_policy_cmd_show_mail, NULL);
 }
 
-static void pop3_policy_cmd_show_init(struct doveadm_mail_cmd_context *ctx
-				      ATTR_UNUSED,
-				      const char *const args[] ATTR_UNUSED)
+static void pop3_policy_cmd_show_init(DLMDB_DOVEADM_INIT_PARAMS(ctx ATTR_UNUSED))
 {
 	doveadm_print_header_simple("guid");
 	doveadm_print_header_simple("uidl");

@@ -51,7 +51,7 @@ static void pop3_policy_dele_audit(struct pop3_policy_mailbox *pbox,
 				   struct mail *mail, bool hidden)
 {
 	struct pop3_policy_user *puser = pbox->puser;
-	const char *guid, *uidl;
+	const char *guid, *uidl, *line;
 	uoff_t vsize;
 
 	if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0 ||
@@ -62,9 +62,30 @@ static void pop3_policy_dele_audit(struct pop3_policy_mailbox *pbox,
 		vsize = 0;
 	if (hidden && strcmp(guid, "-") != 0)
 		pop3_policy_pending_get(pbox, guid)->hidden = TRUE;
-	(void)pop3_policy_audit(puser, pop3_policy_dele_action(puser->set.dele),
-				guid, uidl, vsize,
-				pop3_policy_dele_rule(puser->set.dele));
+	/* logged only if the transaction commits */
+	if (pbox->dele_audit_pool == NULL) {
+		pbox->dele_audit_pool =
+			pool_alloconly_create("pop3_policy dele audit", 1024);
+		p_array_init(&pbox->dele_audit, pbox->dele_audit_pool, 16);
+	}
+	line = p_strdup(pbox->dele_audit_pool, pop3_policy_audit_line(
+		pop3_policy_dele_action(puser->set.dele), guid, uidl, vsize,
+		pop3_policy_dele_rule(puser->set.dele)));
+	array_push_back(&pbox->dele_audit, &line);
+}
+
+void pop3_policy_dele_audit_end(struct pop3_policy_mailbox *pbox,
+				bool committed)
+{
+	const char *line;
+
+	if (pbox->dele_audit_pool == NULL)
+		return;
+	if (committed) {
+		array_foreach_elem(&pbox->dele_audit, line)
+			e_info(pbox->puser->user->event, "%s", line);
+	}
+	pool_unref(&pbox->dele_audit_pool);
 }
 
 /* The message leaves the maildrop when this session commits: its
@@ -116,7 +137,11 @@ static int pop3_policy_dele_open_dest(struct pop3_policy_mailbox *pbox,
 }
 
 /* File mail into the move mailbox and expunge it from the maildrop.
-   The copy is committed before the source transaction. */
+   The copy is committed before the source transaction. A message that
+   can't be moved (damaged on disk, say) stays in the maildrop and the
+   others are moved: QUIT still answers +OK, as Dovecot's POP3 server
+   does for a DELE its storage didn't carry out; see docs/pop3-policy.md.
+   Only a destination that can't be opened fails the whole QUIT. */
 static void pop3_policy_dele_move(struct pop3_policy_mailbox *pbox,
 				  struct mail *mail)
 {
@@ -133,7 +158,6 @@ static void pop3_policy_dele_move(struct pop3_policy_mailbox *pbox,
 		pbox->move_failed = TRUE;
 		return;
 	}
-	pop3_policy_dele_audit(pbox, mail, FALSE);
 	save_ctx = mailbox_save_alloc(pbox->move_trans);
 	mailbox_save_copy_flags(save_ctx, mail);
 	/* a move, not a copy: quota lets it through even when the user is
@@ -141,14 +165,15 @@ static void pop3_policy_dele_move(struct pop3_policy_mailbox *pbox,
 	pmail->dele_done = TRUE;
 	ret = mailbox_move(&save_ctx, mail);
 	pmail->dele_done = FALSE;
-	if (ret == 0)
+	if (ret == 0) {
+		pop3_policy_dele_audit(pbox, mail, FALSE);
 		pop3_policy_dele_note_gone(pbox, mail);
-	else {
+	} else {
+		/* the mail event names the mailbox and UID */
 		e_error(mail_event(mail), POP3_POLICY_LOG_PREFIX
-			"dele=move: moving to %s failed: %s",
-			mailbox_get_vname(pbox->move_box),
+			"dele=move: the message stays, moving it to %s "
+			"failed: %s", mailbox_get_vname(pbox->move_box),
 			mailbox_get_last_internal_error(pbox->move_box, NULL));
-		pbox->move_failed = TRUE;
 	}
 }
 
@@ -302,9 +327,11 @@ int pop3_policy_dele_transaction_commit(struct pop3_policy_mailbox *pbox,
 void pop3_policy_dele_transaction_rollback(struct pop3_policy_mailbox *pbox)
 {
 	pop3_policy_dele_free_dest(pbox);
+	pop3_policy_dele_audit_end(pbox, FALSE);
 }
 
 void pop3_policy_dele_close(struct pop3_policy_mailbox *pbox)
 {
 	pop3_policy_dele_free_dest(pbox);
+	pop3_policy_dele_audit_end(pbox, FALSE);
 }

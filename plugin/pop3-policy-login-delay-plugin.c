@@ -8,11 +8,10 @@
 #include "ostream-null.h"
 #include "mkdir-parents.h"
 #include "module-context.h"
-#include "settings-parser.h"
 #include "mail-user.h"
-#include "mail-storage-settings.h"
-#include "mailbox-list-private.h"
+#include "mail-error.h"
 #include "pop3-common.h"
+#include "pop3-policy-settings.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -131,51 +130,6 @@ static void pop3_policy_login_refuse(struct client *client, const char *line)
 	MODULE_CONTEXT_SET(client, pop3_policy_login_pop3_module, lclient);
 }
 
-static const char *
-pop3_policy_login_inbox_location(struct mail_user *user)
-{
-	struct mail_namespace_settings *ns_set;
-
-	if (array_is_created(&user->set->namespaces)) {
-		array_foreach_elem(&user->set->namespaces, ns_set) {
-			if (ns_set->inbox && !ns_set->disabled &&
-			    ns_set->location[0] != '\0')
-				return ns_set->location;
-		}
-	}
-	return mail_user_set_get_storage_set(user)->mail_location;
-}
-
-static int
-pop3_policy_login_get_dir(struct mail_user *user, const char **dir_r,
-			  const char **error_r)
-{
-	struct mailbox_list_settings list_set;
-	const char *location, *p, *home, *error;
-
-	location = pop3_policy_login_inbox_location(user);
-	p = strchr(location, ':');
-	if (p != NULL && strchr(t_strdup_until(location, p), '/') == NULL &&
-	    mailbox_list_settings_parse(user, p + 1, &list_set, &error) == 0) {
-		if (list_set.index_dir != NULL && list_set.index_dir[0] != '\0' &&
-		    strcmp(list_set.index_dir, "MEMORY") != 0) {
-			*dir_r = list_set.index_dir;
-			return 0;
-		}
-		if (list_set.root_dir != NULL && list_set.root_dir[0] != '\0') {
-			*dir_r = list_set.root_dir;
-			return 0;
-		}
-	}
-	if (mail_user_get_home(user, &home) > 0 && home[0] != '\0') {
-		*dir_r = home;
-		return 0;
-	}
-	*error_r = "no mail root and no home directory to keep the last "
-		"login time in";
-	return -1;
-}
-
 /* Returns 1 if the login may go on, 0 if it's too soon (with
    *wait_secs_r), -1 on error. Records the login when allowed. */
 static int
@@ -188,7 +142,7 @@ pop3_policy_login_check(struct mail_user *user, unsigned int delay_secs,
 	time_t now = ioloop_time != 0 ? ioloop_time : time(NULL);
 	int fd;
 
-	if (pop3_policy_login_get_dir(user, &dir, error_r) < 0)
+	if (pop3_policy_settings_login_dir(user, &dir, error_r) < 0)
 		return -1;
 	path = t_strconcat(dir, "/"POP3_POLICY_LOGIN_FILE_NAME, NULL);
 	if (stat(path, &st) == 0) {
@@ -225,7 +179,7 @@ static void pop3_policy_login_delay_client_created(struct client **clientp)
 {
 	struct client *client = *clientp;
 	struct mail_user *user = client->user;
-	const char *str, *error;
+	const char *error;
 	unsigned int delay_secs, wait_secs = 0;
 	int ret;
 
@@ -235,13 +189,9 @@ static void pop3_policy_login_delay_client_created(struct client **clientp)
 	if (client == NULL || client->disconnected)
 		return;
 
-	str = mail_user_plugin_getenv(user, "pop3_policy_login_delay");
-	if (str == NULL || str[0] == '\0')
-		return;
-	if (str_to_uint(str, &delay_secs) < 0 &&
-	    settings_get_time(str, &delay_secs, &error) < 0) {
-		e_error(user->event, "pop3_policy: Invalid "
-			"pop3_policy_login_delay=%s: %s", str, error);
+	if (pop3_policy_settings_read_login_delay(user, &delay_secs,
+						  &error) < 0) {
+		e_error(user->event, "pop3_policy: %s", error);
 		pop3_policy_login_refuse(client, "-ERR [SYS/TEMP] "
 					 MAIL_ERRSTR_CRITICAL_MSG);
 		return;

@@ -3,13 +3,12 @@
 #include "lib.h"
 #include "ioloop.h"
 #include "str.h"
-#include "settings-parser.h"
-#include "mail-storage-service.h"
 #include "mail-storage-hooks.h"
 #include "mail-namespace.h"
 #include "mailbox-list-private.h"
 #include "pop3-policy-env.h"
 #include "pop3-policy-plugin.h"
+#include "dlmdb-compat.h"
 
 #include <sys/stat.h>
 
@@ -107,27 +106,6 @@ int pop3_policy_user_get_env_if_exists(struct pop3_policy_user *puser,
 	return pop3_policy_user_get_env(puser, env_r, error_r) < 0 ? -1 : 1;
 }
 
-/* A setting of another settings root of this process (pop3's settings
-   in a pop3 process), NULL where it doesn't exist. */
-static const char *
-pop3_policy_service_setting(struct mail_user *user, const char *key)
-{
-	struct setting_parser_context *parser;
-	enum setting_type type;
-	const void *value;
-
-	if (user->_service_user == NULL)
-		return NULL;
-	parser = mail_storage_service_user_get_settings_parser(
-		user->_service_user);
-	if (parser == NULL)
-		return NULL;
-	value = settings_parse_get_value(parser, key, &type);
-	if (value == NULL || type != SET_STR)
-		return NULL;
-	return *(const char *const *)value;
-}
-
 const char *pop3_policy_user_get_deleted_flag(struct pop3_policy_user *puser)
 {
 	struct pop3_policy_env *env;
@@ -200,18 +178,6 @@ const char *pop3_policy_audit_line(const char *action, const char *guid,
 			       vsize, rule);
 }
 
-const char *pop3_policy_audit(struct pop3_policy_user *puser,
-			      const char *action, const char *guid,
-			      const char *uidl, uoff_t vsize,
-			      const char *rule)
-{
-	const char *line =
-		pop3_policy_audit_line(action, guid, uidl, vsize, rule);
-
-	e_info(puser->user->event, "%s", line);
-	return line;
-}
-
 /* keep_days and the sweep run when a POP3 client logs out: the
    session's INBOX is closed by now, so its downloads are flushed. In
    deinit_pre, because at deinit the quota plugin (loaded before us)
@@ -250,8 +216,7 @@ static void pop3_policy_mail_user_created(struct mail_user *user)
 	/* LMTP's and LDA's raw user only parses incoming mail: no policy
 	   applies, and an error here would kill the whole process instead
 	   of failing one recipient */
-	if (user->_service_user == NULL &&
-	    strcmp(user->username, "raw mail user") == 0)
+	if (dlmdb_mail_user_is_raw(user))
 		return;
 
 	puser = p_new(user->pool, struct pop3_policy_user, 1);
@@ -335,7 +300,7 @@ pop3_policy_mail_namespaces_created(struct mail_namespace *namespaces)
 	}
 	/* pop3_deleted_flag is a POP3 setting: other services may not
 	   have it at all, or not the value of protocol pop3 {} */
-	flag = pop3_policy_service_setting(user, "pop3_deleted_flag");
+	flag = pop3_policy_settings_pop3_deleted_flag(user);
 	is_pop3 = user->service != NULL && strcmp(user->service, "pop3") == 0;
 	if (is_pop3 && puser->set.dele != POP3_POLICY_DELE_EXPUNGE &&
 	    (flag == NULL || flag[0] == '\0')) {

@@ -12,10 +12,6 @@ struct pop3_policy_env;
 
 #define POP3_POLICY_LOG_PREFIX "pop3_policy: "
 
-typedef enum quota_alloc_result
-pop3_policy_quota_test_alloc_func_t(struct quota_transaction_context *ctx,
-				    uoff_t size, const char **error_r);
-
 struct pop3_policy_user {
 	union mail_user_module_context module_ctx;
 	struct mail_user *user;
@@ -28,11 +24,10 @@ struct pop3_policy_user {
 	const char *deleted_flag;
 	bool deleted_flag_looked_up;
 
-	/* quota_purge: the quota plugin's user (found at run time, the
-	   plugin must load without quota) and the next test_alloc of
-	   this user's chain */
-	struct quota *quota;
-	pop3_policy_quota_test_alloc_func_t *quota_next_test_alloc;
+	/* quota_purge: the hook into the quota plugin (found at run time,
+	   the plugin must load without quota; its API differs between
+	   Dovecot versions: pop3-policy-quota-{23,24}.c) */
+	struct pop3_policy_quota_hook *quota_hook;
 	bool quota_purging;
 
 	/* a POP3 session opened INBOX: run keep_days and the sweep at
@@ -77,6 +72,10 @@ struct pop3_policy_mailbox {
 	struct mailbox *move_box;
 	struct mailbox_transaction_context *move_trans;
 	bool move_failed;
+
+	/* audit lines of DELEs, logged once the transaction commits */
+	pool_t dele_audit_pool;
+	ARRAY_TYPE(const_string) dele_audit;
 };
 
 struct pop3_policy_mail {
@@ -118,12 +117,8 @@ int pop3_policy_user_get_env_if_exists(struct pop3_policy_user *puser,
 				       const char **error_r);
 /* The pop3_deleted_flag keyword, or NULL when unknown/unset. */
 const char *pop3_policy_user_get_deleted_flag(struct pop3_policy_user *puser);
-/* Log an audit line for mail (or for the values given) and return it
-   without the log prefix. */
-const char *pop3_policy_audit(struct pop3_policy_user *puser,
-			      const char *action, const char *guid,
-			      const char *uidl, uoff_t vsize,
-			      const char *rule);
+/* An audit line for the values given, without the log prefix; logged
+   (e_info on the user's event) once what it reports is committed. */
 const char *pop3_policy_audit_line(const char *action, const char *guid,
 				   const char *uidl, uoff_t vsize,
 				   const char *rule);
@@ -174,6 +169,9 @@ void pop3_policy_dele_update_keywords(struct mail *mail,
 int pop3_policy_dele_transaction_commit(struct pop3_policy_mailbox *pbox,
 					struct mailbox_transaction_context *t);
 void pop3_policy_dele_transaction_rollback(struct pop3_policy_mailbox *pbox);
+/* Log the DELEs' audit lines if committed, else drop them. */
+void pop3_policy_dele_audit_end(struct pop3_policy_mailbox *pbox,
+				bool committed);
 void pop3_policy_dele_close(struct pop3_policy_mailbox *pbox);
 
 /* pop3-policy-retention.c */
@@ -199,7 +197,7 @@ int pop3_policy_sweep(struct pop3_policy_user *puser,
    a full sweep if the last one is a day old. */
 void pop3_policy_sweep_at_logout(struct pop3_policy_user *puser);
 
-/* pop3-policy-quota.c */
+/* pop3-policy-quota-{23,24}.c */
 /* Hook the user's quota chain when quota_purge=yes. -1 with *error_r
    on a configuration error. */
 int pop3_policy_quota_user_init(struct pop3_policy_user *puser,

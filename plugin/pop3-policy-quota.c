@@ -9,6 +9,7 @@
 #include "quota-plugin.h"
 #include "pop3-policy-env.h"
 #include "pop3-policy-plugin.h"
+#include "pop3-policy-quota.h"
 
 #include <dlfcn.h>
 
@@ -21,9 +22,11 @@
 
    The plugin must also load without quota, so it can't declare a
    dependency on it: the quota user context is looked up at run time,
-   and only when quota_purge=yes. */
+   and only when quota_purge=yes.
 
-#define POP3_POLICY_QUOTA_MAX_RETRIES 3
+   This file chooses and removes mail; the hook into the quota plugin,
+   whose API differs between Dovecot 2.3 and 2.4, is in
+   pop3-policy-quota-{23,24}.c. */
 
 struct pop3_policy_victim {
 	uint32_t uid;
@@ -42,9 +45,12 @@ struct pop3_policy_quota_records {
 	/* guid -> copies of it in the maildrop, of GUIDs with a record */
 	HASH_TABLE(char *, void *) copies;
 	const char *error;
+	/* messages of the maildrop that couldn't be read: the copy counts
+	   may be short */
+	unsigned int skipped;
 };
 
-static struct quota_user *pop3_policy_quota_user(struct mail_user *user)
+struct quota_user *pop3_policy_quota_user(struct mail_user *user)
 {
 	struct module_context_id *id;
 	unsigned int idx;
@@ -145,8 +151,15 @@ pop3_policy_quota_find_victims(struct pop3_policy_user *puser,
 	mail_search_args_unref(&search_args);
 	while (mailbox_search_next(search_ctx, &mail)) {
 		if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0) {
-			ret = -1;
-			break;
+			/* damaged on disk: it isn't known to be downloaded,
+			   and the others can still be purged */
+			e_warning(puser->user->event, POP3_POLICY_LOG_PREFIX
+				  "quota purge: skipping %s UID %u, its GUID "
+				  "can't be read: %s", mailbox_get_vname(box),
+				  mail->uid,
+				  mailbox_get_last_internal_error(box, NULL));
+			records->skipped++;
+			continue;
 		}
 		rec = hash_table_lookup(records->by_guid, guid);
 		if (rec != NULL) {
@@ -163,11 +176,15 @@ pop3_policy_quota_find_victims(struct pop3_policy_user *puser,
 			 (rec->flags & POP3_POLICY_MSG_FLAG_HIDDEN) != 0);
 		if (!hidden && (rec == NULL || rec->first_download == 0))
 			continue;
-		if ((puser->quota->set->vsizes ?
+		if ((pop3_policy_quota_uses_vsizes(puser) ?
 		     mail_get_virtual_size(mail, &size) :
 		     mail_get_physical_size(mail, &size)) < 0) {
-			ret = -1;
-			break;
+			e_warning(puser->user->event, POP3_POLICY_LOG_PREFIX
+				  "quota purge: skipping %s UID %u, its size "
+				  "can't be read: %s", mailbox_get_vname(box),
+				  mail->uid,
+				  mailbox_get_last_internal_error(box, NULL));
+			continue;
 		}
 		victim = array_append_space(victims);
 		victim->uid = mail->uid;
@@ -190,10 +207,12 @@ pop3_policy_quota_expunge(struct pop3_policy_user *puser,
 {
 	struct mailbox_transaction_context *trans;
 	struct mail *mail;
-	const char *guid, *uidl;
+	ARRAY_TYPE(const_string) lines;
+	const char *guid, *uidl, *line;
 	uoff_t vsize;
 	unsigned int i;
 
+	t_array_init(&lines, count);
 	trans = mailbox_transaction_begin(box, 0, "pop3_policy quota purge");
 	mail = mail_alloc(trans, MAIL_FETCH_GUID | MAIL_FETCH_VIRTUAL_SIZE,
 			  NULL);
@@ -205,14 +224,18 @@ pop3_policy_quota_expunge(struct pop3_policy_user *puser,
 		uidl = pop3_policy_mail_get_uidl(puser, mail);
 		if (mail_get_virtual_size(mail, &vsize) < 0)
 			vsize = 0;
-		(void)pop3_policy_audit(puser, "purge", guid, uidl, vsize,
-					"quota");
+		line = pop3_policy_audit_line("purge", guid, uidl, vsize,
+					      "quota");
+		array_push_back(&lines, &line);
 		mail_expunge(mail);
 	}
 	mail_free(&mail);
 	if (mailbox_transaction_commit(&trans) < 0 ||
 	    mailbox_sync(box, 0) < 0)
 		return -1;
+	/* logged once committed */
+	array_foreach_elem(&lines, line)
+		e_info(puser->user->event, "%s", line);
 	return 0;
 }
 
@@ -228,6 +251,11 @@ pop3_policy_quota_forget(struct pop3_policy_user *puser,
 	const char *error;
 	unsigned int i, n;
 
+	if (records->skipped > 0) {
+		/* an unreadable message may be a copy of a purged one:
+		   the sweep drops the records once it can tell */
+		return;
+	}
 	t_array_init(&gone, count);
 	for (i = 0; i < count; i++) {
 		if (victims[i].guid == NULL)
@@ -249,13 +277,9 @@ pop3_policy_quota_forget(struct pop3_policy_user *puser,
 	}
 }
 
-/* Free at least bytes_needed and count_needed. Returns 1 if freed, 0 if
-   there isn't enough purgeable mail (then nothing is removed), -1 on
-   error. */
-static int
-pop3_policy_quota_purge(struct pop3_policy_user *puser,
-			uint64_t bytes_needed, uint64_t count_needed,
-			uint64_t *bytes_freed_r, uint64_t *count_freed_r)
+int pop3_policy_quota_purge(struct pop3_policy_user *puser,
+			    uint64_t bytes_needed, uint64_t count_needed,
+			    uint64_t *bytes_freed_r, uint64_t *count_freed_r)
 {
 	struct mail_user *user = puser->user;
 	struct mail_namespace *ns = pop3_policy_user_inbox_ns(user);
@@ -339,110 +363,4 @@ pop3_policy_quota_purge(struct pop3_policy_user *puser,
 	hash_table_destroy(&records.copies);
 	pool_unref(&records.pool);
 	return ret;
-}
-
-static void
-pop3_policy_quota_credit_ctx(struct quota_transaction_context *ctx,
-			     uint64_t bytes_freed, uint64_t count_freed)
-{
-	struct pop3_policy_quota_state state = {
-		.bytes_used = ctx->bytes_used,
-		.count_used = ctx->count_used,
-		.bytes_ceil = ctx->bytes_ceil,
-		.count_ceil = ctx->count_ceil,
-		.bytes_over = ctx->bytes_over,
-		.count_over = ctx->count_over,
-	};
-	uint64_t old_ceil = ctx->bytes_ceil;
-
-	pop3_policy_quota_credit(&state, bytes_freed, count_freed);
-	/* bytes_ceil2 is the real ceiling behind a temporary extra
-	   allowance: it moves by as much */
-	if (ctx->bytes_ceil2 != (uint64_t)-1 && state.bytes_ceil >= old_ceil)
-		ctx->bytes_ceil2 += state.bytes_ceil - old_ceil;
-	ctx->bytes_ceil = state.bytes_ceil;
-	ctx->count_ceil = state.count_ceil;
-	ctx->bytes_over = state.bytes_over;
-	ctx->count_over = state.count_over;
-}
-
-static enum quota_alloc_result
-pop3_policy_quota_test_alloc(struct quota_transaction_context *ctx,
-			     uoff_t size, const char **error_r)
-{
-	struct pop3_policy_user *puser =
-		POP3_POLICY_USER_CONTEXT(ctx->quota->user);
-	struct pop3_policy_quota_state state;
-	enum quota_alloc_result ret;
-	uint64_t bytes_needed, count_needed, bytes_freed, count_freed;
-	unsigned int i;
-
-	i_assert(puser != NULL && puser->quota_next_test_alloc != NULL);
-	ret = puser->quota_next_test_alloc(ctx, size, error_r);
-	/* Only a save or copy has a transaction open on its mailbox: RCPT
-	   time checks (STATUS_CHECK_OVER_QUOTA) have none and must not
-	   delete anything. */
-	if (ret != QUOTA_ALLOC_RESULT_OVER_QUOTA || puser->quota_purging ||
-	    ctx->box == NULL || ctx->box->transaction_count == 0)
-		return ret;
-
-	puser->quota_purging = TRUE;
-	for (i = 0; i < POP3_POLICY_QUOTA_MAX_RETRIES &&
-		    ret == QUOTA_ALLOC_RESULT_OVER_QUOTA; i++) {
-		i_zero(&state);
-		state.bytes_used = ctx->bytes_used;
-		state.count_used = ctx->count_used;
-		state.bytes_ceil = ctx->bytes_ceil;
-		state.count_ceil = ctx->count_ceil;
-		state.bytes_over = ctx->bytes_over;
-		state.count_over = ctx->count_over;
-		pop3_policy_quota_needed(&state, size, &bytes_needed,
-					 &count_needed);
-		if (bytes_needed == 0 && count_needed == 0)
-			break;
-		bytes_freed = count_freed = 0;
-		if (pop3_policy_quota_purge(puser, bytes_needed, count_needed,
-					    &bytes_freed, &count_freed) <= 0)
-			break;
-		pop3_policy_quota_credit_ctx(ctx, bytes_freed, count_freed);
-		ret = puser->quota_next_test_alloc(ctx, size, error_r);
-	}
-	puser->quota_purging = FALSE;
-	return ret;
-}
-
-int pop3_policy_quota_user_init(struct pop3_policy_user *puser,
-				const char **error_r)
-{
-	struct mail_user *user = puser->user;
-	struct quota_user *quser;
-	struct quota_root *root;
-
-	/* the quota-status service only asks; nothing may be deleted
-	   there */
-	if (user->service != NULL && strcmp(user->service, "quota-status") == 0)
-		return 0;
-	quser = pop3_policy_quota_user(user);
-	if (quser == NULL || quser->quota == NULL) {
-		*error_r = "pop3_policy_quota_purge=yes needs the quota "
-			"plugin in mail_plugins (before pop3_policy)";
-		return -1;
-	}
-	array_foreach_elem(&quser->quota->roots, root) {
-		if (strcmp(root->backend.name, "count") != 0) {
-			*error_r = t_strdup_printf(
-				"pop3_policy_quota_purge=yes needs the count "
-				"quota backend, but quota root %s uses %s "
-				"(an LMDB file never shrinks, so only count "
-				"sees space freed by expunges)",
-				root->set->name, root->backend.name);
-			return -1;
-		}
-	}
-	puser->quota = quser->quota;
-	if (puser->quota->set->test_alloc == pop3_policy_quota_test_alloc)
-		return 0;
-	puser->quota_next_test_alloc = puser->quota->set->test_alloc;
-	puser->quota->set->test_alloc = pop3_policy_quota_test_alloc;
-	return 0;
 }

@@ -19,6 +19,11 @@ struct pop3_policy_retention_collect {
 	pool_t pool;
 	/* guid -> guid, messages due */
 	HASH_TABLE(char *, char *) due;
+	/* GUIDs of the messages removed by this pass */
+	ARRAY_TYPE(const_string) removed;
+	/* messages whose GUID couldn't be read: any of them may be one of
+	   the due ones */
+	unsigned int skipped;
 };
 
 static int
@@ -52,8 +57,8 @@ pop3_policy_retention_apply(struct pop3_policy_user *puser,
 	struct mail_search_context *search_ctx;
 	struct mail_search_args *search_args;
 	struct mail *mail;
+	ARRAY_TYPE(const_string) lines;
 	const char *guid, *line;
-	unsigned int removed = 0;
 	uoff_t vsize;
 	int ret = 0;
 
@@ -63,6 +68,7 @@ pop3_policy_retention_apply(struct pop3_policy_user *puser,
 		mailbox_free(&box);
 		return -1;
 	}
+	t_array_init(&lines, 16);
 	trans = mailbox_transaction_begin(box, 0, "pop3_policy keep_days");
 	search_args = mail_search_build_init();
 	mail_search_build_add_all(search_args);
@@ -72,8 +78,15 @@ pop3_policy_retention_apply(struct pop3_policy_user *puser,
 	mail_search_args_unref(&search_args);
 	while (mailbox_search_next(search_ctx, &mail)) {
 		if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0) {
-			ret = -1;
-			break;
+			/* one unreadable message (damaged on disk) must not
+			   stop the removal of the others */
+			e_warning(puser->user->event, POP3_POLICY_LOG_PREFIX
+				  "keep_days: skipping %s UID %u, its GUID "
+				  "can't be read: %s", mailbox_get_vname(box),
+				  mail->uid,
+				  mailbox_get_last_internal_error(box, NULL));
+			collect->skipped++;
+			continue;
 		}
 		if (hash_table_lookup(collect->due, guid) == NULL)
 			continue;
@@ -82,43 +95,58 @@ pop3_policy_retention_apply(struct pop3_policy_user *puser,
 		line = pop3_policy_audit_line("remove", guid,
 			pop3_policy_mail_get_uidl(puser, mail), vsize,
 			"keep-days");
+		array_push_back(&lines, &line);
 		if (!dry_run) {
-			e_info(puser->user->event, "%s", line);
 			mail_expunge(mail);
-			removed++;
+			guid = p_strdup(collect->pool, guid);
+			array_push_back(&collect->removed, &guid);
 		}
-		if (callback != NULL)
-			callback(line, context);
 	}
 	if (mailbox_search_deinit(&search_ctx) < 0)
 		ret = -1;
-	if (ret < 0 || dry_run || removed == 0)
+	if (ret < 0 || dry_run || array_count(&collect->removed) == 0)
 		mailbox_transaction_rollback(&trans);
 	else if (mailbox_transaction_commit(&trans) < 0 ||
 		 mailbox_sync(box, 0) < 0)
 		ret = -1;
-	if (ret < 0)
+	if (ret < 0) {
 		*error_r = mailbox_get_last_internal_error(box, NULL);
+		array_clear(&collect->removed);
+	} else {
+		/* only what was committed (or would be, dry_run) */
+		array_foreach_elem(&lines, line) {
+			if (!dry_run)
+				e_info(puser->user->event, "%s", line);
+			if (callback != NULL)
+				callback(line, context);
+		}
+	}
 	mailbox_free(&box);
 	return ret;
 }
 
 /* The due messages are gone now (removed, or already gone before):
-   forget them. */
+   forget them. If a message couldn't be read, a due one not found may
+   be that message: then only the removed ones are forgotten, and the
+   others stay due for the next pass. */
 static void
 pop3_policy_retention_forget(struct pop3_policy_retention_collect *collect)
 {
 	struct hash_iterate_context *iter;
-	ARRAY_TYPE(const_string) guids;
+	ARRAY_TYPE(const_string) all;
+	const ARRAY_TYPE(const_string) *guids = &collect->removed;
 	char *key, *value;
 	const char *error;
 
-	t_array_init(&guids, hash_table_count(collect->due));
-	iter = hash_table_iterate_init(collect->due);
-	while (hash_table_iterate(iter, collect->due, &key, &value))
-		array_push_back(&guids, (const char **)&value);
-	hash_table_iterate_deinit(&iter);
-	if (pop3_policy_forget(collect->puser, &guids, &error) < 0) {
+	if (collect->skipped == 0) {
+		t_array_init(&all, hash_table_count(collect->due));
+		iter = hash_table_iterate_init(collect->due);
+		while (hash_table_iterate(iter, collect->due, &key, &value))
+			array_push_back(&all, (const char **)&value);
+		hash_table_iterate_deinit(&iter);
+		guids = &all;
+	}
+	if (pop3_policy_forget(collect->puser, guids, &error) < 0) {
 		e_error(collect->puser->user->event, POP3_POLICY_LOG_PREFIX
 			"Dropping records of removed messages failed: %s",
 			error);
@@ -147,6 +175,7 @@ int pop3_policy_retention_run(struct mail_user *user, bool dry_run,
 	collect.puser = puser;
 	collect.pool = pool_alloconly_create("pop3_policy retention", 1024);
 	hash_table_create(&collect.due, collect.pool, 0, str_hash, strcmp);
+	p_array_init(&collect.removed, collect.pool, 16);
 	ret = pop3_policy_env_due_iter(env, puser->set.keep_days,
 				       pop3_policy_now(),
 				       pop3_policy_retention_collect,

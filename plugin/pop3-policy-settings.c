@@ -1,79 +1,43 @@
 /* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
 
+/* The syntax of the pop3_policy_* values, the same on Dovecot 2.3 and 2.4.
+   On 2.4 the config process checks values with these too (through
+   pop3-policy-settings-info.c), so this file needs libdovecot only. */
+
 #include "lib.h"
-#include "settings-parser.h"
 #include "unichar.h"
-#include "mail-user.h"
+#include "dlmdb-compat.h"
 #include "pop3-policy-settings.h"
 
-static int
-pop3_policy_parse_dele(const char *str, struct pop3_policy_settings *set,
-		       pool_t pool)
+int pop3_policy_parse_dele(const char *str, pool_t pool,
+			   enum pop3_policy_dele *dele_r,
+			   const char **mailbox_r)
 {
+	*mailbox_r = NULL;
 	if (strcmp(str, "expunge") == 0)
-		set->dele = POP3_POLICY_DELE_EXPUNGE;
+		*dele_r = POP3_POLICY_DELE_EXPUNGE;
 	else if (strcmp(str, "keep") == 0)
-		set->dele = POP3_POLICY_DELE_KEEP;
+		*dele_r = POP3_POLICY_DELE_KEEP;
 	else if (strcmp(str, "mark-read") == 0)
-		set->dele = POP3_POLICY_DELE_MARK_READ;
-	else if (str_begins(str, "move:") && str[5] != '\0' &&
+		*dele_r = POP3_POLICY_DELE_MARK_READ;
+	else if (dlmdb_str_begins(str, "move:") && str[5] != '\0' &&
 		 uni_utf8_str_is_valid(str + 5)) {
-		set->dele = POP3_POLICY_DELE_MOVE;
-		set->dele_mailbox = p_strdup(pool, str + 5);
+		*dele_r = POP3_POLICY_DELE_MOVE;
+		*mailbox_r = p_strdup(pool, str + 5);
 	} else {
 		return -1;
 	}
 	return 0;
 }
 
-int pop3_policy_settings_read(struct mail_user *user,
-			      struct pop3_policy_settings *set_r,
-			      const char **error_r)
+int pop3_policy_parse_login_delay(const char *str, unsigned int *secs_r,
+				  const char **error_r)
 {
-	const char *str;
-
-	i_zero(set_r);
-	str = mail_user_plugin_getenv(user, "pop3_policy_dele");
-	if (str != NULL && str[0] != '\0' &&
-	    pop3_policy_parse_dele(str, set_r, user->pool) < 0) {
-		*error_r = t_strdup_printf("Invalid pop3_policy_dele=%s: "
-			"expected expunge, keep, mark-read or move:<mailbox>",
-			str);
-		return -1;
-	}
-	str = mail_user_plugin_getenv(user, "pop3_policy_keep_days");
-	if (str != NULL && str[0] != '\0' &&
-	    str_to_uint(str, &set_r->keep_days) < 0) {
-		*error_r = t_strdup_printf("Invalid pop3_policy_keep_days=%s: "
-					   "expected a number of days", str);
-		return -1;
-	}
-	str = mail_user_plugin_getenv(user, "pop3_policy_quota_purge");
-	if (str != NULL && str[0] != '\0') {
-		if (strcmp(str, "yes") == 0)
-			set_r->quota_purge = TRUE;
-		else if (strcmp(str, "no") != 0) {
-			*error_r = t_strdup_printf(
-				"Invalid pop3_policy_quota_purge=%s: "
-				"expected yes or no", str);
-			return -1;
-		}
-	}
-	str = mail_user_plugin_getenv(user, "pop3_policy_login_delay");
-	if (str != NULL && str[0] != '\0') {
-		const char *error;
-
-		/* a bare number is seconds, as the setting is documented */
-		if (str_to_uint(str, &set_r->login_delay_secs) < 0 &&
-		    settings_get_time(str, &set_r->login_delay_secs,
-				      &error) < 0) {
-			*error_r = t_strdup_printf(
-				"Invalid pop3_policy_login_delay=%s: %s",
-				str, error);
-			return -1;
-		}
-	}
-	return 0;
+	/* a bare number is seconds, as the setting is documented (Dovecot's
+	   own time settings want a unit) */
+	if (str_to_uint(str, secs_r) == 0)
+		return 0;
+	return dlmdb_parse_time(str, secs_r, error_r);
 }
 
 const char *pop3_policy_dele_to_str(const struct pop3_policy_settings *set)

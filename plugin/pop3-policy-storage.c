@@ -239,11 +239,13 @@ pop3_policy_transaction_commit(struct mailbox_transaction_context *t,
 	   loses it */
 	if (pop3_policy_dele_transaction_commit(pbox, t) < 0) {
 		pbox->module_ctx.super.transaction_rollback(t);
+		pop3_policy_dele_audit_end(pbox, FALSE);
 		pop3_policy_pending_no_arrivals(pbox);
 		pop3_policy_flush_or_log(box, pbox);
 		return -1;
 	}
 	ret = pbox->module_ctx.super.transaction_commit(t, changes_r);
+	pop3_policy_dele_audit_end(pbox, ret == 0);
 	if (ret < 0)
 		pop3_policy_pending_no_arrivals(pbox);
 	/* no Dovecot lock is held any more: safe to take the LMDB writer */

@@ -129,7 +129,10 @@ pop3_policy_sweep_collect_some(struct pop3_policy_sweep_collect *ctx,
 	return ret < 0 ? -1 : 0;
 }
 
-/* Strike every candidate the maildrop still has. */
+/* Strike every candidate the maildrop still has. A message whose GUID
+   can't be read (damaged on disk) may be any candidate: then all of
+   them are struck, so that no record is dropped while its message may
+   still be there; the next sweep tries again. */
 static int
 pop3_policy_sweep_strike_present(struct pop3_policy_sweep_collect *ctx,
 				 const char **error_r)
@@ -141,6 +144,7 @@ pop3_policy_sweep_strike_present(struct pop3_policy_sweep_collect *ctx,
 	struct mail_search_args *search_args;
 	struct mail *mail;
 	const char *guid;
+	bool skipped = FALSE;
 	int ret = 0;
 
 	if (ns == NULL) {
@@ -162,13 +166,21 @@ pop3_policy_sweep_strike_present(struct pop3_policy_sweep_collect *ctx,
 	while (hash_table_count(ctx->candidates) > 0 &&
 	       mailbox_search_next(search_ctx, &mail)) {
 		if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0) {
-			ret = -1;
-			break;
+			e_warning(ctx->puser->user->event,
+				  POP3_POLICY_LOG_PREFIX"sweep: skipping %s "
+				  "UID %u, its GUID can't be read (no record "
+				  "is dropped this time): %s",
+				  mailbox_get_vname(box), mail->uid,
+				  mailbox_get_last_internal_error(box, NULL));
+			skipped = TRUE;
+			continue;
 		}
 		(void)hash_table_try_remove(ctx->candidates, guid);
 	}
 	if (mailbox_search_deinit(&search_ctx) < 0)
 		ret = -1;
+	if (skipped)
+		hash_table_clear(ctx->candidates, TRUE);
 	mailbox_transaction_rollback(&trans);
 	if (ret < 0)
 		*error_r = t_strdup(mailbox_get_last_internal_error(box, NULL));

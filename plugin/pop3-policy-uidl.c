@@ -3,8 +3,8 @@
 #include "lib.h"
 #include "str.h"
 #include "hash.h"
-#include "var-expand.h"
 #include "mail-storage-settings.h"
+#include "dlmdb-compat.h"
 #include "pop3-policy-env.h"
 #include "pop3-policy-plugin.h"
 
@@ -19,40 +19,38 @@
 int pop3_policy_uidl_from_format(struct mail *mail, const char **uidl_r,
 				 const char **error_r)
 {
-	const struct mail_storage_settings *mail_set =
-		mail_user_set_get_storage_set(mail->box->storage->user);
-	const char *format = mail_set->pop3_uidl_format;
-	const char *md5 = "", *filename = "", *guid = "", *error;
+	/* the storage's settings: what the POP3 server itself uses */
+	const char *format = mail->box->storage->set->pop3_uidl_format;
+	struct dlmdb_uidl_vars vars = {
+		.uid = mail->uid,
+		.md5 = "",
+		.filename = "",
+		.guid = "",
+	};
 	struct mailbox_status status;
+	const char *error;
 	string_t *str;
 
 	mailbox_get_open_status(mail->box, STATUS_UIDVALIDITY, &status);
-	if (var_has_key(format, 'm', "md5") &&
-	    mail_get_special(mail, MAIL_FETCH_HEADER_MD5, &md5) < 0) {
+	vars.uid_validity = status.uidvalidity;
+	if (dlmdb_uidl_format_uses(format, DLMDB_UIDL_VAR_MD5) &&
+	    mail_get_special(mail, MAIL_FETCH_HEADER_MD5, &vars.md5) < 0) {
 		*error_r = mailbox_get_last_internal_error(mail->box, NULL);
 		return -1;
 	}
-	if (var_has_key(format, 'f', "filename") &&
-	    mail_get_special(mail, MAIL_FETCH_STORAGE_ID, &filename) < 0) {
+	if (dlmdb_uidl_format_uses(format, DLMDB_UIDL_VAR_FILENAME) &&
+	    mail_get_special(mail, MAIL_FETCH_STORAGE_ID, &vars.filename) < 0) {
 		*error_r = mailbox_get_last_internal_error(mail->box, NULL);
 		return -1;
 	}
-	if (var_has_key(format, 'g', "guid") &&
-	    mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0) {
+	if (dlmdb_uidl_format_uses(format, DLMDB_UIDL_VAR_GUID) &&
+	    mail_get_special(mail, MAIL_FETCH_GUID, &vars.guid) < 0) {
 		*error_r = mailbox_get_last_internal_error(mail->box, NULL);
 		return -1;
 	}
 
-	const struct var_expand_table tab[] = {
-		{ 'v', dec2str(status.uidvalidity), "uidvalidity" },
-		{ 'u', dec2str(mail->uid), "uid" },
-		{ 'm', md5, "md5" },
-		{ 'f', filename, "filename" },
-		{ 'g', guid, "guid" },
-		{ '\0', NULL, NULL }
-	};
 	str = t_str_new(64);
-	if (var_expand(str, format, tab, &error) <= 0) {
+	if (dlmdb_uidl_format_expand(str, format, &vars, &error) < 0) {
 		*error_r = t_strdup_printf(
 			"Failed to expand pop3_uidl_format=%s: %s",
 			format, error);

@@ -80,7 +80,10 @@ static bool lmdb_salvage_read_index(struct mail_namespace *ns,
 		return FALSE;
 	mail_index_get_header_ext(idx.view, idx.hdr_ext_id, &data, &size);
 	i_zero(&lhdr);
-	memcpy(&lhdr, data, I_MIN(size, sizeof(lhdr)));
+	/* data is NULL when the index has no lmdb-hdr (memcpy() from
+	   NULL is undefined even for 0 bytes; 2.4 asserts it) */
+	if (size > 0)
+		memcpy(&lhdr, data, I_MIN(size, sizeof(lhdr)));
 	if (size < sizeof(guid_128_t) || guid_128_is_empty(lhdr.mailbox_guid)) {
 		lmdb_salvage_index_close(&idx);
 		return FALSE;

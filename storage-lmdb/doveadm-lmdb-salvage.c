@@ -9,6 +9,7 @@
 #include "mail-namespace.h"
 #include "mail-storage-private.h"
 #include "doveadm-mail.h"
+#include "dlmdb-compat.h"
 #include "doveadm-print.h"
 #include "lmdb-storage.h"
 #include "doveadm-lmdb.h"
@@ -313,9 +314,12 @@ lmdb_cmd_salvage_run(struct doveadm_mail_cmd_context *_ctx,
 	return ret;
 }
 
-static void lmdb_cmd_salvage_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
-				  const char *const args[] ATTR_UNUSED)
+static void lmdb_cmd_salvage_init(DLMDB_DOVEADM_INIT_PARAMS(_ctx))
 {
+	struct lmdb_salvage_cmd_context *ctx =
+		container_of(_ctx, struct lmdb_salvage_cmd_context, ctx);
+
+	(void)doveadm_cmd_param_bool(_ctx->cctx, "force", &ctx->force);
 	doveadm_print_header_simple("mailbox");
 	doveadm_print_header_simple("uid");
 	doveadm_print_header_simple("message-id");
@@ -328,25 +332,12 @@ static void lmdb_cmd_salvage_deinit(struct doveadm_mail_cmd_context *ctx ATTR_UN
 	lmdb_storage_no_env_open = FALSE;
 }
 
-static bool lmdb_cmd_salvage_parse_arg(struct doveadm_mail_cmd_context *_ctx,
-				       int c)
-{
-	struct lmdb_salvage_cmd_context *ctx =
-		container_of(_ctx, struct lmdb_salvage_cmd_context, ctx);
-
-	if (c != 'f')
-		return FALSE;
-	ctx->force = TRUE;
-	return TRUE;
-}
-
 struct doveadm_mail_cmd_context *doveadm_lmdb_cmd_salvage_alloc(void)
 {
 	struct lmdb_salvage_cmd_context *ctx;
 
 	ctx = doveadm_mail_cmd_alloc(struct lmdb_salvage_cmd_context);
-	ctx->ctx.getopt_args = "f";
-	ctx->ctx.v.parse_arg = lmdb_cmd_salvage_parse_arg;
+	dlmdb_doveadm_cmd_accept_options(&ctx->ctx, "f");
 	ctx->ctx.v.run = lmdb_cmd_salvage_run;
 	ctx->ctx.v.init = lmdb_cmd_salvage_init;
 	ctx->ctx.v.deinit = lmdb_cmd_salvage_deinit;

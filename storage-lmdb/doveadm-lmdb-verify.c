@@ -7,6 +7,7 @@
 #include "mail-namespace.h"
 #include "mail-storage-private.h"
 #include "doveadm-mail.h"
+#include "dlmdb-compat.h"
 #include "doveadm-print.h"
 #include "lmdb-env.h"
 #include "lmdb-schema.h"
@@ -141,25 +142,16 @@ lmdb_cmd_verify_run(struct doveadm_mail_cmd_context *_ctx,
 	return ret;
 }
 
-static void lmdb_cmd_verify_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
-				 const char *const args[] ATTR_UNUSED)
-{
-	doveadm_print_header_simple("mailbox");
-	doveadm_print_header_simple("uid");
-	doveadm_print_header_simple("body");
-	doveadm_print_header_simple("problem");
-}
-
-static bool lmdb_cmd_verify_parse_arg(struct doveadm_mail_cmd_context *_ctx,
-				      int c)
+static void lmdb_cmd_verify_init(DLMDB_DOVEADM_INIT_PARAMS(_ctx))
 {
 	struct lmdb_verify_cmd_context *ctx =
 		container_of(_ctx, struct lmdb_verify_cmd_context, ctx);
 
-	if (c != 'r')
-		return FALSE;
-	ctx->repair = TRUE;
-	return TRUE;
+	(void)doveadm_cmd_param_bool(_ctx->cctx, "repair", &ctx->repair);
+	doveadm_print_header_simple("mailbox");
+	doveadm_print_header_simple("uid");
+	doveadm_print_header_simple("body");
+	doveadm_print_header_simple("problem");
 }
 
 struct doveadm_mail_cmd_context *doveadm_lmdb_cmd_verify_alloc(void)
@@ -167,8 +159,7 @@ struct doveadm_mail_cmd_context *doveadm_lmdb_cmd_verify_alloc(void)
 	struct lmdb_verify_cmd_context *ctx;
 
 	ctx = doveadm_mail_cmd_alloc(struct lmdb_verify_cmd_context);
-	ctx->ctx.getopt_args = "r";
-	ctx->ctx.v.parse_arg = lmdb_cmd_verify_parse_arg;
+	dlmdb_doveadm_cmd_accept_options(&ctx->ctx, "r");
 	ctx->ctx.v.run = lmdb_cmd_verify_run;
 	ctx->ctx.v.init = lmdb_cmd_verify_init;
 	doveadm_print_init(DOVEADM_PRINT_TYPE_TAB);

@@ -8,6 +8,7 @@
 #include "mail-namespace.h"
 #include "mail-storage-private.h"
 #include "doveadm-mail.h"
+#include "dlmdb-compat.h"
 #include "doveadm-print.h"
 #include "lmdb-body.h"
 #include "lmdb-link.h"
@@ -132,8 +133,7 @@ lmdb_cmd_stats_run(struct doveadm_mail_cmd_context *ctx,
 	return 0;
 }
 
-static void lmdb_cmd_stats_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
-				const char *const args[] ATTR_UNUSED)
+static void lmdb_cmd_stats_init(DLMDB_DOVEADM_INIT_PARAMS(ctx ATTR_UNUSED))
 {
 	doveadm_print_header_simple("messages");
 	doveadm_print_header_simple("bodies");
@@ -182,8 +182,7 @@ lmdb_cmd_compact_run(struct doveadm_mail_cmd_context *ctx,
 	return 0;
 }
 
-static void lmdb_cmd_compact_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
-				  const char *const args[] ATTR_UNUSED)
+static void lmdb_cmd_compact_init(DLMDB_DOVEADM_INIT_PARAMS(ctx ATTR_UNUSED))
 {
 	doveadm_print_header_simple("old_size");
 	doveadm_print_header_simple("new_size");
@@ -218,6 +217,7 @@ static int lmdb_recover_mailbox(struct doveadm_mail_cmd_context *ctx,
 	if (mailbox_exists(box, FALSE, &existence) < 0) {
 		i_error("%s: %s", rec->name,
 			mailbox_get_last_internal_error(box, NULL));
+		doveadm_mail_failed_mailbox(ctx, box);
 		mailbox_free(&box);
 		return -1;
 	}
@@ -241,6 +241,7 @@ static int lmdb_recover_mailbox(struct doveadm_mail_cmd_context *ctx,
 	if (ret == 0 && mailbox_sync(box, MAILBOX_SYNC_FLAG_FORCE_RESYNC) < 0) {
 		i_error("Syncing %s failed: %s", rec->name,
 			mailbox_get_last_internal_error(box, NULL));
+		doveadm_mail_failed_mailbox(ctx, box);
 		ret = -1;
 	}
 	if (ret == 0) {
@@ -275,8 +276,11 @@ lmdb_cmd_recover_run(struct doveadm_mail_cmd_context *ctx,
 	pool = pool_alloconly_create("lmdb recover", 4096);
 	p_array_init(&guids, pool, 16);
 	p_array_init(&recs, pool, 16);
+	/* every failure sets doveadm's exit code: a run() that fails
+	   without one is an assertion failure in doveadm */
 	if (lmdb_env_read_begin(storage->env, &txn, &error) < 0) {
 		i_error("%s", error);
+		doveadm_mail_failed_error(ctx, MAIL_ERROR_TEMP);
 		pool_unref(&pool);
 		return -1;
 	}
@@ -298,6 +302,7 @@ lmdb_cmd_recover_run(struct doveadm_mail_cmd_context *ctx,
 	lmdb_env_read_end(storage->env, &txn);
 	if (ret != MDB_NOTFOUND) {
 		i_error("iterating mailboxes failed: %s", mdb_strerror(ret));
+		doveadm_mail_failed_error(ctx, MAIL_ERROR_TEMP);
 		pool_unref(&pool);
 		return -1;
 	}
@@ -312,8 +317,7 @@ lmdb_cmd_recover_run(struct doveadm_mail_cmd_context *ctx,
 	return ret;
 }
 
-static void lmdb_cmd_recover_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
-				  const char *const args[] ATTR_UNUSED)
+static void lmdb_cmd_recover_init(DLMDB_DOVEADM_INIT_PARAMS(ctx ATTR_UNUSED))
 {
 	doveadm_print_header_simple("recovered");
 	doveadm_print_header_simple("guid");

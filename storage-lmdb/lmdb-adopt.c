@@ -12,7 +12,10 @@
    what LMDB has beyond it: links at or above next_uid (a save that
    committed to LMDB but not to the index before a crash, or a lost
    index) with their mirrored flags, keywords and modseqs, and next_uid
-   raised above every UID LMDB ever used, so no UID is given twice. */
+   raised above every UID LMDB ever used, so no UID is given twice. The
+   reverse too: index records above every UID LMDB ever used (a save whose
+   LMDB commit a power cut lost) are expunged, and after a crash that cost
+   the index part of its log, every record whose link is gone. */
 
 struct lmdb_adopt_link {
 	uint32_t uid;
@@ -35,6 +38,11 @@ struct lmdb_sync_lmdb_state {
 
 	ARRAY(struct lmdb_adopt_link) links;
 	uint32_t min_next_uid;
+	/* the highest UID LMDB ever used: its mailbox record's and its
+	   highest link's; without a mailbox record (damage) nothing above
+	   it is taken for unsaved */
+	uint32_t lmdb_highest_uid;
+	bool have_record;
 	/* the mirrored HIGHESTMODSEQ */
 	uint64_t highest_modseq;
 	/* more links wait for the next batch, from resume_uid on */
@@ -64,6 +72,8 @@ lmdb_sync_read_state_txn(MDB_txn *txn, void *context, const char **error_r)
 	p_array_init(&state->links, state->pool, 64);
 	p_array_init(&state->damage, state->pool, 4);
 	state->min_next_uid = 0;
+	state->lmdb_highest_uid = 0;
+	state->have_record = FALSE;
 	state->highest_modseq = 0;
 	state->more = FALSE;
 	ret = lmdb_mailbox_get_repair(env, txn, mbox->mailbox_guid,
@@ -78,11 +88,15 @@ lmdb_sync_read_state_txn(MDB_txn *txn, void *context, const char **error_r)
 	}
 	if (ret > 0 && mrec.highest_uid < (uint32_t)-1)
 		state->min_next_uid = mrec.highest_uid + 1;
-	if (ret > 0)
+	if (ret > 0) {
 		state->highest_modseq = mrec.highest_modseq;
+		state->lmdb_highest_uid = mrec.highest_uid;
+		state->have_record = TRUE;
+	}
 	if ((ret = lmdb_link_get_highest_uid(env, txn, mbox->mailbox_guid,
 					     &highest_uid, error_r)) != 0)
 		return ret;
+	state->lmdb_highest_uid = I_MAX(state->lmdb_highest_uid, highest_uid);
 	if (highest_uid < state->next_uid)
 		return 0;
 	if (highest_uid < (uint32_t)-1)
@@ -221,6 +235,134 @@ static void lmdb_sync_raise_next_uid(struct lmdb_sync_context *ctx,
 		&min_next_uid, sizeof(min_next_uid), FALSE);
 }
 
+/* Index records above every UID LMDB ever used have no link and never
+   had one that lasted: a save commits its links to LMDB without a flush,
+   writes its index records and flushes LMDB after that, outside the index
+   lock, before it acknowledges (lmdb-save-commit.c). A power cut in
+   between can keep the index records and lose the links: the message was
+   never acknowledged, but its record would stay unreadable, and POP3
+   can't start with it. They go, as force-resync would drop them; their
+   UIDs stay used. */
+static void lmdb_sync_expunge_unsaved(struct lmdb_sync_context *ctx,
+				      uint32_t lmdb_highest_uid)
+{
+	struct lmdb_mailbox *mbox = ctx->mbox;
+	uint32_t seq, seq1, seq2, uid, first_uid = 0, last_uid = 0;
+	unsigned int count = 0;
+
+	if (lmdb_highest_uid == (uint32_t)-1 ||
+	    !mail_index_lookup_seq_range(ctx->sync_view, lmdb_highest_uid + 1,
+					 (uint32_t)-1, &seq1, &seq2))
+		return;
+	for (seq = seq1; seq <= seq2; seq++) {
+		if (mail_index_transaction_is_expunged(ctx->trans, seq))
+			continue;
+		mail_index_lookup_uid(ctx->sync_view, seq, &uid);
+		mail_index_expunge(ctx->trans, seq);
+		seq_range_array_add(&ctx->expunged_uids, uid);
+		if (first_uid == 0)
+			first_uid = uid;
+		last_uid = uid;
+		count++;
+	}
+	if (count > 0) {
+		e_warning(mbox->box.event, "lmdb: Expunged %u messages that "
+			  "were in the index but never committed to LMDB "
+			  "(UIDs %u..%u; a crash before their save was "
+			  "acknowledged)", count, first_uid, last_uid);
+	}
+}
+
+/* The UIDs of the index records whose link is gone (in a read
+   transaction: nothing of Dovecot is called inside it). Damaged links
+   count as there. Returns -1 if LMDB failed: then nothing is taken for
+   gone. */
+static int lmdb_sync_find_linkless(struct lmdb_sync_context *ctx,
+				   ARRAY_TYPE(seq_range) *uids_r)
+{
+	struct lmdb_mailbox *mbox = ctx->mbox;
+	struct lmdb_env *env = mbox->storage->env;
+	struct lmdb_link_iter *iter;
+	struct lmdb_link_record rec;
+	const char *error = "";
+	pool_t pool;
+	MDB_txn *txn;
+	uint32_t seq, count, uid, link_uid = 0;
+	bool have_link = FALSE, more = TRUE;
+	int ret = 0;
+
+	count = mail_index_view_get_messages_count(ctx->sync_view);
+	if (count == 0)
+		return 0;
+	if (lmdb_env_read_begin(env, &txn, &error) < 0) {
+		e_error(mbox->box.event, "lmdb: %s", error);
+		return -1;
+	}
+	pool = pool_alloconly_create("lmdb link check", 1024);
+	mail_index_lookup_uid(ctx->sync_view, 1, &uid);
+	iter = lmdb_link_iter_init(env, txn, mbox->mailbox_guid, uid);
+	for (seq = 1; seq <= count && ret >= 0; seq++) {
+		mail_index_lookup_uid(ctx->sync_view, seq, &uid);
+		/* both in UID order: step the links up to this UID */
+		while (more && (!have_link || link_uid < uid)) {
+			p_clear(pool);
+			ret = lmdb_link_iter_next(iter, pool, &link_uid, &rec);
+			have_link = ret > 0;
+			more = ret > 0;
+		}
+		if (ret >= 0 && (!have_link || link_uid != uid))
+			seq_range_array_add(uids_r, uid);
+	}
+	if (lmdb_link_iter_deinit(&iter, &error) < 0 || ret < 0) {
+		e_error(mbox->box.event, "lmdb: %s: checking the index "
+			"against the links failed: %s",
+			mbox->storage->env_path, error);
+		array_clear(uids_r);
+		ret = -1;
+	}
+	lmdb_env_read_end(env, &txn);
+	pool_unref(&pool);
+	return ret < 0 ? -1 : 0;
+}
+
+/* After a crash that cost the index part of its log (a torn unsynced
+   tail makes Dovecot drop the log file and fall back to dovecot.index),
+   records of messages expunged since may be back while LMDB dropped
+   their links for good: unreadable, and POP3 can't start with them.
+   Checked once per mailbox open that found the index behind LMDB, or
+   after Dovecot fscked the index: one pass over the mailbox's links. */
+static void lmdb_sync_expunge_linkless(struct lmdb_sync_context *ctx)
+{
+	struct lmdb_mailbox *mbox = ctx->mbox;
+	ARRAY_TYPE(seq_range) uids;
+	struct seq_range_iter iter;
+	unsigned int n = 0, count = 0;
+	uint32_t uid, seq, first_uid = 0, last_uid = 0;
+
+	mbox->need_link_check = FALSE;
+	t_array_init(&uids, 16);
+	if (lmdb_sync_find_linkless(ctx, &uids) < 0)
+		return;
+	seq_range_array_iter_init(&iter, &uids);
+	while (seq_range_array_iter_nth(&iter, n++, &uid)) {
+		if (!mail_index_lookup_seq(ctx->sync_view, uid, &seq) ||
+		    mail_index_transaction_is_expunged(ctx->trans, seq))
+			continue;
+		mail_index_expunge(ctx->trans, seq);
+		seq_range_array_add(&ctx->expunged_uids, uid);
+		if (first_uid == 0)
+			first_uid = uid;
+		last_uid = uid;
+		count++;
+	}
+	if (count > 0) {
+		e_warning(mbox->box.event, "lmdb: Expunged %u messages that "
+			  "were in the index but whose links are gone "
+			  "(UIDs %u..%u; the index lost their expunge in a "
+			  "crash)", count, first_uid, last_uid);
+	}
+}
+
 int lmdb_sync_adopt(struct lmdb_sync_context *ctx)
 {
 	struct lmdb_mailbox *mbox = ctx->mbox;
@@ -236,6 +378,13 @@ int lmdb_sync_adopt(struct lmdb_sync_context *ctx)
 		ret = -1;
 	else {
 		lmdb_sync_adopt_links(ctx, &state);
+		if (!state.more && state.have_record)
+			lmdb_sync_expunge_unsaved(ctx, state.lmdb_highest_uid);
+		if (mail_index_reset_fscked(mbox->box.index))
+			mbox->need_link_check = TRUE;
+		if (mbox->need_link_check) T_BEGIN {
+			lmdb_sync_expunge_linkless(ctx);
+		} T_END;
 		/* past this batch only (damaged links included); past
 		   everything LMDB ever used once all are in */
 		lmdb_sync_raise_next_uid(ctx, state.more ?

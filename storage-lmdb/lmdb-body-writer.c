@@ -91,7 +91,10 @@ static int lmdb_body_put_chunk(struct lmdb_env *env, MDB_txn *txn,
 		return ret;
 	}
 	lmdb_chunk_header_encode(val.mv_data, body_id, idx, data, size);
-	memcpy((unsigned char *)val.mv_data + LMDB_CHUNK_HDR_SIZE, data, size);
+	if (size > 0) {
+		memcpy((unsigned char *)val.mv_data + LMDB_CHUNK_HDR_SIZE,
+		       data, size);
+	}
 	return 0;
 }
 

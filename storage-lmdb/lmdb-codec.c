@@ -168,7 +168,8 @@ void lmdb_get_bytes(struct lmdb_reader *r, void *dest, size_t n,
 		memset(dest, 0, n);
 		return;
 	}
-	memcpy(dest, r->p, n);
+	if (n > 0)
+		memcpy(dest, r->p, n);
 	r->p += n;
 }
 

@@ -36,6 +36,19 @@ lmdb_env_txn_is_stale(struct lmdb_env *env, MDB_txn *txn, bool rdonly)
 	return FALSE;
 }
 
+/* A full reader table is a limit the admin sets: name the setting. Each
+   process with the environment open holds a slot, each open message
+   stream one more; the table is sized by the first process that opens
+   the environment when nobody else has it open, and never shrinks. */
+static const char *lmdb_env_txn_begin_error(struct lmdb_env *env, int ret)
+{
+	return t_strdup_printf("mdb_txn_begin(%s) failed: %s%s", env->path,
+		mdb_strerror(ret), ret != MDB_READERS_FULL ? "" :
+		" (every reader slot is taken: raise the plugin setting "
+		"lmdb_max_readers above the user's concurrent sessions and "
+		"open messages)");
+}
+
 static int lmdb_env_txn_start(struct lmdb_env *env, unsigned int flags,
 			      MDB_txn **txn_r)
 {
@@ -70,8 +83,7 @@ int lmdb_env_txn_begin(struct lmdb_env *env, unsigned int flags,
 			ret = mdb_txn_begin(env->env, NULL, flags, txn_r);
 		}
 		if (ret != 0) {
-			*error_r = t_strdup_printf("mdb_txn_begin(%s) failed: %s",
-						   env->path, mdb_strerror(ret));
+			*error_r = lmdb_env_txn_begin_error(env, ret);
 			return ret;
 		}
 		if (i > 0 || !lmdb_env_txn_is_stale(env, *txn_r,
@@ -233,8 +245,7 @@ int lmdb_env_pin_txn(struct lmdb_env *env, struct lmdb_env_pin *pin,
 	ret = mdb_txn_begin(env->env, NULL, MDB_RDONLY, &pin->txn);
 	if (ret != 0) {
 		pin->txn = NULL;
-		*error_r = t_strdup_printf("mdb_txn_begin(%s) failed: %s",
-					   env->path, mdb_strerror(ret));
+		*error_r = lmdb_env_txn_begin_error(env, ret);
 		return -1;
 	}
 	*renewed_r = pin->dropped;

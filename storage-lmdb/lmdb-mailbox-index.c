@@ -51,7 +51,11 @@ void lmdb_update_header(struct lmdb_mailbox *mbox,
 	mail_index_get_header_ext(mbox->box.view, mbox->hdr_ext_id,
 				  &data, &data_size);
 	i_zero(&old);
-	memcpy(&old, data, I_MIN(data_size, sizeof(old)));
+	/* data is NULL while the index has no lmdb-hdr yet (a new mailbox,
+	   a lost index): memcpy() from NULL is undefined even for 0 bytes,
+	   and 2.4's lib.h asserts it */
+	if (data_size > 0)
+		memcpy(&old, data, I_MIN(data_size, sizeof(old)));
 	if (data_size != sizeof(*hdr))
 		mail_index_ext_resize_hdr(trans, mbox->hdr_ext_id, sizeof(*hdr));
 	if (data_size != sizeof(*hdr) || memcmp(&old, hdr, sizeof(old)) != 0) {
@@ -225,7 +229,8 @@ lmdb_mailbox_create_indexes(struct mailbox *box,
 	struct lmdb_mailbox_find_ctx find;
 	const char *error;
 	uint32_t uid_validity = 0, uid_next;
-	bool have_hdr;
+	bool have_hdr, keep_record = FALSE;
+	int ret;
 
 	if (trans == NULL) {
 		new_trans = mail_index_transaction_begin(box->view, 0);
@@ -240,6 +245,17 @@ lmdb_mailbox_create_indexes(struct mailbox *box,
 	if (update != NULL && !guid_128_is_empty(update->mailbox_guid)) {
 		memcpy(lhdr.mailbox_guid, update->mailbox_guid,
 		       sizeof(lhdr.mailbox_guid));
+		if (box->corrupted_mailbox_name) {
+			/* Dovecot's list rebuild, under a placeholder name */
+			ret = lmdb_mailbox_lost_name_restore(mbox,
+				update->mailbox_guid, trans, &uid_validity);
+			if (ret < 0) {
+				if (new_trans != NULL)
+					mail_index_transaction_rollback(&new_trans);
+				return -1;
+			}
+			keep_record = ret > 0;
+		}
 	} else if (!have_hdr) {
 		/* a new mailbox, or one whose index was lost: if LMDB
 		   knows a mailbox of this name, this is that mailbox */
@@ -317,8 +333,8 @@ lmdb_mailbox_create_indexes(struct mailbox *box,
 	   is left as a concurrent rename or delete may have just written
 	   it; one found by name above needs no change anyway. */
 	if (lmdb_mailbox_record_write(mbox, uid_validity,
-				      LMDB_MAILBOX_STATE_ACTIVE,
-				      !box->creating && update == NULL) < 0) {
+				      LMDB_MAILBOX_STATE_ACTIVE, keep_record ||
+				      (!box->creating && update == NULL)) < 0) {
 		if (new_trans != NULL)
 			mail_index_transaction_rollback(&new_trans);
 		return -1;

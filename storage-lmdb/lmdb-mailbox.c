@@ -45,22 +45,30 @@ static int lmdb_mailbox_alloc_index(struct lmdb_mailbox *mbox)
 
 /* Links above the index's next_uid (a save that crashed between its LMDB
    and index commits) must show up at the next sync even when the index
-   itself has nothing to sync. */
+   itself has nothing to sync; so must index records above every link (a
+   save whose LMDB commit a power cut lost, lmdb_sync_adopt()). Either
+   means the index lost part of its log, maybe expunges with it: every
+   record is checked for its link then. */
 static void lmdb_mailbox_check_orphans(struct lmdb_mailbox *mbox)
 {
 	struct lmdb_env *env = mbox->storage->env;
 	const struct mail_index_header *hdr =
 		mail_index_get_header(mbox->box.view);
 	const char *error;
-	uint32_t highest_uid;
+	uint32_t highest_uid, last_uid = 0, count;
 	MDB_txn *txn;
 
+	count = mail_index_view_get_messages_count(mbox->box.view);
+	if (count > 0)
+		mail_index_lookup_uid(mbox->box.view, count, &last_uid);
 	if (lmdb_env_read_begin(env, &txn, &error) < 0)
 		return;
 	if (lmdb_link_get_highest_uid(env, txn, mbox->mailbox_guid,
 				      &highest_uid, &error) == 0 &&
-	    highest_uid >= hdr->next_uid)
+	    (highest_uid >= hdr->next_uid || last_uid > highest_uid)) {
 		mbox->need_adopt = TRUE;
+		mbox->need_link_check = TRUE;
+	}
 	lmdb_env_read_end(env, &txn);
 }
 

@@ -158,11 +158,15 @@ void lmdb_pagescan_close(struct lmdb_pagescan **scan);
 int lmdb_pagescan_run(struct lmdb_pagescan *scan,
 		      lmdb_pagescan_callback_t *callback, void *context,
 		      const char **error_r);
+/* The type check without Dovecot's usual "(char *)context - check": that
+   is arithmetic on NULL when a caller has no context (undefined, UBSan
+   reports it); both branches are the same pointer. */
 #define lmdb_pagescan_run(scan, callback, context, error_r) \
 	lmdb_pagescan_run(scan, (lmdb_pagescan_callback_t *)(callback), \
-		(void *)((char *)(context) - CALLBACK_TYPECHECK(callback, \
+		(CALLBACK_TYPECHECK(callback, \
 			int (*)(const struct lmdb_pagescan_record *, \
-				typeof(context)))), error_r)
+				typeof(context))) ? \
+		 (void *)(context) : (void *)(context)), error_r)
 
 /* These are valid until the next run or close. Before a run, only the
    stats' fields up to pages_missing are set. */

@@ -10,6 +10,7 @@ const char *storage_lmdb_plugin_version = DOVECOT_ABI_VERSION;
 
 void storage_lmdb_plugin_init(struct module *module ATTR_UNUSED)
 {
+	lmdb_settings_class_init(&lmdb_storage);
 	mail_storage_class_register(&lmdb_storage);
 }
 

@@ -229,6 +229,14 @@ int lmdb_save_continue(struct mail_save_context *_ctx)
 		return -1;
 	if (index_storage_save_continue(_ctx, ctx->input,
 					_ctx->dest_mail) < 0) {
+		/* Dovecot logged the failed write (with our reason) and made
+		   it an internal error; a full map or disk is temporary, as
+		   when it is found at the end of the save */
+		if (ctx->writer != NULL && lmdb_env_error_is_space(
+			lmdb_body_writer_get_last_ret(ctx->writer))) {
+			lmdb_storage_set_space_error(
+				&ctx->mbox->storage->storage);
+		}
 		ctx->failed = TRUE;
 		return -1;
 	}

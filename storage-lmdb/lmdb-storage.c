@@ -20,14 +20,19 @@ void lmdb_storage_set_lmdb_error(struct mail_storage *storage, int ret,
 				 const char *error)
 {
 	if (lmdb_env_error_is_space(ret)) {
-		/* a full map or disk is temporary: LMTP answers 4xx and the
-		   sender retries, where NOQUOTA would bounce the mail */
 		e_error(storage->event, "%s", error);
-		mail_storage_set_error(storage, MAIL_ERROR_TEMP,
-			"Mail storage is out of space, try again later");
+		lmdb_storage_set_space_error(storage);
 	} else {
 		mail_storage_set_critical(storage, "lmdb: %s", error);
 	}
+}
+
+void lmdb_storage_set_space_error(struct mail_storage *storage)
+{
+	/* a full map or disk is temporary: LMTP answers 4xx and the sender
+	   retries, where NOQUOTA would bounce the mail */
+	mail_storage_set_error(storage, MAIL_ERROR_TEMP,
+			       "Mail storage is out of space, try again later");
 }
 
 /* Salvage hook (doveadm lmdb salvage): while set, a storage is created
@@ -52,18 +57,6 @@ static int
 lmdb_storage_check_refusals(struct mail_storage *_storage,
 			    struct mail_namespace *ns, const char **error_r)
 {
-	const struct mailbox_list_settings *list_set = &ns->list->set;
-
-	if (list_set->index_dir != NULL && list_set->index_dir[0] == '\0') {
-		*error_r = "INDEX=MEMORY is not supported: the lmdb "
-			"storage keeps its IMAP view in index files";
-		return -1;
-	}
-	if (list_set->alt_dir != NULL) {
-		*error_r = "ALT= is not supported: all mail of a user "
-			"lives in one LMDB environment";
-		return -1;
-	}
 	if (ns->type == MAIL_NAMESPACE_TYPE_SHARED) {
 		/* another user's environment would need write access to
 		   its lock.mdb from this user's processes */
@@ -71,12 +64,7 @@ lmdb_storage_check_refusals(struct mail_storage *_storage,
 			"(use ACLs within one user, or dsync to share mail)";
 		return -1;
 	}
-	if (_storage->set->mail_attachment_dir[0] != '\0') {
-		*error_r = "mail_attachment_dir is not supported: "
-			"bodies are stored once already, in LMDB";
-		return -1;
-	}
-	return 0;
+	return lmdb_settings_check_location(_storage, ns, error_r);
 }
 
 /* Once a user's data reach this share of what the process may map,
@@ -113,7 +101,7 @@ lmdb_storage_create(struct mail_storage *_storage, struct mail_namespace *ns,
 
 	if (lmdb_storage_check_refusals(_storage, ns, error_r) < 0)
 		return -1;
-	if (lmdb_settings_read(_storage->user, &storage->set, &error) < 0) {
+	if (lmdb_settings_read(_storage, &storage->set, &error) < 0) {
 		*error_r = error;
 		return -1;
 	}
@@ -157,20 +145,6 @@ static void lmdb_storage_destroy(struct mail_storage *_storage)
 		lmdb_env_unref(&storage->env);
 	}
 	index_storage_destroy(_storage);
-}
-
-static void
-lmdb_storage_get_list_settings(const struct mail_namespace *ns ATTR_UNUSED,
-			       struct mailbox_list_settings *set)
-{
-	if (set->layout == NULL)
-		set->layout = MAILBOX_LIST_NAME_FS;
-	if (set->subscription_fname == NULL)
-		set->subscription_fname = LMDB_SUBSCRIPTION_FILE_NAME;
-	if (*set->maildir_name == '\0')
-		set->maildir_name = LMDB_MAILDIR_NAME;
-	if (*set->mailbox_dir_name == '\0')
-		set->mailbox_dir_name = LMDB_MAILBOX_DIR_NAME;
 }
 
 static struct mailbox *
@@ -218,7 +192,6 @@ struct mail_storage lmdb_storage = {
 		.alloc = lmdb_storage_alloc,
 		.create = lmdb_storage_create,
 		.destroy = lmdb_storage_destroy,
-		.get_list_settings = lmdb_storage_get_list_settings,
 		.mailbox_alloc = lmdb_mailbox_alloc,
 		.purge = lmdb_storage_purge,
 		.list_index_rebuild = mail_storage_list_index_rebuild,

@@ -5,13 +5,10 @@
 #include "index-mail.h"
 #include "lmdb-env.h"
 #include "lmdb-records.h"
+#include "lmdb-settings.h"
 
 #define LMDB_STORAGE_NAME "lmdb"
-#define LMDB_SUBSCRIPTION_FILE_NAME "subscriptions"
 #define LMDB_UIDVALIDITY_FILE_NAME "dovecot-uidvalidity"
-/* per-mailbox directory holding its index files (as dbox-Mails) */
-#define LMDB_MAILDIR_NAME "lmdb-Mails"
-#define LMDB_MAILBOX_DIR_NAME "mailboxes"
 
 /* header extension "lmdb-hdr" in every mailbox index */
 enum lmdb_index_header_flags {
@@ -23,15 +20,6 @@ struct lmdb_index_header {
 	guid_128_t mailbox_guid;
 	uint32_t flags; /* enum lmdb_index_header_flags */
 	uint32_t unused;
-};
-
-struct lmdb_settings {
-	struct lmdb_env_settings env;
-	/* seconds before saves that never committed are freed (bodies
-	   whose last link goes are freed at once) */
-	unsigned int pending_grace_secs;
-	/* purge runs by itself at most this often per user (0 = never) */
-	unsigned int autopurge_interval_secs;
 };
 
 struct lmdb_storage {
@@ -53,6 +41,9 @@ struct lmdb_mailbox {
 	char *commit_sync_error;
 	/* the mailbox needs a full backend sync (links above next_uid) */
 	bool need_adopt:1;
+	/* the index lost part of its log in a crash: check every record
+	   for its link at the next backend sync (lmdb-adopt.c) */
+	bool need_link_check:1;
 };
 
 /* one message of a save/copy transaction, in append order */
@@ -109,14 +100,13 @@ extern struct mail_vfuncs lmdb_mail_vfuncs;
    created (see lmdb_storage_create()) */
 extern bool lmdb_storage_no_env_open;
 
-/* lmdb-settings.c */
-int lmdb_settings_read(struct mail_user *user, struct lmdb_settings *set_r,
-		       const char **error_r);
-
 /* lmdb-storage.c */
 /* Map an LMDB/errno failure to the storage error the user sees. */
 void lmdb_storage_set_lmdb_error(struct mail_storage *storage, int ret,
 				 const char *error);
+/* The error a full map or disk gives the user (temporary), for a failure
+   that was already logged. */
+void lmdb_storage_set_space_error(struct mail_storage *storage);
 
 /* lmdb-mailbox-index.c */
 int lmdb_read_header(struct lmdb_mailbox *mbox,
@@ -141,6 +131,16 @@ lmdb_mailbox_create_indexes(struct mailbox *box,
 			    struct mail_index_transaction *trans);
 int lmdb_mailbox_create_indexes_locked(struct mailbox *box,
 				       const struct mailbox_update *update);
+
+/* lmdb-lost-name.c: a mailbox Dovecot's list rebuild recreates by its
+   GUID under a placeholder name gets the name LMDB keeps for that GUID
+   (into the index's box-name header, which Dovecot renames it to at its
+   next open). Returns 1 and the mailbox's UIDVALIDITY if LMDB knows it,
+   0 if not, -1 on error. */
+int lmdb_mailbox_lost_name_restore(struct lmdb_mailbox *mbox,
+				   const guid_128_t guid,
+				   struct mail_index_transaction *trans,
+				   uint32_t *uid_validity_r);
 
 /* lmdb-purge.c */
 int lmdb_storage_purge(struct mail_storage *storage);

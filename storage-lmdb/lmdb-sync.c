@@ -4,6 +4,7 @@
 #include "array.h"
 #include "ioloop.h"
 #include "mail-index-modseq.h"
+#include "mail-transaction-log-private.h"
 #include "mailbox-recent-flags.h"
 #include "lmdb-body.h"
 #include "lmdb-link.h"
@@ -272,6 +273,35 @@ int lmdb_sync_mirror_flags(struct lmdb_mailbox *mbox,
 	return ret == 0 ? 0 : -1;
 }
 
+/* The expunges a sync drops from LMDB were requested in the index's
+   transaction log, which Dovecot writes without an fsync
+   (mail_fsync=optimized syncs neither the request nor the sync's own
+   record). LMDB's expunge commit is synced: a power cut after it that
+   lost the request would leave an index record without a link, a
+   message no session can read and a POP3 session that can't start.
+   Made durable first, the request is read again by the next sync, which
+   finds the link already gone (lmdb_sync_expunge_link). */
+static int lmdb_sync_log_fsync(struct lmdb_mailbox *mbox)
+{
+	struct mail_transaction_log_file *file;
+
+	if (mbox->box.storage->set->parsed_fsync_mode == FSYNC_MODE_NEVER)
+		return 0;
+	/* the request may be in the file before the head, if the log was
+	   rotated since */
+	for (file = mbox->box.index->log->files; file != NULL;
+	     file = file->next) {
+		if (MAIL_TRANSACTION_LOG_FILE_IN_MEMORY(file))
+			continue;
+		if (fdatasync(file->fd) < 0) {
+			mailbox_set_critical(&mbox->box,
+				"fdatasync(%s) failed: %m", file->filepath);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static void lmdb_sync_add(struct lmdb_sync_context *ctx,
 			  const struct mail_index_sync_rec *sync_rec)
 {
@@ -364,7 +394,9 @@ int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
 		lmdb_sync_add(ctx, &sync_rec);
 
 	ret = 0;
-	T_BEGIN {
+	if (array_count(&ctx->expunged_uids) > 0)
+		ret = lmdb_sync_log_fsync(mbox);
+	if (ret == 0) T_BEGIN {
 		if (lmdb_sync_mirror_flags(mbox, ctx->sync_view,
 					   &ctx->flag_uids,
 					   &ctx->expunged_uids, &error,

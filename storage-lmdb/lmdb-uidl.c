@@ -3,10 +3,10 @@
 #include "lib.h"
 #include "array.h"
 #include "str.h"
-#include "var-expand.h"
 #include "ioloop.h"
 #include "index-mail.h"
 #include "index-pop3-uidl.h"
+#include "dlmdb-compat.h"
 #include "lmdb-link.h"
 #include "lmdb-records.h"
 #include "lmdb-uidls.h"
@@ -16,22 +16,23 @@
 
 int lmdb_uidl_check_format(const char *format, const char **error_r)
 {
-	const char *p;
+	static const enum dlmdb_uidl_var unusable[] = {
+		DLMDB_UIDL_VAR_FILENAME,
+		DLMDB_UIDL_VAR_MD5,
+	};
+	unsigned int i;
 
-	for (p = format; (p = strchr(p, '%')) != NULL; p++) {
-		/* skip modifiers such as %08Xu */
-		p++;
-		while (*p != '\0' && strchr("0123456789XLU.-", *p) != NULL)
-			p++;
-		if (*p == 'm' || *p == 'f') {
-			*error_r = t_strdup_printf(
-				"pop3_uidl_format=%s uses %%%c, which the lmdb "
-				"storage can't provide: use %%g (recommended) "
-				"or %%u%%v", format, *p);
-			return -1;
-		}
-		if (*p == '\0')
-			break;
+	for (i = 0; i < N_ELEMENTS(unusable); i++) {
+		if (!dlmdb_uidl_format_uses(format, unusable[i]))
+			continue;
+		*error_r = t_strdup_printf(
+			"pop3_uidl_format=%s uses %s, which the lmdb storage "
+			"can't provide: use %s (recommended) or %s%s", format,
+			dlmdb_uidl_var_name(unusable[i]),
+			dlmdb_uidl_var_name(DLMDB_UIDL_VAR_GUID),
+			dlmdb_uidl_var_name(DLMDB_UIDL_VAR_UID),
+			dlmdb_uidl_var_name(DLMDB_UIDL_VAR_UIDVALIDITY));
+		return -1;
 	}
 	return 0;
 }
@@ -60,14 +61,15 @@ void lmdb_uidl_assign(struct lmdb_mailbox *mbox, uint32_t uid_validity, pool_t p
 		}
 		if (format == NULL || format[0] == '\0')
 			continue;
-		const struct var_expand_table tab[] = {
-			{ 'v', dec2str(uid_validity), "uidvalidity" },
-			{ 'u', dec2str(smail->uid), "uid" },
-			{ 'g', smail->guid, "guid" },
-			{ '\0', NULL, NULL }
+		const struct dlmdb_uidl_vars vars = {
+			.uid = smail->uid,
+			.uid_validity = uid_validity,
+			.guid = smail->guid != NULL ? smail->guid : "",
+			.md5 = "",
+			.filename = "",
 		};
 		str_truncate(str, 0);
-		if (var_expand(str, format, tab, &error) <= 0 ||
+		if (dlmdb_uidl_format_expand(str, format, &vars, &error) < 0 ||
 		    !lmdb_uidl_is_valid(str_c(str))) {
 			/* leave it to the POP3 server's own formatting;
 			   it will report the error to the client */

@@ -1,6 +1,6 @@
 """Integration-test harness for dovecot-lmdb.
 
-Starts private Dovecot 2.3 instances (own base_dir, own ports, own log
+Starts private Dovecot 2.3 or 2.4 instances (own base_dir, own ports, own log
 files, everything under a temp dir in /tmp) and offers client helpers for
 IMAP, POP3, LMTP and doveadm.  Standard library only.
 
@@ -26,6 +26,13 @@ Environment variables:
     DOVECOT_BINARY    default /usr/sbin/dovecot
     DOVEADM_BINARY    default /usr/bin/doveadm
     DOVECONF_BINARY   default /usr/bin/doveconf
+    DLMDB_PORT_RANGE  LOW-HIGH: TCP ports the instances use (default 20000-32000;
+                      two runs at once on one host need disjoint ranges)
+
+Dovecot version: `dovecot --version` of DOVECOT_BINARY decides (DOVECOT_VERSION,
+DOVECOT_24).  Tests write their configuration in 2.3 syntax (extra=, passwd-file
+extra fields, doveadm -o); on 2.4 dovecot_conf.py translates it, and a setting
+that 2.4 can't express makes the test skip with the reason.
 """
 
 from __future__ import annotations
@@ -46,11 +53,15 @@ import subprocess
 import tempfile
 import time
 
+import dovecot_conf
+from dovecot_conf import Unsupported
+
 __all__ = [
     'Skip', 'HarnessError', 'ModuleMissing', 'StartError', 'drivers',
     'Dovecot', 'LmtpResult', 'DRIVERS', 'live_instances', 'stop_all',
     'cleanup_all', 'imap_fetch', 'imap_parse', 'pop3_multiline',
     'crlf', 'lf', 'free_port', 'STOCK_MODULE_DIR', 'build_dir',
+    'DOVECOT_VERSION', 'DOVECOT_24', 'doveadm_opts', 'Unsupported', 'only_23',
 ]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,6 +72,12 @@ DOVEADM = os.environ.get('DOVEADM_BINARY', '/usr/bin/doveadm')
 DOVECONF = os.environ.get('DOVECONF_BINARY', '/usr/bin/doveconf')
 STOCK_MODULE_DIR = '/usr/lib/dovecot/modules'
 STOCK_DOVEADM_MODULE_DIR = '/usr/lib/dovecot/modules/doveadm'
+# 2.4: the config process (and doveconf) loads settings modules only from here
+STOCK_SETTINGS_MODULE_DIR = '/usr/lib/dovecot/modules/settings'
+
+# the Dovecot under test: (2, 3, 19), (2, 4, 1), or None if it can't be run
+DOVECOT_VERSION = dovecot_conf.binary_version(DOVECOT)
+DOVECOT_24 = bool(DOVECOT_VERSION and DOVECOT_VERSION >= (2, 4))
 # doveadm commands provided by this project's doveadm plugins
 DOVEADM_PLUGIN_COMMANDS = {'lmdb', 'pop3-policy'}
 
@@ -81,6 +98,61 @@ BUILD_MODULE_GLOBS = [
     'storage-lmdb/.libs/lib*_plugin.so',
     'plugin/.libs/lib*_plugin.so',
 ]
+# 2.4 only: the settings modules declaring lmdb_* and pop3_policy_* to the
+# config process
+BUILD_SETTINGS_MODULE_GLOBS = [
+    'storage-lmdb/.libs/lib*_settings.so',
+    'plugin/.libs/lib*_settings.so',
+]
+BUILD_DOVEADM_MODULE_GLOBS = [
+    'storage-lmdb/.libs/lib*_doveadm_*_plugin.so',
+    'plugin/.libs/lib*_doveadm_*_plugin.so',
+]
+
+
+def doveadm_opts(opts) -> list:
+    """doveadm global options as a test writes them (2.3 settings, e.g.
+    ('-o', 'pop3_uidl_format=%g')) for the Dovecot under test."""
+    if not DOVECOT_24:
+        return list(opts)
+    try:
+        return dovecot_conf.doveadm_opts(opts)
+    except Unsupported as e:
+        raise Skip('Dovecot %s: %s' % (_version_str(), e))
+
+
+def only_23(reason: str) -> None:
+    """Skip the calling test on Dovecot 2.4 with the reason (a test of
+    something 2.4 does not have)."""
+    if DOVECOT_24:
+        raise Skip('Dovecot %s: %s' % (_version_str(), reason))
+
+
+def _version_str(version=None) -> str:
+    version = version or DOVECOT_VERSION
+    return '.'.join(map(str, version)) if version else '?'
+
+
+_PROPAGATION: list[str] = []
+
+
+def _propagation() -> str:
+    """unshare's --propagation for the module namespaces: 'private', so no
+    bind mount reaches the host; inside a chroot, where / is no mount
+    point and that fails, 'unchanged' (scripts/chroot's own namespace is
+    private already)."""
+    if not _PROPAGATION:
+        r = subprocess.run(['unshare', '-m', '--propagation', 'private', 'true'],
+                           capture_output=True)
+        _PROPAGATION.append('private' if r.returncode == 0 else 'unchanged')
+    return _PROPAGATION[0]
+
+
+def chroot_dir(suite: str) -> str:
+    """Where scripts/chroot keeps the chroot of a Debian suite (it may not
+    exist)."""
+    base = os.environ.get('DLMDB_CHROOT_DIR') or '/var/cache/dovecot-lmdb/chroot'
+    return os.path.join(base, suite)
 
 
 class Skip(Exception):
@@ -117,13 +189,27 @@ def drivers(*names):
 
 
 _PORTS_GIVEN: set[int] = set()
-_PORT_LOW, _PORT_HIGH = 20000, 32000
+
+
+def _port_range() -> tuple[int, int]:
+    v = os.environ.get('DLMDB_PORT_RANGE', '')
+    mo = re.fullmatch(r'(\d+)-(\d+)', v.strip())
+    if not mo:
+        return 20000, 32000
+    low, high = int(mo.group(1)), int(mo.group(2))
+    if not 1024 <= low < high <= 65535:
+        raise ValueError('DLMDB_PORT_RANGE %r: want LOW-HIGH within 1024-65535' % v)
+    return low, high
+
+
+_PORT_LOW, _PORT_HIGH = _port_range()
 
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1, never the same one twice in this run.
 
-    Ports come from below the kernel's ephemeral range (32768 and up), so a
+    Ports come from below the kernel's ephemeral range (32768 and up; the
+    range is DLMDB_PORT_RANGE when set), so a
     client connection cannot take one between this check and Dovecot's bind,
     and the set of ports already handed out keeps two listeners of one config
     (or two instances of one test) from getting the same port.
@@ -221,9 +307,16 @@ class LmtpResult:
 
 class LmtpClient:
     """Minimal LMTP client over a plain socket.  The message bytes are sent
-    as given (only dot-stuffed), so bare LF stays bare LF on the wire."""
+    as given (only dot-stuffed), so bare LF stays bare LF on the wire.
 
-    def __init__(self, host: str, port: int, timeout: float = CLIENT_TIMEOUT):
+    strict_eot (default: the Dovecot under test is 2.4): the server ends
+    the data only at CRLF.CRLF and unstuffs dots only after CRLF (2.4's
+    SMTP server reads DATA with ISTREAM_DOT_STRICT_EOT; 2.3 treats a bare
+    LF as a line end there too): see dot_stuff()."""
+
+    def __init__(self, host: str, port: int, timeout: float = CLIENT_TIMEOUT,
+                 strict_eot: bool | None = None):
+        self.strict_eot = DOVECOT_24 if strict_eot is None else strict_eot
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.file = self.sock.makefile('rb')
         self.transcript: list[bytes] = []
@@ -261,14 +354,22 @@ class LmtpClient:
                 return int(line[:3]), '\n'.join(lines)
 
     @staticmethod
-    def dot_stuff(data: bytes) -> bytes:
+    def dot_stuff(data: bytes, strict_eot: bool = False) -> bytes:
         """Dot-stuff a message and append the terminator.  A line is
         anything after LF (bare or CRLF), so lines starting with '.' after
         bare LF are stuffed too.  If the message does not end with a line
-        ending, CRLF is added before the final '.'."""
+        ending, CRLF is added before the final '.'.
+        strict_eot (2.4): a line is what ends in CRLF; only those are
+        stuffed, and a final bare LF is sent as CRLF (the server keeps
+        the last line ending of the data either way, and stores LF)."""
         if data.startswith(b'.'):
             data = b'.' + data
-        data = data.replace(b'\n.', b'\n..')
+        if strict_eot:
+            data = data.replace(b'\r\n.', b'\r\n..')
+            if data.endswith(b'\n') and not data.endswith(b'\r\n'):
+                data = data[:-1] + b'\r\n'
+        else:
+            data = data.replace(b'\n.', b'\n..')
         if not data.endswith(b'\n'):
             data += b'\r\n'
         return data + b'.\r\n'
@@ -294,7 +395,7 @@ class LmtpClient:
         if res.data_cmd[0] != 354:
             return res
         self.transcript.append(b'C: <%d bytes of message data>' % len(data))
-        self.send(self.dot_stuff(data))
+        self.send(self.dot_stuff(data, self.strict_eot))
         # LMTP: one reply per accepted recipient, in RCPT order.
         for r in accepted:
             res.data[r] = self.reply()
@@ -489,10 +590,19 @@ class User:
         self.home = home
         self.extra = extra  # passwd-file extra fields, e.g. 'userdb_quota_rule=*:storage=1M'
 
-    def passwd_line(self) -> str:
+    def passwd_line(self, version=None) -> str:
+        """The passwd-file line; extra fields (2.3 syntax) translated for
+        Dovecot version (default: the one under test)."""
         # user:password:uid:gid:gecos:home:shell:extra_fields
+        version = version or DOVECOT_VERSION
+        extra = self.extra
+        if version and version >= (2, 4) and extra:
+            try:
+                extra = dovecot_conf.userdb_fields(extra)
+            except Unsupported as e:
+                raise Skip('Dovecot %s: user %s: %s' % (_version_str(version), self.name, e))
         return '%s:{PLAIN}%s:%d:%d::%s::%s' % (self.name, self.password, self.uid,
-                                                self.gid, self.home, self.extra)
+                                                self.gid, self.home, extra)
 
 
 def _default_ids():
@@ -557,19 +667,26 @@ class Dovecot:
 
     Dovecot(driver='maildir', *, mail_plugins=(), extra='', tls=False,
             mail_debug=None, users=None, name=None, mail_location=None,
-            build=None)
+            build=None, storage_version=None, chroot=None)
 
     driver: 'lmdb' | 'maildir' | 'sdbox' | 'mdbox' (or None with an explicit
     mail_location).  mail_plugins: extra global mail plugins.  extra:
-    config text appended verbatim.  tls: enable ssl with a self-signed cert
-    and imaps/pop3s listeners.  users: iterable of names or (name, password)
-    added besides 'testuser'/'testpass'.
+    config text appended, in 2.3 syntax (translated on 2.4; see
+    dovecot_conf.py).  tls: enable ssl with a self-signed cert and
+    imaps/pop3s listeners.  users: iterable of names or (name, password)
+    added besides 'testuser'/'testpass'.  storage_version: 2.4's
+    dovecot_storage_version (default: the version under test).
+    chroot: a Debian suite ('trixie'): the instance runs the Dovecot of
+    that chroot of scripts/chroot (see wrap()), whatever the host has;
+    build must then be a tree built in that chroot.  self.version and
+    self.is_24 say which Dovecot an instance runs.
     """
 
     def __init__(self, driver: str | None = 'maildir', *, mail_plugins=(), extra: str = '',
                  tls: bool = False, mail_debug: bool | None = None, users=(),
                  name: str | None = None, mail_location: str | None = None,
-                 build: str | None = None, auth_debug: bool = False):
+                 build: str | None = None, auth_debug: bool = False,
+                 storage_version: str | None = None, chroot: str | None = None):
         if driver is not None and driver not in DRIVERS:
             raise ValueError('unknown driver %r' % driver)
         self.driver = driver
@@ -590,6 +707,17 @@ class Dovecot:
             mail_debug = os.environ.get('DLMDB_MAIL_DEBUG') == '1'
         self.mail_debug = mail_debug
         self.auth_debug = auth_debug
+        self.storage_version = storage_version
+        self.chroot = chroot
+        self.root = chroot_dir(chroot) if chroot else ''
+        if chroot:
+            if not os.path.isfile(os.path.join(self.root, 'usr/sbin/dovecot')):
+                raise Skip('no %s chroot with Dovecot at %s (scripts/chroot ensure %s)'
+                           % (chroot, self.root, chroot))
+            self.version = dovecot_conf.binary_version(DOVECOT, root=self.root)
+        else:
+            self.version = DOVECOT_VERSION
+        self.is_24 = bool(self.version and self.version >= (2, 4))
         self.build = os.path.abspath(build) if build else build_dir()
         self.uid, self.gid = _default_ids()
         self.proc: subprocess.Popen | None = None
@@ -653,9 +781,10 @@ class Dovecot:
 
     def _setup_modules(self):
         mdir = self.path('modules')
-        for entry in sorted(os.listdir(STOCK_MODULE_DIR)):
+        # (links to the path the Dovecot processes see: in a chroot, its own)
+        for entry in sorted(os.listdir(self.root + STOCK_MODULE_DIR)):
             src = os.path.join(STOCK_MODULE_DIR, entry)
-            if entry.endswith('.so') or os.path.isdir(src):
+            if entry.endswith('.so') or os.path.isdir(self.root + src):
                 os.symlink(src, os.path.join(mdir, entry))
         self.build_modules = []
         for pattern in BUILD_MODULE_GLOBS:
@@ -673,11 +802,20 @@ class Dovecot:
                     'lmdb storage module not built: %s does not exist '
                     '(build the project, or set DLMDB_BUILD_DIR to the build tree)' % want)
         for p in self.mail_plugins:
+            if self.is_24:
+                try:
+                    p = dovecot_conf.plugin_name_24(p)
+                except Unsupported as e:
+                    raise Skip('Dovecot %s: %s' % (_version_str(self.version), e))
+                if p is None:
+                    continue
             if not glob.glob(os.path.join(mdir, 'lib*_%s_plugin.so' % p)) and \
                not os.path.exists(os.path.join(mdir, '%s.so' % p)):
                 raise ModuleMissing('mail plugin %r: no lib*_%s_plugin.so in %s or %s '
                                     '(DLMDB_BUILD_DIR=%s)' % (p, p, STOCK_MODULE_DIR,
                                                               self.build, self.build))
+        if self.is_24:
+            self._setup_settings_modules()
         # mail processes run unprivileged: the modules must be readable by them
         for src in self.build_modules:
             try:
@@ -687,6 +825,88 @@ class Dovecot:
             if not st.st_mode & 0o004 and st.st_uid != self.uid:
                 raise HarnessError('%s is not world-readable; the mail user (uid %d) '
                                    'cannot load it' % (src, self.uid))
+
+    def _setup_settings_modules(self):
+        """2.4: Dovecot's config process (and doveconf) knows a plugin's
+        settings only from a settings module in its compiled-in
+        STOCK_SETTINGS_MODULE_DIR.  This dir (stock modules copied, the
+        build's linked) is bind-mounted over it in a private mount
+        namespace for every Dovecot process the instance runs (wrap())."""
+        sdir = self.path('settings-modules')
+        os.mkdir(sdir)
+        os.chmod(sdir, 0o755)
+        stock = self.root + STOCK_SETTINGS_MODULE_DIR
+        if os.path.isdir(stock):
+            for entry in os.listdir(stock):
+                if entry.endswith('.so'):
+                    # copies: symlinks would point into the covered dir
+                    shutil.copy2(os.path.join(stock, entry), sdir)
+        for pattern in BUILD_SETTINGS_MODULE_GLOBS:
+            for src in sorted(glob.glob(os.path.join(self.build, pattern))):
+                os.symlink(src, os.path.join(sdir, os.path.basename(src)))
+                self.build_modules.append(src)
+
+    def _setup_doveadm_modules(self) -> str:
+        """doveadm loads its own plugins only from the compiled-in
+        STOCK_DOVEADM_MODULE_DIR: this dir (stock plugins copied, the
+        build's linked) is bind-mounted over it (wrap(doveadm=True))."""
+        ddir = self.path('doveadm-modules')
+        if not os.path.isdir(ddir):
+            os.mkdir(ddir)
+            os.chmod(ddir, 0o755)
+            stock = self.root + STOCK_DOVEADM_MODULE_DIR
+            for entry in os.listdir(stock):
+                if entry.endswith('.so'):
+                    shutil.copy2(os.path.join(stock, entry), ddir)
+            for pattern in BUILD_DOVEADM_MODULE_GLOBS:
+                for src in glob.glob(os.path.join(self.build, pattern)):
+                    os.symlink(src, os.path.join(ddir, os.path.basename(src)))
+        return ddir
+
+    def wrap(self, cmd: list, doveadm: bool = False) -> list:
+        """cmd run in a private mount namespace where the build's modules
+        cover Dovecot's compiled-in module dirs: on 2.4 the settings
+        modules (every Dovecot process needs them: the config is checked
+        against them), with doveadm=True the doveadm plugins.  Nothing is
+        installed system-wide; the pid of the result is cmd's own (exec)."""
+        binds = []
+        if self.is_24:
+            binds.append((self.path('settings-modules'), STOCK_SETTINGS_MODULE_DIR))
+        if doveadm:
+            binds.append((self._setup_doveadm_modules(), STOCK_DOVEADM_MODULE_DIR))
+        if binds:
+            script = ' && '.join('mount --bind "$%d" %s' % (i + 1, dst)
+                                 for i, (_src, dst) in enumerate(binds))
+            script += ' && shift %d && exec "$@"' % len(binds)
+            cmd = (['unshare', '-m', '--propagation', _propagation(), 'sh', '-c', script, 'sh'] +
+                   [src for src, _dst in binds] + list(cmd))
+        if self.chroot:
+            # scripts/chroot execs all the way down: the pid stays cmd's.
+            # The repo (and so a build tree in it) is there at its own path;
+            # the instance dir and a build elsewhere are bound in.
+            outer = [os.path.join(REPO_ROOT, 'scripts', 'chroot'), 'run', self.chroot,
+                     '--bind', '%s:%s' % (self.dir, self.dir)]
+            if not (self.build + '/').startswith(REPO_ROOT + '/'):
+                outer += ['--bind', '%s:%s' % (self.build, self.build)]
+            cmd = outer + ['--'] + list(cmd)
+        return list(cmd)
+
+    def doveadm_cmd(self, *args, opts=()) -> list:
+        """The argv of ``doveadm [opts] -c CONF args...``, ready to run:
+        opts (2.3 syntax, e.g. ('-o', 'k=v')) translated, in the module
+        namespace that doveadm needs (see wrap())."""
+        args = [str(a) for a in args]
+        cmd = [DOVEADM] + self.doveadm_opts(opts) + ['-c', self.conf_path] + args
+        return self.wrap(cmd, doveadm=bool(args) and args[0] in DOVEADM_PLUGIN_COMMANDS)
+
+    def doveadm_opts(self, opts) -> list:
+        """doveadm_opts() for this instance's Dovecot version."""
+        if not self.is_24:
+            return list(opts)
+        try:
+            return dovecot_conf.doveadm_opts(opts)
+        except Unsupported as e:
+            raise Skip('Dovecot %s: %s' % (_version_str(self.version), e))
 
     def _make_cert(self):
         cmd = ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
@@ -720,7 +940,7 @@ class Dovecot:
         tmp = path + '.tmp'
         with open(tmp, 'w') as f:
             for u in self.users.values():
-                f.write(u.passwd_line() + '\n')
+                f.write(u.passwd_line(self.version) + '\n')
         os.chmod(tmp, 0o644)
         # Dovecot's passwd-file notices changes by (mtime seconds, size):
         # make sure the mtime differs.
@@ -733,6 +953,20 @@ class Dovecot:
             time.sleep(1.05)
 
     def config_text(self) -> str:
+        """The config for the Dovecot under test: config_text_23(), on 2.4
+        translated (dovecot_conf.translate()); a setting 2.4 can't express
+        makes the test skip."""
+        text = self.config_text_23()
+        if not self.is_24:
+            return text
+        try:
+            return (dovecot_conf.header_24(self.version, self.storage_version) +
+                    dovecot_conf.translate(text))
+        except Unsupported as e:
+            raise Skip('Dovecot %s: %s' % (_version_str(self.version), e))
+
+    def config_text_23(self) -> str:
+        """The config in 2.3 syntax (with extra appended)."""
         p = self.path
         tls = self.tls
         lines = [
@@ -822,6 +1056,7 @@ class Dovecot:
         text = '\n'.join(lines) + '\n'
         if self.extra:
             text += '\n# --- extra ---\n' + self.extra.rstrip('\n') + '\n'
+        text += instrumented_config(text)   # DLMDB_SANITIZE / DLMDB_VALGRIND
         return text
 
     def write_config(self):
@@ -829,11 +1064,24 @@ class Dovecot:
             f.write(self.config_text())
         os.chmod(self.conf_path, 0o644)
 
+    def _check_settings_module(self, doveconf_stderr: str):
+        """2.4: a setting of ours that doveconf does not know means the
+        plugin's settings module is not built: ModuleMissing (as for a
+        missing plugin), not a config error."""
+        mo = re.search(r'Unknown setting: ((lmdb|pop3_policy)_\w+)', doveconf_stderr)
+        if not (self.is_24 and mo):
+            return
+        pattern = BUILD_SETTINGS_MODULE_GLOBS[0 if mo.group(2) == 'lmdb' else 1]
+        if not glob.glob(os.path.join(self.build, pattern)):
+            raise ModuleMissing('setting %s: no settings module %s in the build %s'
+                                % (mo.group(1), pattern, self.build))
+
     def check_config(self) -> str:
         """Run doveconf -n on the config; raise HarnessError on errors."""
-        r = subprocess.run([DOVECONF, '-c', self.conf_path, '-n'], capture_output=True,
-                           text=True, timeout=60)
+        r = subprocess.run(self.wrap([DOVECONF, '-c', self.conf_path, '-n']),
+                           capture_output=True, text=True, timeout=60)
         if r.returncode != 0 or 'Error' in r.stderr or 'Fatal' in r.stderr:
+            self._check_settings_module(r.stderr)
             raise HarnessError('doveconf -n rejected %s (exit %d):\n%s\n--- config ---\n%s'
                                % (self.conf_path, r.returncode, r.stderr.strip(),
                                   self.config_text()))
@@ -852,7 +1100,8 @@ class Dovecot:
         self._log_fh = open(self.path('master.stderr'), 'ab')
         env = dict(os.environ)
         env.setdefault('TZ', 'UTC')
-        self.proc = subprocess.Popen([DOVECOT, '-F', '-c', self.conf_path],
+        env.update(instrumented_env())   # DLMDB_SANITIZE
+        self.proc = subprocess.Popen(self.wrap([DOVECOT, '-F', '-c', self.conf_path]),
                                      stdin=subprocess.DEVNULL, stdout=self._log_fh,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      env=env, cwd=self.dir)
@@ -1263,7 +1512,9 @@ class Dovecot:
         r'master: Warning: Killed with signal 15 \(by pid=%d ' % os.getpid(),
         # start()'s connect-and-close probe of a doveadm inet_listener
         # (a port a test added to self.ports)
-        r'doveadm\(127\.0\.0\.1\): Error: doveadm client disconnected before handshake: EOF',
+        # (2.4 prefixes the listener's name, "tcp: ")
+        r'doveadm\(127\.0\.0\.1\): Error: (?:\S+: )?doveadm client disconnected before '
+        r'handshake: EOF',
     ]
 
     def log_errors(self, include_warnings: bool = True, include_benign: bool = False
@@ -1361,7 +1612,7 @@ class Dovecot:
 
     def lmtp(self) -> LmtpClient:
         """An LMTP connection (greeting read); caller drives it."""
-        c = LmtpClient('127.0.0.1', self.ports['lmtp'])
+        c = LmtpClient('127.0.0.1', self.ports['lmtp'], strict_eot=self.is_24)
         self.clients.append(c)
         return c
 
@@ -1370,7 +1621,7 @@ class Dovecot:
         transaction.  Returns an LmtpResult; check .all_ok() / .status."""
         if isinstance(rcpts, str):
             rcpts = [rcpts]
-        c = LmtpClient('127.0.0.1', self.ports['lmtp'])
+        c = LmtpClient('127.0.0.1', self.ports['lmtp'], strict_eot=self.is_24)
         try:
             return c.deliver(mail_from, list(rcpts), data)
         finally:
@@ -1382,7 +1633,7 @@ class Dovecot:
         each transaction starts with LHLO, which resets the state)."""
         if isinstance(rcpts, str):
             rcpts = [rcpts]
-        c = LmtpClient('127.0.0.1', self.ports['lmtp'])
+        c = LmtpClient('127.0.0.1', self.ports['lmtp'], strict_eot=self.is_24)
         try:
             return [c.deliver(mail_from, list(rcpts), m) for m in messages]
         finally:
@@ -1400,9 +1651,7 @@ class Dovecot:
         if user is not None:
             n = _doveadm_cmd_words(args)
             args = args[:n] + ['-u', user] + args[n:]
-        cmd = [DOVEADM, '-c', self.conf_path] + args
-        if args and args[0] in DOVEADM_PLUGIN_COMMANDS:
-            cmd = self._doveadm_with_build_plugins(cmd)
+        cmd = self.doveadm_cmd(*args)
         if isinstance(input, str) and not text:
             input = input.encode()
         r = subprocess.run(cmd, capture_output=True, text=text, input=input, timeout=timeout,
@@ -1427,23 +1676,9 @@ class Dovecot:
         return out
 
     def _doveadm_with_build_plugins(self, cmd):
-        """doveadm 2.3 loads its own plugins only from the compiled-in
-        module dir: run it in a private mount namespace where the build's
-        doveadm plugins (plus copies of the stock ones) are bind-mounted
-        over that directory, so nothing is installed system-wide."""
-        ddir = self.path('doveadm-modules')
-        if not os.path.isdir(ddir):
-            os.mkdir(ddir)
-            os.chmod(ddir, 0o755)
-            for entry in os.listdir(STOCK_DOVEADM_MODULE_DIR):
-                if entry.endswith('.so'):
-                    # copies: symlinks would point into the covered dir
-                    shutil.copy2(os.path.join(STOCK_DOVEADM_MODULE_DIR, entry), ddir)
-            for src in glob.glob(os.path.join(self.build, 'storage-lmdb/.libs/lib*_doveadm_*_plugin.so')) + \
-                    glob.glob(os.path.join(self.build, 'plugin/.libs/lib*_doveadm_*_plugin.so')):
-                os.symlink(src, os.path.join(ddir, os.path.basename(src)))
-        script = 'mount --bind "$0" %s && exec "$@"' % STOCK_DOVEADM_MODULE_DIR
-        return ['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, ddir] + cmd
+        """cmd (a doveadm command line) in the module namespace doveadm
+        needs (wrap(doveadm=True))."""
+        return self.wrap(cmd, doveadm=True)
 
     def __repr__(self):
         return '<Dovecot %s dir=%s pid=%s ports=%s>' % (self.name, self.dir, self.pid, self.ports)
@@ -1481,3 +1716,337 @@ def client_ssl_context() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+# ---------------------------------------------------------------------------
+# instrumented runs: AddressSanitizer/UBSan (DLMDB_SANITIZE=1) and valgrind
+# memcheck (DLMDB_VALGRIND=1); tests/sanitizers/run sets them.
+#
+# DLMDB_SANITIZE=1 needs a build made with ./configure --enable-sanitizers
+# (DLMDB_BUILD_DIR).  Dovecot's binaries are not instrumented, so every
+# process of every instance gets the ASan runtime preloaded: the master's
+# environment has LD_PRELOAD, ASAN_OPTIONS and UBSAN_OPTIONS, and the
+# config's import_environment passes them on to the children (Dovecot
+# cleans its children's environment); doveadm runs through a wrapper that
+# sets them.  A test's own LD_PRELOAD=lib (import_environment or
+# environment) is kept behind the runtime.  DLMDB_VALGRIND=1 runs the imap,
+# pop3 and lmtp services and doveadm under valgrind memcheck with
+# tests/integration/valgrind.supp.
+#
+# Both need an unlimited address space (ASan's shadow memory, valgrind's
+# own), so the instance gets default_vsz_limit = 0; a test that sets a
+# vsz_limit below 1G, which is what it tests, is skipped.  The login
+# processes are not chrooted (they could not reach the report directory).
+# Every process writes its reports into one directory (DLMDB_REPORT_DIR,
+# default a temp dir) as asan.PID, ubsan.PID (clang's runtime writes all
+# three kinds there) or valgrind.SERVICE.PID; run.py calls
+# collect_reports() after each test: a report with a frame in project code
+# (storage-lmdb/, plugin/, or one of the build's modules) fails the test,
+# the others are printed and counted.
+
+SANITIZE = os.environ.get('DLMDB_SANITIZE') == '1'
+VALGRIND = os.environ.get('DLMDB_VALGRIND') == '1'
+if SANITIZE and VALGRIND:
+    raise HarnessError('DLMDB_SANITIZE=1 and DLMDB_VALGRIND=1 exclude each other')
+INSTRUMENTED = SANITIZE or VALGRIND
+# DLMDB_SANITIZE_STACKS=full: allocation stacks by the slow unwinder
+SANITIZE_FULL_STACKS = os.environ.get('DLMDB_SANITIZE_STACKS') == 'full'
+VALGRIND_BINARY = os.environ.get('VALGRIND_BINARY', '/usr/bin/valgrind')
+DOVECOT_LIBEXEC = os.environ.get('DOVECOT_LIBEXEC_DIR', '/usr/lib/dovecot')
+VALGRIND_SERVICES = ('imap', 'pop3', 'lmtp')
+SANITIZER_LEAK_SERVICES = ('imap', 'pop3', 'lmtp')
+VALGRIND_SUPP = os.path.join(HERE, 'valgrind.supp')
+# a vsz_limit below this is what the test is about: skipped when instrumented
+INSTRUMENTED_MIN_VSZ = 1 << 30
+
+_report_state = {'dir': None, 'tmp': False, 'runtime': None}
+
+
+def report_dir() -> str:
+    """Where instrumented processes write their reports (created once)."""
+    st = _report_state
+    if st['dir'] is None:
+        d = os.environ.get('DLMDB_REPORT_DIR')
+        if d:
+            os.makedirs(d, exist_ok=True)
+        else:
+            d = tempfile.mkdtemp(prefix='dlmdb-reports-', dir='/tmp')
+            st['tmp'] = True
+        # processes write as root, the mail uid, dovenull, dovecot
+        os.chmod(d, 0o1777)
+        st['dir'] = os.path.abspath(d)
+    return st['dir']
+
+
+def sanitizer_runtime() -> str:
+    """Path of the ASan runtime the build's lmdb module links (from ldd)."""
+    st = _report_state
+    if st['runtime'] is None:
+        mod = os.path.join(build_dir(), LMDB_MODULE)
+        r = subprocess.run(['ldd', mod], capture_output=True, text=True, timeout=60)
+        m = re.search(r'\s(?:libasan\.so[.\d]*|libclang_rt\.asan[-\w.]*\.so)\s+=>\s+(\S+)',
+                      r.stdout)
+        if not m:
+            raise HarnessError('DLMDB_SANITIZE=1, but %s does not link an ASan runtime: '
+                               'build with ./configure --enable-sanitizers and point '
+                               'DLMDB_BUILD_DIR at it' % mod)
+        st['runtime'] = m.group(1)
+    return st['runtime']
+
+
+def _sanitizer_options(leaks: bool = False) -> dict[str, str]:
+    """halt_on_error=0: a process goes on after a report (the module is
+    built with -fsanitize-recover), so one test shows every error.  Leaks
+    are checked only in the processes that load project code (the mail
+    services and doveadm, see SANITIZER_LEAK_SERVICES): LeakSanitizer
+    ptraces its own process at exit, which fails in Dovecot's processes
+    that are not dumpable after their setuid (the login processes: 'fatal
+    error', exit status 1)."""
+    d = report_dir()
+    asan = 'halt_on_error=0:abort_on_error=0:log_path=%s/asan:allow_user_segv_handler=1' % d
+    if leaks:
+        asan += ':detect_leaks=1'
+        if SANITIZE_FULL_STACKS:
+            # Dovecot's libraries have no frame pointers: the fast
+            # unwinder stops in its pool code, before the frame that
+            # allocated, so a leak's stack names project code only with
+            # the slow one.  It unwinds at every malloc: an LMTP delivery
+            # takes ~10x as long (1 s instead of 0.1 s), too slow for the
+            # whole suite, hence opt-in.
+            asan += ':fast_unwind_on_malloc=0:malloc_context_size=20'
+    else:
+        asan += ':detect_leaks=0'
+    ubsan = 'halt_on_error=0:print_stacktrace=1:log_path=%s/ubsan' % d
+    # Dovecot's children have no PATH: name the symbolizer (file:line frames)
+    sym = shutil.which('llvm-symbolizer')
+    if sym:
+        asan += ':external_symbolizer_path=' + sym
+        ubsan += ':external_symbolizer_path=' + sym
+    return {'ASAN_OPTIONS': asan, 'UBSAN_OPTIONS': ubsan}
+
+
+def instrumented_env() -> dict[str, str]:
+    """Environment for the master of an instrumented instance."""
+    if not INSTRUMENTED:
+        return {}
+    if not SANITIZE:
+        return {'GDB': '1'}
+    env = _sanitizer_options()
+    env['GDB'] = '1'
+    pre = os.environ.get('LD_PRELOAD', '')
+    env['LD_PRELOAD'] = sanitizer_runtime() + (':' + pre if pre else '')
+    return env
+
+
+def _valgrind_argv(tag: str, trace_children: bool) -> list[str]:
+    argv = [VALGRIND_BINARY, '--tool=memcheck', '-q', '--error-limit=no',
+            '--num-callers=40', '--fullpath-after=', '--vgdb=no',
+            '--leak-check=no', '--trace-children=%s' % ('yes' if trace_children else 'no'),
+            '--log-file=%s/valgrind.%s.%%p' % (report_dir(), tag)]
+    if os.path.exists(VALGRIND_SUPP):
+        argv.append('--suppressions=%s' % VALGRIND_SUPP)
+    argv += os.environ.get('DLMDB_VALGRIND_OPTS', '').split()
+    return argv
+
+
+def _instrumented_doveadm(real: str) -> str:
+    """A wrapper script for doveadm that sets up the instrumentation (and
+    keeps a caller's LD_PRELOAD behind the ASan runtime)."""
+    path = os.path.join(report_dir(), '.doveadm')
+    lines = ['#!/bin/sh', '# written by tests/integration/harness.py',
+             'GDB=1; export GDB']
+    if SANITIZE:
+        for k, v in _sanitizer_options(leaks=True).items():
+            lines.append("%s='%s'; export %s" % (k, v, k))
+        rt = sanitizer_runtime()
+        lines.append('case ":$LD_PRELOAD:" in *":%s:"*) ;; '
+                     '*) LD_PRELOAD="%s${LD_PRELOAD:+:$LD_PRELOAD}" ;; esac' % (rt, rt))
+        lines.append('export LD_PRELOAD')
+    prefix = ''
+    if VALGRIND:
+        # doveadm re-executes itself through doveconf: follow it
+        prefix = ' '.join(_valgrind_argv('doveadm', True)) + ' '
+    lines.append('exec %s%s "$@"' % (prefix, real))
+    with open(path + '.tmp', 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    os.chmod(path + '.tmp', 0o755)
+    os.replace(path + '.tmp', path)
+    return path
+
+
+_SERVICE_RE = re.compile(r'^\s*service\s+([\w-]+)\s*\{')
+
+
+def _service_settings(text: str) -> dict[str, dict[str, str]]:
+    """{service name: {setting: value}} of the top-level service blocks
+    in a config text (later blocks override earlier ones, as in Dovecot)."""
+    out: dict[str, dict[str, str]] = {}
+    depth, cur = 0, None
+    for line in text.splitlines():
+        s = line.split('#', 1)[0].strip()
+        m = _SERVICE_RE.match(s)
+        if depth == 0 and m:
+            cur = out.setdefault(m.group(1), {})
+        elif depth == 1 and cur is not None and '=' in s and not s.endswith('{'):
+            k, v = s.split('=', 1)
+            cur[k.strip()] = v.strip()
+        depth += s.count('{') - s.count('}')
+        if depth == 0:
+            cur = None
+    return out
+
+
+def _size(value: str) -> int:
+    m = re.match(r'^(\d+)\s*([kKmMgGtT]?)', value)
+    if not m:
+        return 0
+    return int(m.group(1)) << {'': 0, 'k': 10, 'm': 20, 'g': 30, 't': 40}[m.group(2).lower()]
+
+
+def instrumented_config(text: str) -> str:
+    """Settings appended to an instance's config when instrumented."""
+    if not INSTRUMENTED:
+        return ''
+    services = _service_settings(text)
+    vsz = [('default', v) for v in re.findall(r'(?m)^\s*default_vsz_limit\s*=\s*(\S+)', text)]
+    vsz += [(n, s['vsz_limit']) for n, s in services.items() if 'vsz_limit' in s]
+    for who, v in vsz:
+        if 0 < _size(v) < INSTRUMENTED_MIN_VSZ:
+            raise Skip('vsz_limit %s (%s) is what this test is about; %s needs an '
+                       'unlimited address space' % (v, who, 'ASan' if SANITIZE else 'valgrind'))
+    out = ['', '# --- instrumented run (harness.instrumented_config) ---',
+           'default_vsz_limit = 0']
+    for name in ('imap-login', 'pop3-login'):
+        # a chrooted login process could not open the report directory
+        # (ASan exits with status 1 when it cannot write a report)
+        out.append('service %s {\n  chroot =\n}' % name)
+    for name, s in services.items():
+        if 'vsz_limit' in s:
+            out.append('service %s {\n  vsz_limit = 0\n}' % name)
+    # the test's import_environment (the last one) and ours: GDB=1 keeps
+    # Dovecot from dlclose()ing the modules at exit (lib/module-dir.c), so
+    # that the stacks of leaks and valgrind's frames still name them
+    found = re.findall(r'(?m)^\s*import_environment\s*=(.*)$', text)
+    words = (found[-1] if found else
+             'TZ CORE_OUTOFMEM CORE_ERROR LISTEN_PID LISTEN_FDS').split()
+    merged = []
+    for w in words:
+        if SANITIZE and w.startswith('LD_PRELOAD='):
+            w = 'LD_PRELOAD=%s:%s' % (sanitizer_runtime(), w[len('LD_PRELOAD='):])
+        merged.append(w)
+    names = {w.split('=', 1)[0] for w in merged}
+    ours = ['GDB'] + (['LD_PRELOAD', 'ASAN_OPTIONS', 'UBSAN_OPTIONS'] if SANITIZE else [])
+    merged += [n for n in ours if n not in names]
+    out.append('import_environment = ' + ' '.join(merged))
+    if SANITIZE:
+        leak_opts = _sanitizer_options(leaks=True)['ASAN_OPTIONS']
+        for name in SANITIZER_LEAK_SERVICES:
+            if 'executable' in services.get(name, {}):
+                continue    # the test's own wrapper
+            out.append('service %s {\n  executable = /usr/bin/env ASAN_OPTIONS=%s %s/%s\n}'
+                       % (name, leak_opts, DOVECOT_LIBEXEC, name))
+    if VALGRIND:
+        for name in VALGRIND_SERVICES:
+            if 'executable' in services.get(name, {}):
+                continue    # the test's own wrapper
+            out.append('service %s {\n  executable = %s %s/%s\n}'
+                       % (name, ' '.join(_valgrind_argv(name, False)), DOVECOT_LIBEXEC, name))
+    return '\n'.join(out) + '\n'
+
+
+# a report: kind ('asan', 'lsan', 'ubsan', 'valgrind'), pid, headline, text
+class Report:
+    def __init__(self, kind, pid, text):
+        self.kind, self.pid, self.text = kind, pid, text
+        self.headline = next((l.strip() for l in text.splitlines() if l.strip()), '')
+        self.project = _touches_project(text)
+
+    def __repr__(self):
+        return '%s pid %s%s: %s' % (self.kind, self.pid, ' [project]' if self.project else '',
+                                    self.headline[:200])
+
+
+_PROJECT_SO = re.compile(r'lib\d+_(?:doveadm_)?(?:storage_lmdb|pop3_policy[\w]*)_plugin\.so')
+_PROJECT_SRC = re.compile(r'(?:^|[\s/(])(?:storage-lmdb|plugin)/[\w.-]+\.[ch]:\d+')
+
+
+def _touches_project(text: str) -> bool:
+    return bool(_PROJECT_SO.search(text) or _PROJECT_SRC.search(text))
+
+
+_SAN_SPLIT = re.compile(r'(?m)^=+\n|^(?=\S.*: runtime error: )')
+
+
+def _split_reports(kind: str, pid: str, text: str) -> list[Report]:
+    out = []
+    if kind in ('asan', 'ubsan'):
+        # one runtime (clang's) writes ASan, LSan and UBSan reports into
+        # the same file: ASan's start after a line of '=', UBSan's with
+        # 'FILE:LINE:COL: runtime error: '; a leak report holds one entry
+        # per leaked allocation stack, each a report of its own
+        for seg in _SAN_SPLIT.split(text):
+            if not seg or not seg.strip():
+                continue
+            if 'ERROR: LeakSanitizer: detected memory leaks' in seg:
+                for leak in re.findall(r'(?ms)^((?:Direct|Indirect) leak of .*?)(?:\n\s*\n|\Z)',
+                                       seg):
+                    out.append(Report('lsan', pid, leak))
+            elif 'ERROR: AddressSanitizer' in seg:
+                out.append(Report('asan', pid, seg.strip()))
+            elif ': runtime error: ' in seg:
+                out.append(Report('ubsan', pid, seg.strip()))
+            else:
+                out.append(Report(kind, pid, seg.strip()))
+    else:
+        # valgrind: blocks of '==PID== ' lines separated by an empty one
+        lines = [re.sub(r'^==\d+== ?', '', l) for l in text.splitlines()]
+        for block in '\n'.join(lines).split('\n\n'):
+            if block.strip():
+                out.append(Report('valgrind', pid, block.strip()))
+    return out
+
+
+def collect_reports(test: str) -> tuple[list[Report], str] | None:
+    """Reports written since the last call (run.py calls it after each
+    test, once every process is stopped), moved into a subdirectory named
+    after the test.  Returns (reports, text to print), or None when the
+    run is not instrumented."""
+    if not INSTRUMENTED:
+        return None
+    d = report_dir()
+    reports = []
+    files = sorted(f for f in os.listdir(d) if re.match(r'(asan|ubsan|valgrind)\.', f))
+    if files:
+        sub = os.path.join(d, re.sub(r'[^\w.\[\]-]+', '_', test))
+        os.makedirs(sub, exist_ok=True)
+    for f in files:
+        kind = f.split('.', 1)[0]
+        pid = f.rsplit('.', 1)[-1]
+        with open(os.path.join(d, f), 'rb') as fh:
+            text = fh.read().decode('utf-8', 'replace')
+        os.replace(os.path.join(d, f), os.path.join(sub, f))
+        reports.extend(_split_reports(kind, pid, text))
+    proj = [r for r in reports if r.project]
+    if not reports:
+        return reports, ''
+    lines = ['REPORTS %s: %d in project code, %d elsewhere (%s)'
+             % (test, len(proj), len(reports) - len(proj), sub)]
+    lines += ['  %r' % r for r in reports]
+    for r in proj:
+        text = r.text.split('\nShadow bytes around the buggy address', 1)[0]
+        lines.append('--- %s report in project code (pid %s) ---\n%s' % (r.kind, r.pid, text))
+    return reports, '\n'.join(lines)
+
+
+def _remove_report_dir():
+    st = _report_state
+    if st['tmp'] and st['dir'] and os.environ.get('DLMDB_KEEP_TMP') != '1':
+        shutil.rmtree(st['dir'], ignore_errors=True)
+
+
+if INSTRUMENTED:
+    atexit.register(_remove_report_dir)
+    DOVEADM = _instrumented_doveadm(DOVEADM)
+    # instrumented processes take longer to exit (leak check, valgrind)
+    Dovecot.STOP_GRACE = 10.0
+    Dovecot.SETTLE_TIMEOUT = 60.0

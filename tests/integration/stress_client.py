@@ -39,8 +39,8 @@ BENIGN = [
      'another client deleted or renamed the scratch folder a moment before '
      '(DELETE, RENAME source)'),
     ('', "Mailbox doesn't exist: ", 'shared',
-     'the same for SELECT, EXAMINE and STATUS, which Dovecot answers without '
-     'a response code'),
+     'the same for SELECT, EXAMINE and STATUS, which Dovecot 2.3 answers without '
+     'a response code (2.4 with NONEXISTENT)'),
     ('', 'Mailbox was deleted under us', 'shared',
      'the scratch folder was deleted by another client while this command '
      'had it open (STATUS, APPEND, COPY/MOVE)'),
@@ -193,7 +193,9 @@ class Client:
 
     def gone(self, box):
         """expect= for a command on box that must fail if box is missing."""
-        return [('', "Mailbox doesn't exist: ")] if self.missing(box) else None
+        # (2.4 adds the response code [NONEXISTENT])
+        return [('', "Mailbox doesn't exist: "), ('NONEXISTENT', "Mailbox doesn't exist: ")] \
+            if self.missing(box) else None
 
     def untagged(self, untagged):
         for parts in untagged:

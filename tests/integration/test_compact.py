@@ -103,7 +103,7 @@ class Injector:
         # -k: keep the environment through doveconf's re-exec of doveadm
         cmd = ['env'] + ['%s=%s' % kv for kv in env.items()] + \
             [harness.DOVEADM, '-k', '-c', self.dc.conf_path] + words
-        cmd = self.dc._doveadm_with_build_plugins(cmd)
+        cmd = self.dc.wrap(cmd, doveadm=True)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=self.dc.dir)
         with open(self.log) as f:
             events = [line.split() for line in f if line.strip()]

@@ -331,6 +331,10 @@ def test_recover_stops_at_a_damaged_page():
             t0 = time.monotonic()
             r = dc.doveadm(*args, user='testuser', check=False, timeout=60)
             assert time.monotonic() - t0 < 60
+            # a failure is an exit status and an error, never a panic (a
+            # command's run() that fails must set doveadm's exit code)
+            assert 'Panic' not in r.stderr and r.returncode >= 0, \
+                (args, r.returncode, r.stderr)
             if args[0] == 'lmdb':
                 assert r.returncode != 0, (args, r.stdout, r.stderr)
                 assert 'run doveadm lmdb salvage' in r.stderr, r.stderr

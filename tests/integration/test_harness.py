@@ -38,7 +38,7 @@ def test_mailgen_deterministic():
 def test_lmtp_wire_is_exact():
     """What the LMTP server receives is exactly our bytes (bare LF kept),
     dot-stuffed; and what is stored is the un-stuffed message."""
-    msg = b'Subject: wire\nX-A: b\n\n.\n..\n.dot\nbare\r\ncrlf\nend'
+    msg = b'Subject: wire\nX-A: b\n\n.\n..\n.dot\nbare\r\ncrlf\r\n.crlfdot\nend'
     with harness.Dovecot('maildir', extra='') as dc:
         raw_dir = dc.path('rawlog')
         os.mkdir(raw_dir)
@@ -49,12 +49,20 @@ def test_lmtp_wire_is_exact():
         ins = b''.join(open(f, 'rb').read() for f in sorted(glob.glob(raw_dir + '/*.in')))
         # rawlog lines are "<timestamp> <data>"
         data = re.sub(rb'(?m)^\d+\.\d+ ', b'', ins)
-        assert b'DATA\r\nSubject: wire\nX-A: b\n\n..\n...\n..dot\nbare\r\ncrlf\nend\r\n.\r\n' \
-            in data, data
+        if dc.is_24:
+            # 2.4 reads DATA with strict CRLF.CRLF: only lines ending in
+            # CRLF are dot-stuffed (LmtpClient.dot_stuff())
+            want = (b'DATA\r\nSubject: wire\nX-A: b\n\n.\n..\n.dot\nbare\r\ncrlf\r\n'
+                    b'..crlfdot\nend\r\n.\r\n')
+        else:
+            want = (b'DATA\r\nSubject: wire\nX-A: b\n\n..\n...\n..dot\nbare\r\ncrlf\r\n'
+                    b'..crlfdot\nend\r\n.\r\n')
+        assert want in data, data
         files = glob.glob(dc.mail_dir() + '/new/*')
         assert len(files) == 1
         stored = open(files[0], 'rb').read()
-        assert stored.endswith(b'\nSubject: wire\nX-A: b\n\n.\n..\n.dot\nbare\ncrlf\nend\n'), stored
+        assert stored.endswith(b'\nSubject: wire\nX-A: b\n\n.\n..\n.dot\nbare\ncrlf\n'
+                               b'.crlfdot\nend\n'), stored
         dc.assert_no_log_errors()
 
 
@@ -233,3 +241,111 @@ def test_bad_config_is_reported():
     except harness.HarnessError as e:
         assert 'this_is_not_a_setting' in str(e), e
     assert not dc.running
+
+
+# ---------------------------------------------------------------------------
+# the config layer (dovecot_conf.py): 2.3 syntax in, the syntax of the
+# Dovecot under test out
+
+def test_config_translation_24():
+    """The 2.3 -> 2.4 rules the tests rely on, rule by rule (pure Python:
+    runs on either version)."""
+    import dovecot_conf as dc24
+    t = dc24.translate
+    assert dc24.mail_location_24('lmdb:~/lmdb:INDEX=MEMORY:LAYOUT=fs') == [
+        ('mail_driver', 'lmdb'), ('mail_path', '~/lmdb'),
+        ('mail_index_path', 'MEMORY'), ('mailbox_list_layout', 'fs')]
+    assert t('mail_location = maildir:~/Maildir:LAYOUT=index\n') == \
+        'mail_driver = maildir\nmail_path = ~/Maildir\nmailbox_list_layout = index\n'
+    # plugin {} settings become global; quota becomes a named quota filter
+    assert t('plugin {\n  lmdb_autopurge_interval = 0\n  quota = count:User quota\n'
+             '  quota_rule = *:storage=100M:messages=1000\n  quota_vsizes = yes\n}\n') == \
+        ('quota "User quota" {\n  driver = count\n  storage_size = 100M\n'
+         '  message_count = 1000\n  storage_grace = 10485760\n}\n'   # 2.3's default: 10%
+         'lmdb_autopurge_interval = 0\n')
+    assert t('protocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\n') == \
+        'protocol imap {\n  mail_plugins {\n    imap_quota = yes\n  }\n}\n'
+    assert t('mail_plugins = quota zlib\n') == 'mail_plugins = quota mail_compress\n'
+    assert t('passdb {\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u /p\n}\n') \
+        == ('passdb passwd-file {\n  driver = passwd-file\n  default_password_scheme = PLAIN\n'
+            '  passwd_file_path = /p\n}\n')
+    assert t('ssl_cert = </c.pem\nssl_key = </k.pem\ndisable_plaintext_auth = no\n') == \
+        'ssl_server_cert_file = /c.pem\nssl_server_key_file = /k.pem\nauth_allow_cleartext = yes\n'
+    assert t('import_environment = TZ LD_PRELOAD=/x.so\n') == \
+        'import_environment {\n  TZ = %{env:TZ}\n  LD_PRELOAD = /x.so\n}\n'
+    assert t('service lmtp {\n  service_count = 1\n  inet_listener lmtp {\n'
+             '    address = 127.0.0.1\n  }\n}\n') == \
+        ('service lmtp {\n  restart_request_count = 1\n  inet_listener lmtp {\n'
+         '    listen = 127.0.0.1\n  }\n}\n')
+    assert t('plugin {\n  lazy_expunge = EXPUNGED\n  zlib_save = gz\n}\n') == \
+        'lazy_expunge_mailbox = EXPUNGED\nmail_compress_write_method = gz\n'
+    # POP3 UIDL formats, userdb fields (passwd-file expands '%%' once), doveadm -o
+    assert dc24.uidl_format_24('%08Xu%08Xv') == '%{uid | hex(8)}%{uidvalidity | hex(8)}'
+    assert dc24.uidl_format_24('%g') == '%{guid}'
+    assert t('pop3_uidl_format = %f\n') == 'pop3_uidl_format = %{filename}\n'
+    assert dc24.userdb_fields('userdb_mail=lmdb:~/lmdb userdb_pop3_uidl_format=%%g '
+                              'userdb_pop3_policy_dele=keep') == \
+        ('userdb_mail_driver=lmdb userdb_mail_path=~/lmdb '
+         'userdb_pop3_uidl_format=%%{guid} userdb_pop3_policy_dele=keep')
+    assert dc24.doveadm_opts(['-o', 'pop3_uidl_format=%g', '-f', 'json']) == \
+        ['-o', 'pop3_uidl_format=%{guid}', '-f', 'json']
+    # what 2.4 no longer has is refused with the reason
+    for text, why in (('plugin {\n  quota = dict:User quota::file:/q\n}\n', 'removed'),
+                      ('service replicator {\n  process_min_avail = 1\n}\n', 'replicator'),
+                      ('plugin {\n  mail_replica = tcp:127.0.0.1:1\n}\n', 'replication'),
+                      ('mail_plugins = $mail_plugins replication\n', 'replication')):
+        try:
+            t(text)
+        except dc24.Unsupported as e:
+            assert why in str(e), (text, e)
+        else:
+            raise AssertionError('translated %r' % text)
+    # the 2.3 text itself goes through unchanged on 2.3
+    d = harness.Dovecot('maildir', extra='plugin {\n  quota = count:User quota\n}\n')
+    if not d.is_24:
+        assert d.config_text() == d.config_text_23()
+        assert 'plugin {\n  quota = count:User quota\n}\n' in d.config_text()
+
+
+def test_config_24_accepted_by_doveconf():
+    """On 2.4, everything the translator writes is valid for 2.4's
+    doveconf (start() checks each instance's config with doveconf -n; this
+    config has one of every construct the tests use) and means what the
+    2.3 text meant."""
+    extra = ('lmtp_add_received_header = no\n'
+             'mail_max_keyword_length = 50\n'
+             'pop3_uidl_format = %g\n'
+             'mail_attachment_dir = ~/att\n'
+             'import_environment = TZ CORE_OUTOFMEM FAKETIME DLMDB_PROBE=1\n'
+             'namespace inbox {\n  inbox = yes\n  separator = /\n  prefix =\n}\n'
+             'plugin {\n  quota = count:User quota\n  quota_rule = *:storage=100k\n'
+             '  quota_vsizes = yes\n  lazy_expunge = EXPUNGED\n'
+             '  lazy_expunge_only_last_instance = yes\n}\n'
+             'protocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\n'
+             'service lmtp {\n  service_count = 1\n}\n'
+             'service doveadm {\n  inet_listener {\n    address = 127.0.0.1\n'
+             '    port = ' + str(harness.free_port()) + '\n  }\n}\n')
+    dc = harness.Dovecot('maildir', tls=True, mail_plugins=('quota', 'lazy_expunge'),
+                         extra=extra, mail_location='maildir:~/Maildir:LAYOUT=fs')
+    if not dc.is_24:
+        raise harness.Skip('Dovecot %s: no 2.4 doveconf here' % harness._version_str())
+    out = dc.check_config()
+    # (doveconf -n leaves out mailbox_list_layout = fs: the global default,
+    # though maildir's own is maildir++; the mailbox below shows it applies)
+    for want in ('mail_driver = maildir', 'mail_path = ~/Maildir', 'auth_allow_cleartext = yes', 'quota "User quota"',
+                 'pop3_uidl_format = %{guid}', 'lazy_expunge_mailbox = EXPUNGED',
+                 'mail_ext_attachment {\n  path = ~/att\n}',
+                 'restart_request_count = 1', 'passwd_file_path = %s' % dc.path('passwd')):
+        assert want in out, (want, out)
+    # and it runs: quota over IMAP, the namespace's separator, a login
+    with dc:
+        imap = dc.imap()
+        typ, data = imap.getquotaroot('INBOX')
+        assert typ == 'OK' and b'User quota' in data[0][0], data
+        typ, data = imap.list('""', 'INBOX')
+        assert typ == 'OK' and b'"/"' in data[0], data
+        typ, data = imap.create('a/b')
+        assert typ == 'OK', data
+        assert os.path.isdir(os.path.join(dc.mail_dir(), 'a', 'b', 'cur')), \
+            list(os.walk(dc.mail_dir()))
+        dc.assert_no_log_errors()

@@ -92,8 +92,7 @@ def doveadm(dc, *args, user, opts=(), check=True, text=True, timeout=300):
     global options (-o, -f, -D) may come first."""
     args = [str(a) for a in args]
     n = harness._doveadm_cmd_words(args)
-    cmd = [harness.DOVEADM, '-c', dc.conf_path] + list(opts) + args[:n] + \
-        ['-u', user] + args[n:]
+    cmd = dc.doveadm_cmd(*(args[:n] + ['-u', user] + args[n:]), opts=opts)
     r = subprocess.run(cmd, capture_output=True, text=text, timeout=timeout, cwd=dc.dir)
     if check and r.returncode != 0:
         raise AssertionError('%s failed (exit %d):\nstdout: %s\nstderr: %s'
@@ -119,7 +118,8 @@ def dsync(dc, verb, user, target, opts=('-o', 'pop3_uidl_format=%g'), via='serve
     if via == 'local':
         args = [location(dc, target[0], target[1])]
     else:
-        args = [harness.DOVEADM, '-c', dc.conf_path] + list(opts) + \
+        # run by the doveadm above, in its module namespace
+        args = [harness.DOVEADM, '-c', dc.conf_path] + harness.doveadm_opts(opts) + \
             ['dsync-server', '-u', target[0]]
     r = doveadm(dc, verb, *args, user=user, opts=opts, check=check)
     print('doveadm %s -u %s %s: exit %d in %.1fs%s'

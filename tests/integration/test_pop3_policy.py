@@ -183,8 +183,7 @@ def doveadm_at(dc, offset: str, *args, user=None, check=True):
     # results by the offset too)
     cmd = ['env', 'LD_PRELOAD=' + LIBFAKETIME, 'FAKETIME=' + offset, 'NO_FAKE_STAT=1',
            harness.DOVEADM, '-c', dc.conf_path] + args
-    if args[0] in harness.DOVEADM_PLUGIN_COMMANDS:
-        cmd = dc._doveadm_with_build_plugins(cmd)
+    cmd = dc.wrap(cmd, doveadm=args[0] in harness.DOVEADM_PLUGIN_COMMANDS)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=dc.dir)
     if check and r.returncode != 0:
         raise harness.HarnessError('%s failed (exit %d):\nstdout: %s\nstderr: %s'
@@ -1222,8 +1221,9 @@ def pop3_login_error(dc):
 
 @harness.drivers('lmdb', 'maildir')
 def test_login_delay(driver):
-    assert module_built('pop3_policy_login_delay'), \
-        'module lib*_pop3_policy_login_delay_plugin.so not built in plugin/.libs'
+    if not module_built('pop3_policy_login_delay'):
+        raise harness.ModuleMissing('module lib*_pop3_policy_login_delay_plugin.so not built '
+                                    'in plugin/.libs')
     with login_delay_dc(driver, '2s') as dc:
         deliver(dc, [make_msg('ld', 1)])
         assert pop3_login_error(dc) is None

@@ -118,8 +118,7 @@ def doveadm(dc, *args, user=None, opts=(), check=True, timeout=60):
     as -f json come before the command, which dc.doveadm() can't do)."""
     args = [str(a) for a in args]
     n = harness._doveadm_cmd_words(args)
-    cmd = [harness.DOVEADM, '-c', dc.conf_path] + list(opts) + args[:n] + \
-        (['-u', user] if user else []) + args[n:]
+    cmd = dc.doveadm_cmd(*(args[:n] + (['-u', user] if user else []) + args[n:]), opts=opts)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=dc.dir)
     if check and r.returncode != 0:
         raise AssertionError('%s failed (exit %d):\nstdout: %s\nstderr: %s'

@@ -3,11 +3,14 @@
 /* fault-inject: an LD_PRELOAD library for crash and failure tests.
 
    It wraps the calls that decide what a crash leaves on disk (writes,
-   syncs, renames, unlinks, mkdir, ftruncate), classifies each one as an
-   event of a kind, counts the events per kind and, at the N-th event of
-   a chosen kind, kills the process or fails the call. Every counted
-   event can be logged as one line, which is what a test's dry run reads
-   to learn how many events of each kind an operation makes.
+   syncs, renames, unlinks, links, mkdir, rmdir, ftruncate, and opens
+   that create or truncate), classifies each one as an event of a kind,
+   counts the events per kind and, at the N-th event of a chosen kind,
+   kills the process or fails the call. Every counted event can be
+   logged as one line, which is what a test's dry run reads to learn
+   how many events of each kind an operation makes. It can also record
+   every event with its data for a power-loss crash-state tester
+   (DLMDB_FI_RECORD, see fault-record.c, which this file includes).
 
    Built by the test that uses it:
      cc -shared -fPIC -o fault-inject.so fault-inject.c -ldl -pthread
@@ -22,50 +25,59 @@
                       and directories under it
      DLMDB_FI_LOG     append one line per counted event to this file
      DLMDB_FI_KIND    kind whose N-th event is hit: rename unlink mkdir
-                      fsync fdatasync commit write ftruncate
+                      fsync fdatasync commit write ftruncate open link
+                      rmdir
      DLMDB_FI_NTH     N (1 = the first event of that kind)
      DLMDB_FI_ACTION  kill        SIGKILL before the call is made
                       kill-after  SIGKILL right after it returned
                       fail        return -1 without making the call
+                      skip        (no KIND/NTH) every counted fsync and
+                                  fdatasync returns 0 without syncing,
+                                  and opens lose O_SYNC/O_DSYNC: a
+                                  system that acknowledges before its
+                                  data is durable (the crash-state
+                                  tester's negative control)
      DLMDB_FI_ERRNO   errno of "fail": EIO (default), ENOSPC, EDQUOT,
                       EROFS, ENOMEM or a number
      DLMDB_FI_MATCH   only events whose path contains this count
                       towards N (all events are still counted and logged)
+     DLMDB_FI_RECORD  record every counted event into this directory
+                      (fault-record.c)
 
    Kinds. "commit" is an LMDB commit: the short pwrite() of the tail of
    a meta page (the first two pages) of a file named data.mdb. LMDB
    writes data pages whole (at least a page), so a write under 4096
    bytes there is a meta page. Every other write, pwrite, writev or
    pwritev is "write". rename and renameat(2) are "rename", unlink and
-   unlinkat are "unlink" (unlinkat with AT_REMOVEDIR is not counted),
-   mkdir and mkdirat are "mkdir".
+   unlinkat are "unlink", rmdir and unlinkat(AT_REMOVEDIR) are "rmdir",
+   link and linkat are "link", mkdir and mkdirat are "mkdir", an open
+   or openat with O_CREAT or O_TRUNC (whether it creates or not) is
+   "open".
 
    Log line: "<seq> <kind> <n> <action> <path> [-> <path2>]
    [off=<offset> len=<length>]", where n is the event's number within
    its kind, action is "-" or the action taken, offset is -1 for a
    write at a position this library doesn't know.
 
-   Extending: every wrapper fills a struct fi_event (kind, fd, path,
-   offset, length, the data) and calls fi_before() before and
-   fi_after() after the real call. A recorder for a power-loss
-   crash-state tester (DLMDB_FI_RECORD=dir) would be one more consumer
-   in those two functions: fi_after() would append each successful
-   write's data and (seq, path, offset, length) to the record, and
-   each fsync/fdatasync/rename/unlink/ftruncate as an ordering barrier
-   or metadata operation; the tester then builds the file states a
-   power loss could leave from prefixes of that record. */
+   Every wrapper fills a struct fi_event (kind, fd, path, offset,
+   length, the data) and calls fi_before() before and fi_after() after
+   the real call; the recorder is a consumer in those two. */
 
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -75,6 +87,7 @@
 /* a commit writes only the changed tail of its meta page */
 #define FI_META_MAX_WRITE 4096
 
+/* the numbers are the recorder's format (fault-record.c): append only */
 enum fi_kind {
 	FI_RENAME,
 	FI_UNLINK,
@@ -84,20 +97,24 @@ enum fi_kind {
 	FI_COMMIT,
 	FI_WRITE,
 	FI_FTRUNCATE,
+	FI_OPEN,
+	FI_LINK,
+	FI_RMDIR,
 
 	FI_KIND_COUNT
 };
 
 static const char *const fi_kind_names[FI_KIND_COUNT] = {
 	"rename", "unlink", "mkdir", "fsync", "fdatasync", "commit",
-	"write", "ftruncate"
+	"write", "ftruncate", "open", "link", "rmdir"
 };
 
 enum fi_action {
 	FI_ACTION_NONE,
 	FI_ACTION_KILL,
 	FI_ACTION_KILL_AFTER,
-	FI_ACTION_FAIL
+	FI_ACTION_FAIL,
+	FI_ACTION_SKIP
 };
 
 struct fi_event {
@@ -108,10 +125,23 @@ struct fi_event {
 	/* writes and ftruncate: -1 = unknown */
 	off_t offset;
 	size_t length;
-	/* the data of a write (for a recorder), one of these */
+	/* the data of a write (for the recorder), one of these */
 	const void *buf;
 	const struct iovec *iov;
 	int iovcnt;
+	/* pwrite, pwritev: offset is the one given */
+	int positional;
+	/* open: the flags asked for; whether the file existed before */
+	int open_flags;
+	int existed;
+	/* rename, unlink, link: the file the name pointed to before the
+	   call, and a rename's target (0: none) */
+	dev_t dev;
+	ino_t ino, ino2;
+	/* the recorder's global sequence number when the call began */
+	uint64_t seq_begin;
+	/* counted (under the prefix): the recorder records it */
+	int counted;
 
 	enum fi_action action;
 };
@@ -127,6 +157,7 @@ static struct {
 	enum fi_action action;
 	int error;
 	const char *match;
+	int skip_sync;		/* DLMDB_FI_ACTION=skip */
 
 	unsigned long seq;
 	unsigned long counts[FI_KIND_COUNT];
@@ -139,6 +170,9 @@ static struct {
 	int (*renameat2)(int, const char *, int, const char *, unsigned int);
 	int (*unlink)(const char *);
 	int (*unlinkat)(int, const char *, int);
+	int (*rmdir)(const char *);
+	int (*link)(const char *, const char *);
+	int (*linkat)(int, const char *, int, const char *, int);
 	int (*mkdir)(const char *, mode_t);
 	int (*mkdirat)(int, const char *, mode_t);
 	int (*fsync)(int);
@@ -150,6 +184,7 @@ static struct {
 	ssize_t (*pwritev)(int, const struct iovec *, int, off_t);
 	int (*ftruncate)(int, off_t);
 	int (*ftruncate64)(int, off64_t);
+	int (*openat)(int, const char *, int, ...);
 } real;
 
 static void *fi_sym(const char *name)
@@ -164,6 +199,9 @@ static void fi_resolve(void)
 	real.renameat2 = fi_sym("renameat2");
 	real.unlink = fi_sym("unlink");
 	real.unlinkat = fi_sym("unlinkat");
+	real.rmdir = fi_sym("rmdir");
+	real.link = fi_sym("link");
+	real.linkat = fi_sym("linkat");
 	real.mkdir = fi_sym("mkdir");
 	real.mkdirat = fi_sym("mkdirat");
 	real.fsync = fi_sym("fsync");
@@ -175,6 +213,7 @@ static void fi_resolve(void)
 	real.pwritev = fi_sym("pwritev");
 	real.ftruncate = fi_sym("ftruncate");
 	real.ftruncate64 = fi_sym("ftruncate64");
+	real.openat = fi_sym("openat");
 }
 
 static void fi_die_config(const char *fmt, const char *value)
@@ -219,6 +258,8 @@ static const char *fi_getenv(const char *name)
 	return v == NULL ? NULL : strdup(v);
 }
 
+static void fi_record_configure(void);
+
 static void fi_configure(void)
 {
 	const char *v;
@@ -236,10 +277,17 @@ static void fi_configure(void)
 	}
 	fi.match = fi_getenv("DLMDB_FI_MATCH");
 	if ((v = getenv("DLMDB_FI_LOG")) != NULL) {
-		fi.log_fd = open(v, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
-				 0666);
+		fi.log_fd = real.openat(AT_FDCWD, v, O_WRONLY | O_APPEND | O_CREAT |
+				      O_CLOEXEC, 0666);
 		if (fi.log_fd == -1)
 			fi_die_config("can't open DLMDB_FI_LOG %s", v);
+	}
+	fi_record_configure();
+	v = getenv("DLMDB_FI_ACTION");
+	if (v != NULL && strcmp(v, "skip") == 0) {
+		/* not a fault at the N-th event: a property of every sync */
+		fi.skip_sync = 1;
+		return;
 	}
 	if ((v = getenv("DLMDB_FI_KIND")) == NULL || *v == '\0')
 		return;
@@ -275,11 +323,19 @@ __attribute__((constructor)) static void fi_init(void)
 	fi_configure();
 }
 
-/* Calls may come before our constructor ran (another library's). */
+/* Calls may come before our constructor ran: another library's
+   constructor, or a sanitizer runtime setting itself up (ASan creates its
+   log_path directory from inside libstdc++'s constructor). They pass
+   through uncounted: configuring needs strcmp() and friends, which such a
+   runtime intercepts and cannot run yet (a jump to NULL), and nothing
+   before main() touches the user's files. */
 static int fi_enabled(void)
 {
-	if (!__atomic_load_n(&fi.initialised, __ATOMIC_SEQ_CST))
-		fi_init();
+	if (!__atomic_load_n(&fi.initialised, __ATOMIC_SEQ_CST)) {
+		if (real.ftruncate64 == NULL)
+			fi_resolve();
+		return 0;
+	}
 	return fi.active;
 }
 
@@ -369,26 +425,46 @@ static void fi_log(const struct fi_event *ev, unsigned long seq,
 	(void)real.write(fi.log_fd, line, len);
 }
 
+static void fi_record_begin(struct fi_event *ev);
+static void fi_record_end(struct fi_event *ev, long ret);
+
+static const char *fi_action_name(enum fi_action action)
+{
+	switch (action) {
+	case FI_ACTION_KILL:
+		return "kill";
+	case FI_ACTION_KILL_AFTER:
+		return "kill-after";
+	case FI_ACTION_FAIL:
+		return "fail";
+	case FI_ACTION_SKIP:
+		return "skip";
+	default:
+		return "-";
+	}
+}
+
 /* Before the real call: count, log, and act. Returns -1 (errno set)
-   if the call must fail without being made. */
+   if the call must fail without being made, 1 if it must be skipped
+   (the wrapper returns success without making it). */
 static int fi_before(struct fi_event *ev)
 {
 	unsigned long seq, n;
-	const char *action = "-";
 
 	if (!fi_path_counted(ev->path))
 		return 0;
+	ev->counted = 1;
 	seq = __atomic_add_fetch(&fi.seq, 1, __ATOMIC_SEQ_CST);
 	n = __atomic_add_fetch(&fi.counts[ev->kind], 1, __ATOMIC_SEQ_CST);
 	if ((int)ev->kind == fi.kind &&
 	    (fi.match == NULL || strstr(ev->path, fi.match) != NULL ||
 	     strstr(ev->path2, fi.match) != NULL) &&
-	    __atomic_add_fetch(&fi.hits, 1, __ATOMIC_SEQ_CST) == fi.nth) {
+	    __atomic_add_fetch(&fi.hits, 1, __ATOMIC_SEQ_CST) == fi.nth)
 		ev->action = fi.action;
-		action = ev->action == FI_ACTION_KILL ? "kill" :
-			ev->action == FI_ACTION_FAIL ? "fail" : "kill-after";
-	}
-	fi_log(ev, seq, n, action);
+	else if (fi.skip_sync &&
+		 (ev->kind == FI_FSYNC || ev->kind == FI_FDATASYNC))
+		ev->action = FI_ACTION_SKIP;
+	fi_log(ev, seq, n, fi_action_name(ev->action));
 	switch (ev->action) {
 	case FI_ACTION_KILL:
 		raise(SIGKILL);
@@ -396,15 +472,21 @@ static int fi_before(struct fi_event *ev)
 	case FI_ACTION_FAIL:
 		errno = fi.error;
 		return -1;
+	case FI_ACTION_SKIP:
+		fi_record_begin(ev);
+		fi_record_end(ev, 0);
+		return 1;
 	default:
 		break;
 	}
+	fi_record_begin(ev);
 	return 0;
 }
 
 static void fi_after(struct fi_event *ev, long ret)
 {
-	(void)ret;
+	if (ev->counted)
+		fi_record_end(ev, ret);
 	if (ev->action == FI_ACTION_KILL_AFTER)
 		raise(SIGKILL);
 }
@@ -420,6 +502,14 @@ static void fi_event_init(struct fi_event *ev, enum fi_kind kind)
 	ev->buf = NULL;
 	ev->iov = NULL;
 	ev->iovcnt = 0;
+	ev->positional = 0;
+	ev->open_flags = 0;
+	ev->existed = 0;
+	ev->dev = 0;
+	ev->ino = 0;
+	ev->ino2 = 0;
+	ev->seq_begin = 0;
+	ev->counted = 0;
 	ev->action = FI_ACTION_NONE;
 }
 
@@ -435,10 +525,38 @@ static void fi_event_write(struct fi_event *ev, int fd, off_t offset,
 			   size_t length)
 {
 	fi_event_fd(ev, FI_WRITE, fd);
+	ev->positional = offset >= 0;
 	ev->offset = offset >= 0 ? offset : lseek(fd, 0, SEEK_CUR);
 	ev->length = length;
 	if (fi_is_commit(ev))
 		ev->kind = FI_COMMIT;
+}
+
+/* A call on a name: the file it names before the call (the recorder
+   needs it: after an unlink or a rename it is gone) */
+static void fi_event_name(struct fi_event *ev, enum fi_kind kind, int dirfd,
+			  const char *name)
+{
+	struct stat st;
+
+	fi_event_init(ev, kind);
+	fi_path_at(dirfd, name, ev->path, sizeof(ev->path));
+	if (fi_path_counted(ev->path) &&
+	    fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		ev->dev = st.st_dev;
+		ev->ino = st.st_ino;
+	}
+}
+
+/* the second name of a rename or link, and what it named before */
+static void fi_event_name2(struct fi_event *ev, int dirfd, const char *name)
+{
+	struct stat st;
+
+	fi_path_at(dirfd, name, ev->path2, sizeof(ev->path2));
+	if ((fi_path_counted(ev->path) || fi_path_counted(ev->path2)) &&
+	    fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		ev->ino2 = st.st_ino;
 }
 
 static size_t fi_iov_length(const struct iovec *iov, int iovcnt)
@@ -451,266 +569,5 @@ static size_t fi_iov_length(const struct iovec *iov, int iovcnt)
 	return n;
 }
 
-/* --- the wrappers --- */
-
-int rename(const char *oldpath, const char *newpath)
-{
-	struct fi_event ev;
-	int ret;
-
-	if (!fi_enabled())
-		return real.rename(oldpath, newpath);
-	fi_event_init(&ev, FI_RENAME);
-	fi_path_at(AT_FDCWD, oldpath, ev.path, sizeof(ev.path));
-	fi_path_at(AT_FDCWD, newpath, ev.path2, sizeof(ev.path2));
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.rename(oldpath, newpath);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-int renameat(int olddirfd, const char *oldpath, int newdirfd,
-	     const char *newpath)
-{
-	struct fi_event ev;
-	int ret;
-
-	if (!fi_enabled())
-		return real.renameat(olddirfd, oldpath, newdirfd, newpath);
-	fi_event_init(&ev, FI_RENAME);
-	fi_path_at(olddirfd, oldpath, ev.path, sizeof(ev.path));
-	fi_path_at(newdirfd, newpath, ev.path2, sizeof(ev.path2));
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.renameat(olddirfd, oldpath, newdirfd, newpath);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-int renameat2(int olddirfd, const char *oldpath, int newdirfd,
-	      const char *newpath, unsigned int flags)
-{
-	struct fi_event ev;
-	int ret;
-
-	if (!fi_enabled())
-		return real.renameat2(olddirfd, oldpath, newdirfd, newpath,
-				      flags);
-	fi_event_init(&ev, FI_RENAME);
-	fi_path_at(olddirfd, oldpath, ev.path, sizeof(ev.path));
-	fi_path_at(newdirfd, newpath, ev.path2, sizeof(ev.path2));
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.renameat2(olddirfd, oldpath, newdirfd, newpath, flags);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-int unlink(const char *path)
-{
-	struct fi_event ev;
-	int ret;
-
-	if (!fi_enabled())
-		return real.unlink(path);
-	fi_event_init(&ev, FI_UNLINK);
-	fi_path_at(AT_FDCWD, path, ev.path, sizeof(ev.path));
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.unlink(path);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-int unlinkat(int dirfd, const char *path, int flags)
-{
-	struct fi_event ev;
-	int ret;
-
-	if (!fi_enabled() || (flags & AT_REMOVEDIR) != 0)
-		return real.unlinkat(dirfd, path, flags);
-	fi_event_init(&ev, FI_UNLINK);
-	fi_path_at(dirfd, path, ev.path, sizeof(ev.path));
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.unlinkat(dirfd, path, flags);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-int mkdir(const char *path, mode_t mode)
-{
-	struct fi_event ev;
-	int ret;
-
-	if (!fi_enabled())
-		return real.mkdir(path, mode);
-	fi_event_init(&ev, FI_MKDIR);
-	fi_path_at(AT_FDCWD, path, ev.path, sizeof(ev.path));
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.mkdir(path, mode);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-int mkdirat(int dirfd, const char *path, mode_t mode)
-{
-	struct fi_event ev;
-	int ret;
-
-	if (!fi_enabled())
-		return real.mkdirat(dirfd, path, mode);
-	fi_event_init(&ev, FI_MKDIR);
-	fi_path_at(dirfd, path, ev.path, sizeof(ev.path));
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.mkdirat(dirfd, path, mode);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-int fsync(int fd)
-{
-	struct fi_event ev;
-	int ret;
-
-	if (!fi_enabled())
-		return real.fsync(fd);
-	fi_event_fd(&ev, FI_FSYNC, fd);
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.fsync(fd);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-int fdatasync(int fd)
-{
-	struct fi_event ev;
-	int ret;
-
-	if (!fi_enabled())
-		return real.fdatasync(fd);
-	fi_event_fd(&ev, FI_FDATASYNC, fd);
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.fdatasync(fd);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-ssize_t write(int fd, const void *buf, size_t count)
-{
-	struct fi_event ev;
-	ssize_t ret;
-
-	if (!fi_enabled())
-		return real.write(fd, buf, count);
-	fi_event_write(&ev, fd, -1, count);
-	ev.buf = buf;
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.write(fd, buf, count);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
-{
-	struct fi_event ev;
-	ssize_t ret;
-
-	if (!fi_enabled())
-		return real.pwrite(fd, buf, count, offset);
-	fi_event_write(&ev, fd, offset, count);
-	ev.buf = buf;
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.pwrite(fd, buf, count, offset);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-ssize_t pwrite64(int fd, const void *buf, size_t count, off64_t offset)
-{
-	struct fi_event ev;
-	ssize_t ret;
-
-	if (!fi_enabled())
-		return real.pwrite64(fd, buf, count, offset);
-	fi_event_write(&ev, fd, offset, count);
-	ev.buf = buf;
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.pwrite64(fd, buf, count, offset);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
-{
-	struct fi_event ev;
-	ssize_t ret;
-
-	if (!fi_enabled())
-		return real.writev(fd, iov, iovcnt);
-	fi_event_write(&ev, fd, -1, fi_iov_length(iov, iovcnt));
-	ev.iov = iov;
-	ev.iovcnt = iovcnt;
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.writev(fd, iov, iovcnt);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t offset)
-{
-	struct fi_event ev;
-	ssize_t ret;
-
-	if (!fi_enabled())
-		return real.pwritev(fd, iov, iovcnt, offset);
-	fi_event_write(&ev, fd, offset, fi_iov_length(iov, iovcnt));
-	ev.iov = iov;
-	ev.iovcnt = iovcnt;
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.pwritev(fd, iov, iovcnt, offset);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-int ftruncate(int fd, off_t length)
-{
-	struct fi_event ev;
-	int ret;
-
-	if (!fi_enabled())
-		return real.ftruncate(fd, length);
-	fi_event_fd(&ev, FI_FTRUNCATE, fd);
-	ev.offset = length;
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.ftruncate(fd, length);
-	fi_after(&ev, ret);
-	return ret;
-}
-
-int ftruncate64(int fd, off64_t length)
-{
-	struct fi_event ev;
-	int ret;
-
-	if (!fi_enabled())
-		return real.ftruncate64(fd, length);
-	fi_event_fd(&ev, FI_FTRUNCATE, fd);
-	ev.offset = length;
-	if (fi_before(&ev) < 0)
-		return -1;
-	ret = real.ftruncate64(fd, length);
-	fi_after(&ev, ret);
-	return ret;
-}
+#include "fault-record.c"
+#include "fault-wrappers.c"

@@ -10,6 +10,7 @@
 #include "ioloop.h"
 #include "unlink-directory.h"
 #include "test-common.h"
+#include "dlmdb-compat.h"
 #include "test-rand.h"
 #include "test-lmdb-v1.h"
 #include "lmdb-records.h"
@@ -465,7 +466,7 @@ static void test_dbi_leaves(const char *dbi, ARRAY_TYPE(uint64_t) *pgnos)
 	iter = hash_table_iterate_init(record_pages);
 	while (hash_table_iterate(iter, record_pages, &key, &pages)) {
 		if (dbi[0] != '\0' &&
-		    !str_begins(key, t_strconcat(dbi, "/", NULL)))
+		    !dlmdb_str_begins(key, t_strconcat(dbi, "/", NULL)))
 			continue;
 		seen = FALSE;
 		array_foreach(pgnos, p)
@@ -942,7 +943,7 @@ static void test_salvage_links_leaf(void)
 	array_foreach(&result->relinked, msg) {
 		/* a whole body of a lost link, found by its first chunk */
 		test_assert(msg->message_id != NULL &&
-			    str_begins(msg->message_id, "<m-"));
+			    dlmdb_str_begins(msg->message_id, "<m-"));
 		test_assert(strcmp(msg->mailbox_name, "Recovered/Unlinked") == 0);
 	}
 	test_env_close(&env);

@@ -1,17 +1,14 @@
 /* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
 
+/* The lmdb_* settings on Dovecot 2.3: strings in plugin { } (or userdb
+   fields), parsed here at every storage creation. */
+
 #include "lib.h"
 #include "settings-parser.h"
 #include "mail-user.h"
-#include "lmdb-storage.h"
-
-/* Defaults, documented in the README */
-#define LMDB_DEFAULT_MAP_SIZE_INITIAL (64ULL * 1024 * 1024)
-#define LMDB_DEFAULT_MAP_SIZE_MAX (32ULL * 1024 * 1024 * 1024)
-#define LMDB_DEFAULT_MAP_RESERVE (16ULL * 1024 * 1024)
-#define LMDB_DEFAULT_MAX_READERS 512
-#define LMDB_DEFAULT_PENDING_GRACE_SECS (36 * 60 * 60)
-#define LMDB_DEFAULT_AUTOPURGE_INTERVAL_SECS (24 * 60 * 60)
+#include "mail-storage-private.h"
+#include "mailbox-list-private.h"
+#include "lmdb-settings.h"
 
 static bool lmdb_settings_dead_grace_warned = FALSE;
 
@@ -47,9 +44,10 @@ lmdb_setting_time(struct mail_user *user, const char *name,
 	return 0;
 }
 
-int lmdb_settings_read(struct mail_user *user, struct lmdb_settings *set_r,
-		       const char **error_r)
+int lmdb_settings_read(struct mail_storage *storage,
+		       struct lmdb_settings *set_r, const char **error_r)
 {
+	struct mail_user *user = storage->user;
 	const char *str;
 	uint64_t max_readers = LMDB_DEFAULT_MAX_READERS;
 
@@ -82,15 +80,18 @@ int lmdb_settings_read(struct mail_user *user, struct lmdb_settings *set_r,
 	}
 	str = mail_user_plugin_getenv(user, "lmdb_max_readers");
 	if (str != NULL && str[0] != '\0' &&
-	    (str_to_uint64(str, &max_readers) < 0 || max_readers < 8 ||
-	     max_readers > 65536)) {
+	    (str_to_uint64(str, &max_readers) < 0 ||
+	     max_readers < LMDB_MAX_READERS_MIN ||
+	     max_readers > LMDB_MAX_READERS_MAX)) {
 		*error_r = t_strdup_printf("Invalid lmdb_max_readers=%s: "
-					   "must be 8..65536", str);
+					   "must be %u..%u", str,
+					   LMDB_MAX_READERS_MIN,
+					   LMDB_MAX_READERS_MAX);
 		return -1;
 	}
 	set_r->env.max_readers = max_readers;
 
-	if (set_r->env.map_size_max < 1024*1024) {
+	if (set_r->env.map_size_max < LMDB_MAP_SIZE_MAX_MIN) {
 		*error_r = t_strdup_printf("Invalid lmdb_map_size_max=%"PRIu64
 					   ": must be at least 1M",
 					   set_r->env.map_size_max);
@@ -105,4 +106,47 @@ int lmdb_settings_read(struct mail_user *user, struct lmdb_settings *set_r,
 	if (set_r->env.map_size_initial == 0)
 		set_r->env.map_size_initial = LMDB_DEFAULT_MAP_SIZE_INITIAL;
 	return 0;
+}
+
+int lmdb_settings_check_location(struct mail_storage *storage,
+				 struct mail_namespace *ns,
+				 const char **error_r)
+{
+	const struct mailbox_list_settings *list_set = &ns->list->set;
+
+	if (list_set->index_dir != NULL && list_set->index_dir[0] == '\0') {
+		*error_r = "INDEX=MEMORY is not supported: the lmdb "
+			"storage keeps its IMAP view in index files";
+		return -1;
+	}
+	if (list_set->alt_dir != NULL) {
+		*error_r = "ALT= is not supported: all mail of a user "
+			"lives in one LMDB environment";
+		return -1;
+	}
+	if (storage->set->mail_attachment_dir[0] != '\0') {
+		*error_r = "mail_attachment_dir is not supported: "
+			"bodies are stored once already, in LMDB";
+		return -1;
+	}
+	return 0;
+}
+
+static void
+lmdb_storage_get_list_settings(const struct mail_namespace *ns ATTR_UNUSED,
+			       struct mailbox_list_settings *set)
+{
+	if (set->layout == NULL)
+		set->layout = MAILBOX_LIST_NAME_FS;
+	if (set->subscription_fname == NULL)
+		set->subscription_fname = LMDB_SUBSCRIPTION_FILE_NAME;
+	if (*set->maildir_name == '\0')
+		set->maildir_name = LMDB_MAILDIR_NAME;
+	if (*set->mailbox_dir_name == '\0')
+		set->mailbox_dir_name = LMDB_MAILBOX_DIR_NAME;
+}
+
+void lmdb_settings_class_init(struct mail_storage *storage_class)
+{
+	storage_class->v.get_list_settings = lmdb_storage_get_list_settings;
 }
