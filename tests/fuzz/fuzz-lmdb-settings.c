@@ -1,6 +1,6 @@
 /* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
 
-/* lmdb_settings_read() (storage-lmdb/lmdb-settings.c) over any values of
+/* lmdb_settings_read() (storage-lmdb/lmdb-settings-23.c) over any values of
    its plugin {} settings, one per input line in the order of
    setting_names[] (fuzz-settings-common.h). Checked against the rules
    the README documents: it succeeds iff every value set parses (sizes
@@ -12,7 +12,8 @@
 #include "lib.h"
 #include "settings-parser.h"
 #include "strnum.h"
-#include "lmdb-storage.h"
+#include "mail-storage-private.h"
+#include "lmdb-settings.h"
 #include "fuzz-common.h"
 #include "fuzz-settings-common.h"
 
@@ -69,6 +70,8 @@ int LLVMFuzzerInitialize(int *argc ATTR_UNUSED, char ***argv ATTR_UNUSED)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct mail_user *user = i_new(struct mail_user, 1);
+	/* lmdb_settings_read() reads the storage's user's settings */
+	struct mail_storage *storage = i_new(struct mail_storage, 1);
 	struct lmdb_settings set;
 	uint64_t initial, max, reserve, readers = 512;
 	unsigned int pending, autopurge;
@@ -80,12 +83,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			   data, size);
 	user->pool = fuzz_pool_create();
 	T_BEGIN {
-		ok = expect_size("lmdb_map_size_initial", 64ULL << 20, &initial);
-		ok = expect_size("lmdb_map_size_max", 32ULL << 30, &max) && ok;
-		ok = expect_size("lmdb_map_reserve", 16ULL << 20, &reserve) && ok;
-		ok = expect_time("lmdb_pending_grace", 36 * 60 * 60,
-				 &pending) && ok;
-		ok = expect_time("lmdb_autopurge_interval", 24 * 60 * 60,
+		ok = expect_size("lmdb_map_size_initial",
+				 LMDB_DEFAULT_MAP_SIZE_INITIAL, &initial);
+		ok = expect_size("lmdb_map_size_max", LMDB_DEFAULT_MAP_SIZE_MAX,
+				 &max) && ok;
+		ok = expect_size("lmdb_map_reserve", LMDB_DEFAULT_MAP_RESERVE,
+				 &reserve) && ok;
+		ok = expect_time("lmdb_pending_grace",
+				 LMDB_DEFAULT_PENDING_GRACE_SECS, &pending) && ok;
+		ok = expect_time("lmdb_autopurge_interval",
+				 LMDB_DEFAULT_AUTOPURGE_INTERVAL_SECS,
 				 &autopurge) && ok;
 		str = fuzz_setting("lmdb_max_readers");
 		if (is_set(str) && (str_to_uint64(str, &readers) < 0 ||
@@ -94,7 +101,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (ok && (max < 1024 * 1024 || reserve >= max))
 			ok = FALSE;
 
-		ret = lmdb_settings_read(user, &set, &error);
+		storage->user = user;
+		ret = lmdb_settings_read(storage, &set, &error);
 		if (ret < 0) {
 			fuzz_assert(!ok);
 			fuzz_assert(error != NULL &&
@@ -103,7 +111,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fuzz_assert(ret == 0);
 			fuzz_assert(ok);
 			fuzz_assert(set.env.map_size_initial ==
-				    (initial == 0 ? 64ULL << 20 : initial));
+				    (initial == 0 ?
+			     LMDB_DEFAULT_MAP_SIZE_INITIAL : initial));
 			fuzz_assert(set.env.map_size_max == max);
 			fuzz_assert(set.env.map_reserve == reserve);
 			fuzz_assert(set.env.max_readers == readers);
@@ -114,6 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	} T_END;
 	pool_unref(&user->pool);
+	i_free(storage);
 	i_free(user);
 	fuzz_settings_free();
 	return 0;
