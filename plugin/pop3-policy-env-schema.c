@@ -71,7 +71,12 @@ pop3_policy_env_schema_get(struct pop3_policy_env *env, MDB_txn *txn,
 }
 
 /* 1 to 2: index every downloaded message by its first download. A
-   record that can't be decoded is left alone (the sweep reports it). */
+   record that can't be decoded is left alone (the sweep reports it), and
+   so is one under a key the plugin never writes (see
+   pop3_policy_msg_key()): longer than a GUID key or with a NUL. No GUID
+   leads to such a record, an index entry couldn't name it (LMDB's 511
+   bytes leave 503 for it), and failing the conversion on it would lock
+   the user out of every policy. */
 static int
 pop3_policy_env_upgrade_downloads(struct pop3_policy_env *env, MDB_txn *txn,
 				  const char **error_r)
@@ -89,7 +94,9 @@ pop3_policy_env_upgrade_downloads(struct pop3_policy_env *env, MDB_txn *txn,
 	}
 	while (put_ret == 0 &&
 	       (ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) T_BEGIN {
-		if (pop3_policy_msg_record_decode(val.mv_data, val.mv_size,
+		if (key.mv_size <= POP3_POLICY_GUID_KEY_MAX_LEN &&
+		    memchr(key.mv_data, '\0', key.mv_size) == NULL &&
+		    pop3_policy_msg_record_decode(val.mv_data, val.mv_size,
 						  &rec, &error) &&
 		    rec.first_download != 0) {
 			put_ret = pop3_policy_env_download_put(env, txn,

@@ -359,8 +359,15 @@ const char *pop3_policy_uidl_candidate(const char *base, unsigned int n)
 		return base;
 	suffix = t_strdup_printf("-%u", n);
 	base_len = strlen(base);
-	if (base_len + strlen(suffix) > POP3_POLICY_UIDL_MAX_LEN)
+	if (base_len + strlen(suffix) > POP3_POLICY_UIDL_MAX_LEN) {
 		base_len = POP3_POLICY_UIDL_MAX_LEN - strlen(suffix);
+		/* a base of the full length that already ends in the
+		   suffix would come back unchanged: one shorter differs
+		   from it and from every other candidate (all of the full
+		   length) */
+		if (strcmp(base + base_len, suffix) == 0)
+			base_len--;
+	}
 	return t_strconcat(t_strndup(base, base_len), suffix, NULL);
 }
 

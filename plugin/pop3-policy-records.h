@@ -120,7 +120,7 @@ bool pop3_policy_download_value_decode(const void *data, size_t size,
 bool pop3_policy_uidl_is_valid(const char *str);
 /* The n-th alternative of base when base is taken: n=0 is base itself,
    n>0 appends "-n", shortening base so the result stays within 70
-   characters. base must be valid. */
+   characters and differs from base. base must be valid. */
 const char *pop3_policy_uidl_candidate(const char *base, unsigned int n);
 /* A valid UIDL derived from a computed one that isn't valid (too long,
    bad characters, empty): a hex digest of it. */

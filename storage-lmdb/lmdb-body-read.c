@@ -12,7 +12,10 @@
    purge: bodies are freed as soon as their last link goes. */
 
 /* Position the cursor on chunk idx of the body: a B-tree search for the
-   first chunk, a step for each following one (chunk keys are adjacent). */
+   first chunk, a step for each following one (chunk keys are adjacent).
+   A step that doesn't land on the chunk searches for it: a key that is
+   no chunk's (damage) may sit between two chunks, and must not make the
+   next one look missing. */
 int lmdb_body_chunk_next(MDB_cursor *cursor, uint64_t body_id,
 			 uint32_t idx, bool first, MDB_val *val_r)
 {
@@ -22,19 +25,20 @@ int lmdb_body_chunk_next(MDB_cursor *cursor, uint64_t body_id,
 	uint32_t got_idx;
 	int ret;
 
-	if (first) {
-		lmdb_chunk_key_encode(body_id, idx, key_data);
-		key.mv_data = key_data;
-		key.mv_size = sizeof(key_data);
-		return mdb_cursor_get(cursor, &key, val_r, MDB_SET_KEY);
+	if (!first) {
+		ret = mdb_cursor_get(cursor, &key, val_r, MDB_NEXT);
+		if (ret != 0 && ret != MDB_NOTFOUND)
+			return ret;
+		if (ret == 0 &&
+		    lmdb_chunk_key_decode(key.mv_data, key.mv_size, &id,
+					  &got_idx) &&
+		    id == body_id && got_idx == idx)
+			return 0;
 	}
-	ret = mdb_cursor_get(cursor, &key, val_r, MDB_NEXT);
-	if (ret != 0)
-		return ret;
-	if (!lmdb_chunk_key_decode(key.mv_data, key.mv_size, &id, &got_idx) ||
-	    id != body_id || got_idx != idx)
-		return MDB_NOTFOUND;
-	return 0;
+	lmdb_chunk_key_encode(body_id, idx, key_data);
+	key.mv_data = key_data;
+	key.mv_size = sizeof(key_data);
+	return mdb_cursor_get(cursor, &key, val_r, MDB_SET_KEY);
 }
 
 /* Every chunk present with the size the layout gives it; with crc, also

@@ -468,6 +468,60 @@ static void test_env_upgrade_v1(void)
 	test_end();
 }
 
+/* A schema-1 file with message records under keys the plugin never
+   writes (a damaged file, or another tool's): downloaded records keyed
+   by 401 and 505 bytes (a downloads key of 513 bytes is beyond LMDB's
+   511) and by a key with a NUL. The conversion leaves them alone
+   instead of failing the open. */
+static void test_env_upgrade_v1_foreign_keys(void)
+{
+	static const size_t key_sizes[] = { 401, 505, 9 };
+	struct pop3_policy_env *env;
+	struct pop3_policy_msg_record rec;
+	struct test_due_ctx due;
+	const char *path = test_path("v1-keys.mdb"), *error;
+	unsigned int i, count = 0;
+	buffer_t *buf = t_buffer_create(128);
+	MDB_env *menv;
+	MDB_txn *txn;
+	MDB_dbi msgs;
+	char key[505];
+
+	test_begin("pop3 policy env: schema 1 conversion, foreign msgs keys");
+	test_write_v1_env(path, 1);
+	test_assert(mdb_env_create(&menv) == 0);
+	(void)mdb_env_set_maxdbs(menv, 4);
+	test_assert(mdb_env_open(menv, path, MDB_NOTLS | MDB_NOSUBDIR,
+				 0600) == 0);
+	test_assert(mdb_txn_begin(menv, NULL, 0, &txn) == 0);
+	test_assert(mdb_dbi_open(txn, "msgs", 0, &msgs) == 0);
+	for (i = 0; i < N_ELEMENTS(key_sizes); i++) {
+		i_zero(&rec);
+		rec.guid = t_strdup_printf("foreign-%u", i);
+		rec.first_download = TEST_T0 + 2;
+		buffer_set_used_size(buf, 0);
+		pop3_policy_msg_record_encode(buf, &rec);
+		memset(key, 'k' + i, sizeof(key));
+		if (i == 2)
+			key[4] = '\0';
+		test_v1_put(txn, msgs, key, key_sizes[i], buf);
+	}
+	test_assert(mdb_txn_commit(txn) == 0);
+	mdb_env_close(menv);
+
+	test_assert(pop3_policy_env_open(path, 0600, &env, &error) == 0);
+	/* the records are still there, and only the plugin's own are
+	   indexed */
+	test_assert(pop3_policy_env_msg_iter(env, test_count_iter, &count,
+					     &error) == 0);
+	test_assert(count == 6 + N_ELEMENTS(key_sizes));
+	test_assert(test_due(env, 1, TEST_T0 + 10 * TEST_DAY, &due) == 4);
+	test_assert(due.ordered && due.errors == 0);
+	pop3_policy_env_unref(&env);
+	test_assert(pop3_policy_env_open_count() == 0);
+	test_end();
+}
+
 /* test_run() deinitializes lib: clean up while it still works */
 static void test_env_cleanup(void)
 {
@@ -486,6 +540,7 @@ int main(void)
 		test_env_growth,
 		test_env_due_index,
 		test_env_upgrade_v1,
+		test_env_upgrade_v1_foreign_keys,
 		test_env_cleanup,
 		NULL
 	};

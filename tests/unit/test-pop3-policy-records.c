@@ -314,6 +314,14 @@ static void test_uidl_rules(void)
 	test_assert(strlen(c) == 70);
 	test_assert(strcmp(c + 66, "-123") == 0);
 	test_assert(pop3_policy_uidl_is_valid(c));
+	/* one that ends in the suffix already still gets an alternative
+	   (found by the pop3-policy-records fuzz target) */
+	str_truncate(str, 68);
+	str_append(str, "-1");
+	c = pop3_policy_uidl_candidate(str_c(str), 1);
+	test_assert(strcmp(c, str_c(str)) != 0);
+	test_assert(strlen(c) == 69 && strcmp(c + 67, "-1") == 0);
+	test_assert(pop3_policy_uidl_is_valid(c));
 
 	test_assert_strcmp(pop3_policy_uidl_sanitize("ok"), "ok");
 	c = pop3_policy_uidl_sanitize("not ok");
