@@ -126,20 +126,6 @@ const char *lmdb_salvage_holders(const char *root)
 
 /* --- the swap --- */
 
-static int lmdb_salvage_fsync_dir(const char *dir, const char **error_r)
-{
-	int fd = open(dir, O_RDONLY);
-
-	if (fd == -1 || fsync(fd) < 0) {
-		*error_r = t_strdup_printf("fsync(%s) failed: %m", dir);
-		if (fd != -1)
-			i_close_fd(&fd);
-		return -1;
-	}
-	i_close_fd(&fd);
-	return 0;
-}
-
 /* Put the new data.mdb in place; the damaged one stays as
    data.mdb.damaged-<time> (*aside_r). */
 int lmdb_salvage_swap(const char *root, const char *dest,
@@ -184,7 +170,7 @@ int lmdb_salvage_swap(const char *root, const char *dest,
 		return -1;
 	}
 	*aside_r = aside;
-	if (lmdb_salvage_fsync_dir(root, error_r) < 0) {
+	if (lmdb_env_fsync_path(root, error_r) < 0) {
 		*error_r = t_strdup_printf("%s (the salvaged file is in "
 			"place, but until the directory reaches the disk a "
 			"power loss can bring back the damaged one)", *error_r);

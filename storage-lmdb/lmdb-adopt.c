@@ -235,6 +235,23 @@ static void lmdb_sync_raise_next_uid(struct lmdb_sync_context *ctx,
 		&min_next_uid, sizeof(min_next_uid), FALSE);
 }
 
+/* What the crash cleanups below expunged, for their one log line. */
+struct lmdb_sync_expunged {
+	uint32_t first_uid, last_uid;
+	unsigned int count;
+};
+
+static void lmdb_sync_expunge_record(struct lmdb_sync_context *ctx,
+				     uint32_t seq, uint32_t uid,
+				     struct lmdb_sync_expunged *ex)
+{
+	mail_index_expunge(ctx->trans, seq);
+	seq_range_array_add(&ctx->expunged_uids, uid);
+	if (ex->count++ == 0)
+		ex->first_uid = uid;
+	ex->last_uid = uid;
+}
+
 /* Index records above every UID LMDB ever used have no link and never
    had one that lasted: a save commits its links to LMDB without a flush,
    writes its index records and flushes LMDB after that, outside the index
@@ -247,8 +264,8 @@ static void lmdb_sync_expunge_unsaved(struct lmdb_sync_context *ctx,
 				      uint32_t lmdb_highest_uid)
 {
 	struct lmdb_mailbox *mbox = ctx->mbox;
-	uint32_t seq, seq1, seq2, uid, first_uid = 0, last_uid = 0;
-	unsigned int count = 0;
+	struct lmdb_sync_expunged ex = { 0, 0, 0 };
+	uint32_t seq, seq1, seq2, uid;
 
 	if (lmdb_highest_uid == (uint32_t)-1 ||
 	    !mail_index_lookup_seq_range(ctx->sync_view, lmdb_highest_uid + 1,
@@ -258,19 +275,14 @@ static void lmdb_sync_expunge_unsaved(struct lmdb_sync_context *ctx,
 		if (mail_index_transaction_is_expunged(ctx->trans, seq))
 			continue;
 		mail_index_lookup_uid(ctx->sync_view, seq, &uid);
-		mail_index_expunge(ctx->trans, seq);
-		seq_range_array_add(&ctx->expunged_uids, uid);
-		if (first_uid == 0)
-			first_uid = uid;
-		last_uid = uid;
-		count++;
+		lmdb_sync_expunge_record(ctx, seq, uid, &ex);
 	}
-	if (count > 0) {
+	if (ex.count > 0) {
 		e_warning(mbox->box.event, "lmdb: Expunged %u index records "
 			  "above the highest UID LMDB has used (UIDs %u..%u; "
 			  "most likely saves a crash cut off before they were "
-			  "acknowledged; nothing could read them)", count,
-			  first_uid, last_uid);
+			  "acknowledged; nothing could read them)", ex.count,
+			  ex.first_uid, ex.last_uid);
 	}
 }
 
@@ -348,8 +360,9 @@ static void lmdb_sync_expunge_linkless(struct lmdb_sync_context *ctx)
 	struct lmdb_mailbox *mbox = ctx->mbox;
 	ARRAY_TYPE(seq_range) uids;
 	struct seq_range_iter iter;
-	unsigned int n = 0, count = 0;
-	uint32_t uid, seq, first_uid = 0, last_uid = 0;
+	struct lmdb_sync_expunged ex = { 0, 0, 0 };
+	unsigned int n = 0;
+	uint32_t uid, seq;
 
 	mbox->need_link_check = FALSE;
 	t_array_init(&uids, 16);
@@ -360,19 +373,14 @@ static void lmdb_sync_expunge_linkless(struct lmdb_sync_context *ctx)
 		if (!mail_index_lookup_seq(ctx->sync_view, uid, &seq) ||
 		    mail_index_transaction_is_expunged(ctx->trans, seq))
 			continue;
-		mail_index_expunge(ctx->trans, seq);
-		seq_range_array_add(&ctx->expunged_uids, uid);
-		if (first_uid == 0)
-			first_uid = uid;
-		last_uid = uid;
-		count++;
+		lmdb_sync_expunge_record(ctx, seq, uid, &ex);
 	}
-	if (count > 0) {
+	if (ex.count > 0) {
 		e_warning(mbox->box.event, "lmdb: Expunged %u index records "
 			  "found without a link in LMDB (UIDs %u..%u; most "
 			  "likely expunges the index lost in a crash; "
-			  "nothing could read them)", count, first_uid,
-			  last_uid);
+			  "nothing could read them)", ex.count, ex.first_uid,
+			  ex.last_uid);
 	}
 }
 

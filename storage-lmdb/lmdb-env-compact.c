@@ -91,7 +91,7 @@ static void lmdb_env_compact_cleanup(const char *dir)
 		i_error("rmdir(%s) failed: %m", dir);
 }
 
-static int lmdb_env_fsync_path(const char *path, const char **error_r)
+int lmdb_env_fsync_path(const char *path, const char **error_r)
 {
 	int fd = open(path, O_RDONLY);
 

@@ -148,6 +148,10 @@ int lmdb_env_cursor_put_current(MDB_cursor *cursor, const void *key_data,
    with no_sync. Returns 0 or -1 with *error_r. */
 int lmdb_env_sync(struct lmdb_env *env, const char **error_r);
 
+/* open(path) and fsync() it: a file's data, or a directory's names.
+   Returns 0, or -1 with *error_r. */
+int lmdb_env_fsync_path(const char *path, const char **error_r);
+
 /* Rewrite the environment compactly: copy it while holding the writer,
    retire the old files (a new generation committed into them, so every
    process reopens at its next transaction), then swap in the copy.
