@@ -18,8 +18,6 @@
 
 #include <dlfcn.h>
 
-#define POP3_POLICY_QUOTA_MAX_RETRIES 3
-
 typedef enum quota_alloc_result
 pop3_policy_test_alloc_t(struct quota_transaction_context *ctx, uoff_t size,
 			 struct mailbox *expunged_box, uoff_t expunged_size,
@@ -52,13 +50,28 @@ static int64_t pop3_policy_quota_minus(int64_t used, uint64_t freed)
 		used - (int64_t)freed;
 }
 
+/* the save being judged */
+struct pop3_policy_quota_alloc24 {
+	struct pop3_policy_quota_alloc alloc;
+	struct pop3_policy_user *puser;
+	struct quota_transaction_context *ctx;
+	struct mailbox *expunged_box;
+	uoff_t expunged_size;
+	const struct quota_overrun **overruns_r;
+	const char **error_r;
+};
+
 /* The transaction as 2.4 judges it: usage less what was expunged in
    separate transactions (and the mail a MOVE or REPLACE expunges). */
 static void
-pop3_policy_quota_get_state(const struct quota_transaction_context *ctx,
-			    uoff_t expunged_size,
+pop3_policy_quota_get_state(struct pop3_policy_quota_alloc *alloc,
 			    struct pop3_policy_quota_state *state_r)
 {
+	const struct pop3_policy_quota_alloc24 *a =
+		(struct pop3_policy_quota_alloc24 *)alloc;
+	const struct quota_transaction_context *ctx = a->ctx;
+	uoff_t expunged_size = a->expunged_box == NULL ? 0 : a->expunged_size;
+
 	i_zero(state_r);
 	state_r->bytes_used = pop3_policy_quota_minus(ctx->bytes_used,
 		ctx->bytes_expunged);
@@ -77,12 +90,13 @@ pop3_policy_quota_get_state(const struct quota_transaction_context *ctx,
 }
 
 static void
-pop3_policy_quota_credit_ctx(struct pop3_policy_user *puser,
-			     struct quota_transaction_context *ctx,
+pop3_policy_quota_credit_ctx(struct pop3_policy_quota_alloc *alloc,
 			     uint64_t bytes_freed, uint64_t count_freed)
 {
-	struct pop3_policy_quota_hook *hook = puser->quota_hook;
-	struct mail_namespace *ns = pop3_policy_user_inbox_ns(puser->user);
+	const struct pop3_policy_quota_alloc24 *a =
+		(struct pop3_policy_quota_alloc24 *)alloc;
+	struct pop3_policy_quota_hook *hook = a->puser->quota_hook;
+	struct mail_namespace *ns = pop3_policy_user_inbox_ns(a->puser->user);
 	struct quota_root *const *roots;
 	unsigned int i, count;
 
@@ -92,9 +106,19 @@ pop3_policy_quota_credit_ctx(struct pop3_policy_user *puser,
 		   match_box: a root counts its namespaces) */
 		if (array_lsearch_ptr(&roots[i]->namespaces, ns) == NULL)
 			continue;
-		hook->root_expunged(&ctx->roots[i], count_freed, bytes_freed);
+		hook->root_expunged(&a->ctx->roots[i], count_freed,
+				    bytes_freed);
 	}
-	hook->update_expunged(ctx);
+	hook->update_expunged(a->ctx);
+}
+
+static int pop3_policy_quota_retest(struct pop3_policy_quota_alloc *alloc)
+{
+	const struct pop3_policy_quota_alloc24 *a =
+		(struct pop3_policy_quota_alloc24 *)alloc;
+
+	return a->puser->quota_hook->next_test_alloc(a->ctx, alloc->size,
+		a->expunged_box, a->expunged_size, a->overruns_r, a->error_r);
 }
 
 static enum quota_alloc_result
@@ -106,65 +130,39 @@ pop3_policy_quota_test_alloc(struct quota_transaction_context *ctx,
 {
 	struct pop3_policy_user *puser =
 		POP3_POLICY_USER_CONTEXT(ctx->quota->user);
-	struct pop3_policy_quota_hook *hook;
-	struct pop3_policy_quota_state state;
-	enum quota_alloc_result ret;
-	uint64_t bytes_needed, count_needed, bytes_freed, count_freed;
-	unsigned int i;
+	struct pop3_policy_quota_alloc24 a = {
+		.alloc = {
+			.size = size,
+			.get_state = pop3_policy_quota_get_state,
+			.credit = pop3_policy_quota_credit_ctx,
+			.retest = pop3_policy_quota_retest,
+		},
+		.puser = puser,
+		.ctx = ctx,
+		.expunged_box = expunged_box,
+		.expunged_size = expunged_size,
+		.overruns_r = overruns_r,
+		.error_r = error_r,
+	};
 
 	i_assert(puser != NULL && puser->quota_hook != NULL &&
 		 puser->quota_hook->next_test_alloc != NULL);
-	hook = puser->quota_hook;
-	ret = hook->next_test_alloc(ctx, size, expunged_box, expunged_size,
-				    overruns_r, error_r);
-	/* Only a save or copy has a transaction open on its mailbox: RCPT
-	   time checks (quota-status, LMTP's) have none and must not delete
-	   anything. */
-	if (ret != QUOTA_ALLOC_RESULT_OVER_QUOTA || puser->quota_purging ||
-	    ctx->box == NULL || ctx->box->transaction_count == 0)
-		return ret;
-
-	puser->quota_purging = TRUE;
-	for (i = 0; i < POP3_POLICY_QUOTA_MAX_RETRIES &&
-		    ret == QUOTA_ALLOC_RESULT_OVER_QUOTA; i++) {
-		pop3_policy_quota_get_state(ctx, expunged_box == NULL ? 0 :
-					    expunged_size, &state);
-		pop3_policy_quota_needed(&state, size, &bytes_needed,
-					 &count_needed);
-		if (bytes_needed == 0 && count_needed == 0)
-			break;
-		bytes_freed = count_freed = 0;
-		if (pop3_policy_quota_purge(puser, bytes_needed, count_needed,
-					    &bytes_freed, &count_freed) <= 0)
-			break;
-		pop3_policy_quota_credit_ctx(puser, ctx, bytes_freed,
-					     count_freed);
-		ret = hook->next_test_alloc(ctx, size, expunged_box,
-					    expunged_size, overruns_r, error_r);
-	}
-	puser->quota_purging = FALSE;
-	return ret;
+	return pop3_policy_quota_alloc_retry(puser, ctx->box,
+					     pop3_policy_quota_retest(&a.alloc),
+					     &a.alloc);
 }
 
 int pop3_policy_quota_user_init(struct pop3_policy_user *puser,
 				const char **error_r)
 {
-	struct mail_user *user = puser->user;
 	struct pop3_policy_quota_hook *hook;
-	struct quota_user *quser;
 	struct quota_root *root;
+	struct quota *quota;
+	int ret;
 
-	/* the quota-status service only asks; nothing may be deleted
-	   there */
-	if (user->service != NULL && strcmp(user->service, "quota-status") == 0)
-		return 0;
-	quser = pop3_policy_quota_user(user);
-	if (quser == NULL || quser->quota == NULL) {
-		*error_r = "pop3_policy_quota_purge=yes needs the quota "
-			"plugin in mail_plugins (before pop3_policy)";
-		return -1;
-	}
-	array_foreach_elem(&quser->quota->all_roots, root) {
+	if ((ret = pop3_policy_quota_user_quota(puser, &quota, error_r)) <= 0)
+		return ret;
+	array_foreach_elem(&quota->all_roots, root) {
 		if (strcmp(root->backend.name, "count") != 0) {
 			*error_r = t_strdup_printf(
 				"pop3_policy_quota_purge=yes needs the count "
@@ -175,8 +173,8 @@ int pop3_policy_quota_user_init(struct pop3_policy_user *puser,
 			return -1;
 		}
 	}
-	hook = p_new(user->pool, struct pop3_policy_quota_hook, 1);
-	hook->quota = quser->quota;
+	hook = p_new(puser->user->pool, struct pop3_policy_quota_hook, 1);
+	hook->quota = quota;
 	hook->root_expunged = (pop3_policy_root_expunged_t *)
 		dlsym(RTLD_DEFAULT, "quota_transaction_root_expunged");
 	hook->update_expunged = (pop3_policy_update_expunged_t *)
@@ -187,9 +185,9 @@ int pop3_policy_quota_user_init(struct pop3_policy_user *puser,
 		return -1;
 	}
 	puser->quota_hook = hook;
-	if (hook->quota->test_alloc == pop3_policy_quota_test_alloc)
+	if (quota->test_alloc == pop3_policy_quota_test_alloc)
 		return 0;
-	hook->next_test_alloc = hook->quota->test_alloc;
-	hook->quota->test_alloc = pop3_policy_quota_test_alloc;
+	hook->next_test_alloc = quota->test_alloc;
+	quota->test_alloc = pop3_policy_quota_test_alloc;
 	return 0;
 }

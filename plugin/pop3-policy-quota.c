@@ -13,6 +13,8 @@
 
 #include <dlfcn.h>
 
+#define POP3_POLICY_QUOTA_MAX_RETRIES 3
+
 /* quota_purge: when a save or copy would exceed quota, first remove
    mail the POP3 client is done with: hidden by a keep DELE, then
    downloaded mail, oldest first download first; never mail nobody
@@ -50,7 +52,7 @@ struct pop3_policy_quota_records {
 	unsigned int skipped;
 };
 
-struct quota_user *pop3_policy_quota_user(struct mail_user *user)
+static struct quota_user *pop3_policy_quota_user(struct mail_user *user)
 {
 	struct module_context_id *id;
 	unsigned int idx;
@@ -277,9 +279,13 @@ pop3_policy_quota_forget(struct pop3_policy_user *puser,
 	}
 }
 
-int pop3_policy_quota_purge(struct pop3_policy_user *puser,
-			    uint64_t bytes_needed, uint64_t count_needed,
-			    uint64_t *bytes_freed_r, uint64_t *count_freed_r)
+/* Free at least bytes_needed and count_needed from the maildrop. Returns
+   1 if freed, 0 if there isn't enough purgeable mail (then nothing is
+   removed), -1 on error. */
+static int
+pop3_policy_quota_purge(struct pop3_policy_user *puser,
+			uint64_t bytes_needed, uint64_t count_needed,
+			uint64_t *bytes_freed_r, uint64_t *count_freed_r)
 {
 	struct mail_user *user = puser->user;
 	struct mail_namespace *ns = pop3_policy_user_inbox_ns(user);
@@ -362,5 +368,55 @@ int pop3_policy_quota_purge(struct pop3_policy_user *puser,
 	hash_table_destroy(&records.by_guid);
 	hash_table_destroy(&records.copies);
 	pool_unref(&records.pool);
+	return ret;
+}
+
+int pop3_policy_quota_user_quota(struct pop3_policy_user *puser,
+				 struct quota **quota_r, const char **error_r)
+{
+	struct mail_user *user = puser->user;
+	struct quota_user *quser;
+
+	if (user->service != NULL && strcmp(user->service, "quota-status") == 0)
+		return 0;
+	quser = pop3_policy_quota_user(user);
+	if (quser == NULL || quser->quota == NULL) {
+		*error_r = "pop3_policy_quota_purge=yes needs the quota "
+			"plugin in mail_plugins (before pop3_policy)";
+		return -1;
+	}
+	*quota_r = quser->quota;
+	return 1;
+}
+
+int pop3_policy_quota_alloc_retry(struct pop3_policy_user *puser,
+				  struct mailbox *box, int ret,
+				  struct pop3_policy_quota_alloc *alloc)
+{
+	struct pop3_policy_quota_state state;
+	uint64_t bytes_needed, count_needed, bytes_freed, count_freed;
+	unsigned int i;
+
+	/* quota_purging: not again from inside a purge */
+	if (ret != QUOTA_ALLOC_RESULT_OVER_QUOTA || puser->quota_purging ||
+	    box == NULL || box->transaction_count == 0)
+		return ret;
+
+	puser->quota_purging = TRUE;
+	for (i = 0; i < POP3_POLICY_QUOTA_MAX_RETRIES &&
+		    ret == QUOTA_ALLOC_RESULT_OVER_QUOTA; i++) {
+		alloc->get_state(alloc, &state);
+		pop3_policy_quota_needed(&state, alloc->size, &bytes_needed,
+					 &count_needed);
+		if (bytes_needed == 0 && count_needed == 0)
+			break;
+		bytes_freed = count_freed = 0;
+		if (pop3_policy_quota_purge(puser, bytes_needed, count_needed,
+					    &bytes_freed, &count_freed) <= 0)
+			break;
+		alloc->credit(alloc, bytes_freed, count_freed);
+		ret = alloc->retest(alloc);
+	}
+	puser->quota_purging = FALSE;
 	return ret;
 }
