@@ -147,11 +147,54 @@ static int lmdb_salvage_rebuild_bodies(struct lmdb_salvage *sv,
 
 /* --- 2. whole bodies and surviving links --- */
 
-static void lmdb_salvage_judge_body(struct lmdb_salvage *sv,
-				    struct lmdb_salvage_body *body)
+/* Do the chunks of a body whose layout matches its record hash to the
+   record's SHA-256? A schema-1 chunk's checksum covers only its data, so
+   one that a damaged key put under another body or index passes every
+   other check. Returns 1 if they do, 0 if not (*reason_r), -1 if LMDB
+   failed. */
+static int lmdb_salvage_body_digest(struct lmdb_salvage *sv,
+				    const struct lmdb_salvage_body *body,
+				    const char **reason_r,
+				    const char **error_r)
 {
+	struct lmdb_body_record rec;
+	const char *error;
+	int ret;
+
+	ret = lmdb_body_get(sv->env, body->id, pool_datastack_create(), &rec,
+			    &error);
+	if (ret == -1) {
+		*error_r = error;
+		return -1;
+	}
+	if (ret != 1) {
+		*reason_r = p_strdup_printf(sv->pool, "its record can't be "
+					    "read back: %s", ret == 0 ?
+					    "not found" : error);
+		return 0;
+	}
+	ret = lmdb_body_verify(sv->env, body->id, &rec, TRUE, &error);
+	if (ret == -1) {
+		*error_r = error;
+		return -1;
+	}
+	if (ret == 0) {
+		*reason_r = p_strdup_printf(sv->pool, "its chunks are not "
+					    "the message its record "
+					    "describes: %s", error);
+	}
+	return ret;
+}
+
+static int lmdb_salvage_judge_body(struct lmdb_salvage *sv,
+				   struct lmdb_salvage_body *body,
+				   const char **error_r)
+{
+	const char *reason;
+	int ret;
+
 	if (body->lost || body->rebuilt)
-		return;
+		return 0;
 	if (!body->have_record) {
 		body->lost = TRUE;
 		body->lost_reason = "its record and chunks were lost";
@@ -167,10 +210,22 @@ static void lmdb_salvage_judge_body(struct lmdb_salvage *sv,
 		   layout the record describes */
 		body->lost = TRUE;
 		body->lost_reason = "its chunks don't match its record";
+	} else {
+		T_BEGIN {
+			ret = lmdb_salvage_body_digest(sv, body, &reason,
+						       error_r);
+		} T_END_PASS_STR_IF(ret < 0, error_r);
+		if (ret < 0)
+			return -1;
+		if (ret == 0) {
+			body->lost = TRUE;
+			body->lost_reason = reason;
+		}
 	}
+	return 0;
 }
 
-static void lmdb_salvage_judge(struct lmdb_salvage *sv)
+static int lmdb_salvage_judge(struct lmdb_salvage *sv, const char **error_r)
 {
 	struct lmdb_salvage_resolve *rs = sv->resolve;
 	struct hash_iterate_context *iter;
@@ -181,7 +236,10 @@ static void lmdb_salvage_judge(struct lmdb_salvage *sv)
 
 	iter = hash_table_iterate_init(sv->bodies);
 	while (hash_table_iterate(iter, sv->bodies, &key, &body)) {
-		lmdb_salvage_judge_body(sv, body);
+		if (lmdb_salvage_judge_body(sv, body, error_r) < 0) {
+			hash_table_iterate_deinit(&iter);
+			return -1;
+		}
 		if (!body->lost)
 			array_push_back(&rs->kept_bodies, &body);
 		else if (body->have_record || body->chunks > 0) {
@@ -209,6 +267,7 @@ static void lmdb_salvage_judge(struct lmdb_salvage *sv)
 			array_push_back(&rs->lost_links, &link);
 		}
 	}
+	return 0;
 }
 
 /* --- 4. bodies that lost every link --- */
@@ -377,10 +436,10 @@ int lmdb_salvage_resolve(struct lmdb_salvage *sv, const char **error_r)
 	p_array_init(&rs.new_links, sv->pool, 16);
 	sv->resolve = &rs;
 
-	if (lmdb_salvage_rebuild_bodies(sv, error_r) < 0)
+	if (lmdb_salvage_rebuild_bodies(sv, error_r) < 0 ||
+	    lmdb_salvage_judge(sv, error_r) < 0)
 		ret = -1;
 	else {
-		lmdb_salvage_judge(sv);
 		lmdb_salvage_find_missing(sv);
 		lmdb_salvage_lookup_missing(sv);
 		if (lmdb_salvage_match(sv, error_r) < 0 ||

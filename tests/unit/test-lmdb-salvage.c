@@ -1294,6 +1294,7 @@ static void test_salvage_schema1(void)
 				      "mailboxes" };
 	unsigned char key[LMDB_LINK_KEY_SIZE], ckey[LMDB_CHUNK_KEY_SIZE];
 	const char *data = "Message-ID: <v1@salvage.test>\r\n\r\nold\r\n";
+	const char *other = "Message-ID: <v1@salvage.test>\r\n\r\nOLD\r\n";
 	const char *error;
 	buffer_t *buf = t_buffer_create(256);
 	unsigned int i;
@@ -1312,7 +1313,7 @@ static void test_salvage_schema1(void)
 	i_zero(&env_rec);
 	env_rec.schema_version = 1;
 	env_rec.generation = 1;
-	env_rec.next_body_id = 2;
+	env_rec.next_body_id = 3;
 	test_v1_env(buf, &env_rec);
 	k.mv_data = (void *)LMDB_ENV_RECORD_KEY;
 	k.mv_size = LMDB_ENV_RECORD_KEY_SIZE;
@@ -1349,6 +1350,31 @@ static void test_salvage_schema1(void)
 	v.mv_size = buf->used;
 	test_assert(mdb_put(txn, dbi[2], &k, &v, 0) == 0);
 
+	/* body 2: a chunk of the same size whose data is another
+	   message's, as if a damaged key had put it there; a schema-1
+	   chunk's checksum covers only its data, so only the body's
+	   SHA-256 tells */
+	body.guid = "v1-guid-2";
+	if (EVP_Digest(data, strlen(data), body.sha256, NULL, EVP_sha256(),
+		       NULL) != 1)
+		i_fatal("EVP_Digest() failed");
+	buffer_set_used_size(buf, 0);
+	test_v1_body(buf, &body);
+	lmdb_body_id_encode(2, key);
+	k.mv_data = key;
+	k.mv_size = LMDB_BODY_ID_SIZE;
+	v.mv_data = (void *)buf->data;
+	v.mv_size = buf->used;
+	test_assert(mdb_put(txn, dbi[1], &k, &v, 0) == 0);
+	buffer_set_used_size(buf, 0);
+	test_v1_chunk(buf, other, strlen(other));
+	lmdb_chunk_key_encode(2, 0, ckey);
+	k.mv_data = ckey;
+	k.mv_size = sizeof(ckey);
+	v.mv_data = (void *)buf->data;
+	v.mv_size = buf->used;
+	test_assert(mdb_put(txn, dbi[2], &k, &v, 0) == 0);
+
 	i_zero(&link);
 	link.body_id = 1;
 	link.flags = 0x08;
@@ -1361,10 +1387,20 @@ static void test_salvage_schema1(void)
 	v.mv_data = (void *)buf->data;
 	v.mv_size = buf->used;
 	test_assert(mdb_put(txn, dbi[3], &k, &v, 0) == 0);
+	link.body_id = 2;
+	link.pop3_uidl = "v1-uidl-2";
+	buffer_set_used_size(buf, 0);
+	test_v1_link(buf, &link);
+	lmdb_link_key_encode(box_guids[0], 8, key);
+	k.mv_data = key;
+	k.mv_size = LMDB_LINK_KEY_SIZE;
+	v.mv_data = (void *)buf->data;
+	v.mv_size = buf->used;
+	test_assert(mdb_put(txn, dbi[3], &k, &v, 0) == 0);
 
 	i_zero(&mbox);
 	mbox.uid_validity = 77;
-	mbox.highest_uid = 7;
+	mbox.highest_uid = 8;
 	mbox.name = "INBOX";
 	mbox.hierarchy_sep = '/';
 	buffer_set_used_size(buf, 0);
@@ -1379,10 +1415,12 @@ static void test_salvage_schema1(void)
 	i_unlink(t_strconcat(work_dir, "/lock.mdb", NULL));
 
 	result = test_salvage(FALSE, TRUE);
-	/* body, link and mailbox; the chunk has its checksum */
-	test_assert(result->records_unverified == 3);
+	/* bodies, links and mailbox; the chunks have their checksums */
+	test_assert(result->records_unverified == 5);
 	test_assert(result->links == 1 && result->bodies == 1);
-	test_assert(array_count(&result->lost) == 0);
+	/* body 2 and its link: reported, not handed back as the other
+	   message */
+	test_assert(array_count(&result->lost) == 1);
 	env = test_env_open(dest_dir);
 	test_check_invariants(env);
 	if (lmdb_env_read_begin(env, &txn, &error) < 0)
@@ -1390,6 +1428,8 @@ static void test_salvage_schema1(void)
 	test_assert(lmdb_link_get(env, txn, box_guids[0], 7,
 				  pool_datastack_create(), &link, &error) == 1);
 	test_assert(link.flags == 0x08 && strcmp(link.pop3_uidl, "v1-uidl") == 0);
+	test_assert(lmdb_link_get(env, txn, box_guids[0], 8,
+				  pool_datastack_create(), &link, &error) == 0);
 	test_assert(lmdb_mailbox_get(env, txn, box_guids[0],
 				     pool_datastack_create(), &mbox,
 				     &error) == 1);
