@@ -192,10 +192,18 @@ lmdb_body_flush_txn(MDB_txn *txn, void *context, const char **error_r)
 	if (writer->body_id != 0) {
 		struct lmdb_body_record old;
 
-		if ((ret = lmdb_body_lookup(env, txn, ctx->body_id,
-					    pool_datastack_create(), &old,
-					    error_r)) <= 0)
-			return ret < 0 ? MDB_CORRUPTED : MDB_NOTFOUND;
+		ret = lmdb_body_lookup(env, txn, ctx->body_id,
+				       pool_datastack_create(), &old, error_r);
+		if (ret == 0) {
+			/* purge freed it as a save that never finished */
+			*error_r = t_strdup_printf(
+				"body %"PRIu64" was freed before its save "
+				"finished: the save took longer than "
+				"lmdb_pending_grace", ctx->body_id);
+			return MDB_NOTFOUND;
+		}
+		if (ret < 0)
+			return MDB_CORRUPTED;
 		rec.state_since = old.state_since;
 	} else {
 		rec.state_since = ioloop_time;

@@ -87,3 +87,43 @@ def _failed_flush(logdir):
             # the sender retries; README "Crashes")
             v = dc.doveadm('lmdb', 'verify', user='testuser', check=False)
             assert v.returncode == 0, (what, v.stdout, v.stderr)
+
+
+def test_save_outlived_by_pending_grace():
+    """A save that takes longer than lmdb_pending_grace (here 0) has its
+    body freed by a purge while its APPEND literal is still arriving. The
+    save fails (NO), the log says why in words (it used to print an error
+    string nobody had set: garbage from the data stack), nothing is left
+    behind and the mailbox goes on working."""
+    import socket
+    import time
+    dc = harness.Dovecot('lmdb', extra='plugin {\n  lmdb_pending_grace = 0\n}\n')
+    with dc:
+        assert dc.lmtp_deliver('testuser', MSG % b'before').all_ok()
+        body = (MSG % b'big') + b'x' * (3 * 1024 * 1024) + b'\r\n'
+        s = socket.create_connection(('127.0.0.1', dc.ports['imap']), timeout=60)
+        f = s.makefile('rb')
+        f.readline()
+        s.sendall(b'a LOGIN testuser testpass\r\n')
+        assert f.readline().startswith(b'a OK')
+        s.sendall(b'b APPEND INBOX {%d}\r\n' % len(body))
+        assert f.readline().startswith(b'+')
+        half = len(body) // 2
+        s.sendall(body[:half])
+        # the first chunk groups are in LMDB as a PENDING body by now
+        time.sleep(2)
+        dc.doveadm('purge', user='testuser')
+        s.sendall(body[half:] + b'\r\n')
+        resp = f.readline()
+        s.sendall(b'c LOGOUT\r\n')
+        s.close()
+        assert resp.startswith(b'b NO'), resp
+        log = dc.log()
+        assert 'was freed before its save finished' in log, log[-3000:]
+        assert dc.lmtp_deliver('testuser', MSG % b'after').all_ok()
+        r = dc.doveadm('lmdb', 'verify', user='testuser', check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        c = dc.imap('testuser')
+        typ, data = c.select('INBOX')
+        assert typ == 'OK' and data[0] == b'2', data
+        c.logout()
