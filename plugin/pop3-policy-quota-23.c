@@ -6,14 +6,23 @@
 
 #include "lib.h"
 #include "array.h"
+#include "mail-namespace.h"
+#include "mailbox-list.h"
 #include "quota-private.h"
 #include "quota-plugin.h"
 #include "pop3-policy-plugin.h"
 #include "pop3-policy-records.h"
 #include "pop3-policy-quota.h"
 
+#include <dlfcn.h>
+
+typedef bool
+pop3_policy_ns_visible_t(struct quota_root *root, struct mail_namespace *ns);
+
 struct pop3_policy_quota_hook {
 	struct quota *quota;
+	/* quota_root_is_namespace_visible() of the quota plugin */
+	pop3_policy_ns_visible_t *ns_visible;
 	/* the next test_alloc of this user's chain */
 	enum quota_alloc_result
 	(*next_test_alloc)(struct quota_transaction_context *ctx,
@@ -80,6 +89,27 @@ static int pop3_policy_quota_retest(struct pop3_policy_quota_alloc *alloc)
 						  a->error_r);
 }
 
+static bool pop3_policy_quota_inbox_counts(struct pop3_policy_quota_alloc *alloc)
+{
+	struct quota_transaction_context *ctx =
+		((struct pop3_policy_quota_alloc23 *)alloc)->ctx;
+	struct pop3_policy_user *puser =
+		POP3_POLICY_USER_CONTEXT(ctx->quota->user);
+	struct pop3_policy_quota_hook *hook = puser->quota_hook;
+	struct mail_namespace *inbox_ns =
+		pop3_policy_user_inbox_ns(puser->user);
+	struct quota_root *root;
+
+	if (inbox_ns == NULL)
+		return FALSE;
+	array_foreach_elem(&hook->quota->roots, root) {
+		if (hook->ns_visible(root, mailbox_get_namespace(ctx->box)) &&
+		    !hook->ns_visible(root, inbox_ns))
+			return FALSE;
+	}
+	return TRUE;
+}
+
 static enum quota_alloc_result
 pop3_policy_quota_test_alloc(struct quota_transaction_context *ctx,
 			     uoff_t size, const char **error_r)
@@ -92,6 +122,7 @@ pop3_policy_quota_test_alloc(struct quota_transaction_context *ctx,
 			.get_state = pop3_policy_quota_get_state,
 			.credit = pop3_policy_quota_credit_ctx,
 			.retest = pop3_policy_quota_retest,
+			.inbox_counts = pop3_policy_quota_inbox_counts,
 		},
 		.ctx = ctx,
 		.error_r = error_r,
@@ -127,6 +158,14 @@ int pop3_policy_quota_user_init(struct pop3_policy_user *puser,
 	}
 	hook = p_new(puser->user->pool, struct pop3_policy_quota_hook, 1);
 	hook->quota = quota;
+	/* looked up at run time, as the quota user context is */
+	hook->ns_visible = (pop3_policy_ns_visible_t *)
+		dlsym(RTLD_DEFAULT, "quota_root_is_namespace_visible");
+	if (hook->ns_visible == NULL) {
+		*error_r = "pop3_policy_quota_purge=yes: this quota plugin "
+			"lacks quota_root_is_namespace_visible()";
+		return -1;
+	}
 	puser->quota_hook = hook;
 	if (quota->set->test_alloc == pop3_policy_quota_test_alloc)
 		return 0;

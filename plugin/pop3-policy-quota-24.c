@@ -10,6 +10,8 @@
 
 #include "lib.h"
 #include "array.h"
+#include "mail-namespace.h"
+#include "mailbox-list.h"
 #include "quota-private.h"
 #include "quota-plugin.h"
 #include "pop3-policy-plugin.h"
@@ -28,6 +30,8 @@ pop3_policy_root_expunged_t(struct quota_transaction_root_context *rctx,
 			    uint64_t count_expunged, uint64_t bytes_expunged);
 typedef void
 pop3_policy_update_expunged_t(struct quota_transaction_context *ctx);
+typedef bool
+pop3_policy_root_visible_t(struct quota_root *root, struct mailbox *box);
 
 struct pop3_policy_quota_hook {
 	struct quota *quota;
@@ -35,6 +39,7 @@ struct pop3_policy_quota_hook {
 	pop3_policy_test_alloc_t *next_test_alloc;
 	pop3_policy_root_expunged_t *root_expunged;
 	pop3_policy_update_expunged_t *update_expunged;
+	pop3_policy_root_visible_t *root_visible;
 };
 
 bool pop3_policy_quota_uses_vsizes(struct pop3_policy_user *puser)
@@ -112,6 +117,25 @@ pop3_policy_quota_credit_ctx(struct pop3_policy_quota_alloc *alloc,
 	hook->update_expunged(a->ctx);
 }
 
+static bool pop3_policy_quota_inbox_counts(struct pop3_policy_quota_alloc *alloc)
+{
+	const struct pop3_policy_quota_alloc24 *a =
+		(struct pop3_policy_quota_alloc24 *)alloc;
+	struct pop3_policy_quota_hook *hook = a->puser->quota_hook;
+	struct mail_namespace *inbox_ns =
+		pop3_policy_user_inbox_ns(a->puser->user);
+	struct quota_root *root;
+
+	if (inbox_ns == NULL)
+		return FALSE;
+	array_foreach_elem(&hook->quota->all_roots, root) {
+		if (hook->root_visible(root, a->ctx->box) &&
+		    array_lsearch_ptr(&root->namespaces, inbox_ns) == NULL)
+			return FALSE;
+	}
+	return TRUE;
+}
+
 static int pop3_policy_quota_retest(struct pop3_policy_quota_alloc *alloc)
 {
 	const struct pop3_policy_quota_alloc24 *a =
@@ -136,6 +160,7 @@ pop3_policy_quota_test_alloc(struct quota_transaction_context *ctx,
 			.get_state = pop3_policy_quota_get_state,
 			.credit = pop3_policy_quota_credit_ctx,
 			.retest = pop3_policy_quota_retest,
+			.inbox_counts = pop3_policy_quota_inbox_counts,
 		},
 		.puser = puser,
 		.ctx = ctx,
@@ -179,7 +204,10 @@ int pop3_policy_quota_user_init(struct pop3_policy_user *puser,
 		dlsym(RTLD_DEFAULT, "quota_transaction_root_expunged");
 	hook->update_expunged = (pop3_policy_update_expunged_t *)
 		dlsym(RTLD_DEFAULT, "quota_transaction_update_expunged");
-	if (hook->root_expunged == NULL || hook->update_expunged == NULL) {
+	hook->root_visible = (pop3_policy_root_visible_t *)
+		dlsym(RTLD_DEFAULT, "quota_root_is_visible");
+	if (hook->root_expunged == NULL || hook->update_expunged == NULL ||
+	    hook->root_visible == NULL) {
 		*error_r = "pop3_policy_quota_purge=yes: this quota plugin "
 			"lacks quota_transaction_root_expunged()";
 		return -1;

@@ -395,12 +395,19 @@ int pop3_policy_quota_alloc_retry(struct pop3_policy_user *puser,
 {
 	struct pop3_policy_quota_state state;
 	uint64_t bytes_needed, count_needed, bytes_freed, count_freed;
+	uint64_t prev_bytes = 0, prev_count = 0;
 	unsigned int i;
 
 	/* quota_purging: not again from inside a purge */
 	if (ret != QUOTA_ALLOC_RESULT_OVER_QUOTA || puser->quota_purging ||
 	    box == NULL || box->transaction_count == 0)
 		return ret;
+	if (!alloc->inbox_counts(alloc)) {
+		e_debug(puser->user->event, POP3_POLICY_LOG_PREFIX
+			"quota purge: a quota root over for %s doesn't count "
+			"INBOX: nothing purged", mailbox_get_vname(box));
+		return ret;
+	}
 
 	puser->quota_purging = TRUE;
 	for (i = 0; i < POP3_POLICY_QUOTA_MAX_RETRIES &&
@@ -410,6 +417,13 @@ int pop3_policy_quota_alloc_retry(struct pop3_policy_user *puser,
 					 &count_needed);
 		if (bytes_needed == 0 && count_needed == 0)
 			break;
+		/* the last purge didn't bring the save closer: another
+		   purge wouldn't either */
+		if (i > 0 && bytes_needed >= prev_bytes &&
+		    count_needed >= prev_count)
+			break;
+		prev_bytes = bytes_needed;
+		prev_count = count_needed;
 		bytes_freed = count_freed = 0;
 		if (pop3_policy_quota_purge(puser, bytes_needed, count_needed,
 					    &bytes_freed, &count_freed) <= 0)

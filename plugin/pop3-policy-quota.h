@@ -18,6 +18,10 @@ struct pop3_policy_quota_alloc {
 		       uint64_t bytes_freed, uint64_t count_freed);
 	/* returns an enum quota_alloc_result */
 	int (*retest)(struct pop3_policy_quota_alloc *alloc);
+	/* Does every quota root that counts the save's mailbox also count
+	   INBOX? Else the root that is over may be one the purge doesn't
+	   relieve: INBOX mail would go for nothing. */
+	bool (*inbox_counts)(struct pop3_policy_quota_alloc *alloc);
 };
 
 /* pop3-policy-quota.c */
