@@ -4,6 +4,7 @@
     python3 tests/bench/bench.py --quick                # a minute or two
     python3 tests/bench/bench.py --full --json out.json # opt-in, long
     python3 tests/bench/bench.py --formats lmdb,maildir --runs 5 --fsync never
+    python3 tests/bench/bench.py --full --rows growth --runs 1 --charts DIR
 
 Starts one private Dovecot per format (tests/integration/harness.py, same
 settings everywhere, only mail_location differs; storage_lmdb is loaded in
@@ -789,6 +790,7 @@ class Bench(provider.ProviderRows):
                        'write a %d MB maildir (generator messages 0, 1, ...), doveadm mailbox '
                        'status of it' % self.size['import_mb'], self.import_source)
         if 'idle' in self.rows:
+            self.inotify_note = self.inotify_room()
             for fmt in self.formats:
                 self.phase('idle-setup', [], fmt, -1,
                            'LMTP: %d messages to each of users s0..s%d'
@@ -965,8 +967,9 @@ class Bench(provider.ProviderRows):
                 self.import_info['location'], self.import_info['messages'],
                 self.import_info['bytes'] / 1e6))
         if 'idle' in self.rows:
-            w('idle: %d IMAP sessions (one per user, %d messages each) in IDLE at once'
-              % (self.size['idle_sessions'], provider.IDLE_MSGS))
+            w('idle: %d IMAP sessions (one per user, %d messages each) in IDLE at once; %s'
+              % (self.size['idle_sessions'], provider.IDLE_MSGS,
+                 getattr(self, 'inotify_note', '')))
         w('page cache dropped for cold runs: %s' % self.drop_caches_status)
         w('MB = 10^6 bytes; total time %.0f s' % getattr(self, 'elapsed', 0))
         w('')
@@ -1041,7 +1044,8 @@ class Bench(provider.ProviderRows):
                     raw=self.results,
                     median={k: {f: self.median(k, f) for f in self.formats} for k in self.results},
                     fsync_detail=self.fsync_detail, errors=self.errors,
-                    rows=self.rows, vsz_limit=self.vsz_limit, import_source=self.import_info,
+                    rows=self.rows, vsz_limit=self.vsz_limit,
+                    inotify=getattr(self, 'inotify_note', None), import_source=self.import_info,
                     growth=self.growth, growth_notes=self.growth_notes,
                     warnings=self.warnings,
                     elapsed=getattr(self, 'elapsed', None))
@@ -1103,6 +1107,11 @@ def main(argv=None):
     for f in args.formats:
         if f not in FORMATS:
             ap.error('unknown format %r' % f)
+    if args.vsz_limit:
+        try:
+            provider.size_bytes(args.vsz_limit)
+        except ValueError:
+            ap.error('--vsz-limit: a size like 8G, 512M or 0')
     args.rows = [r.strip() for r in args.rows.split(',') if r.strip()]
     for r in args.rows:
         if r not in provider.ROWS:

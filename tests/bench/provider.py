@@ -267,6 +267,30 @@ class ProviderRows:
         return {'import_mbs': info['bytes'] / dt / 1e6, 'disk_import': disk}
 
     # -- idle -------------------------------------------------------------
+    def inotify_room(self) -> str:
+        """Every mail process runs as the one test uid, and each IDLE
+        session takes an inotify instance: with the kernel's default
+        max_user_instances (128) the sessions past it log a warning and
+        poll instead, which is not what is measured.  Raised for the run
+        (restored at exit), as a server with one mail uid must do."""
+        path = '/proc/sys/fs/inotify/max_user_instances'
+        need = self.size['idle_sessions'] + 128
+        try:
+            with open(path) as f:
+                cur = int(f.read())
+            if cur >= need:
+                return 'fs.inotify.max_user_instances = %d (enough)' % cur
+            with open(path, 'w') as f:
+                f.write('%d\n' % need)
+        except (OSError, ValueError) as e:
+            return 'fs.inotify.max_user_instances not raised (%s)' % e
+
+        def restore():
+            with open(path, 'w') as f:
+                f.write('%d\n' % cur)
+        atexit.register(restore)
+        return 'fs.inotify.max_user_instances raised from %d to %d for the run' % (cur, need)
+
     def ph_idle_setup(self, fmt):
         """IDLE_MSGS messages in every idle user's INBOX (one LMTP
         transaction to up to RCPT_BATCH users at once)."""
