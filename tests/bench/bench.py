@@ -4,6 +4,7 @@
     python3 tests/bench/bench.py --quick                # a minute or two
     python3 tests/bench/bench.py --full --json out.json # opt-in, long
     python3 tests/bench/bench.py --formats lmdb,maildir --runs 5 --fsync never
+    python3 tests/bench/bench.py --full --rows growth --runs 1 --charts DIR
 
 Starts one private Dovecot per format (tests/integration/harness.py, same
 settings everywhere, only mail_location differs; storage_lmdb is loaded in
@@ -40,11 +41,16 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+# harness.py imports its sibling dovecot_conf.py
+sys.path.insert(0, os.path.join(REPO, 'tests', 'integration'))
 _spec = importlib.util.spec_from_file_location(
     'harness', os.path.join(REPO, 'tests', 'integration', 'harness.py'))
 harness = importlib.util.module_from_spec(_spec)
 sys.modules['harness'] = harness
 _spec.loader.exec_module(harness)
+_spec = importlib.util.spec_from_file_location('provider', os.path.join(HERE, 'provider.py'))
+provider = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(provider)
 
 FORMATS = ('lmdb', 'maildir', 'sdbox', 'mdbox')
 PASSWORD = 'testpass'
@@ -53,9 +59,17 @@ IO_TIMEOUT = 1800
 
 SIZES = {
     # messages per mailbox, big mailbox (0 = none), stress clients, stress
-    # seconds, messages delivered under strace
-    'quick': dict(n=500, big=0, stress_clients=8, stress_seconds=3, fsync_msgs=100),
-    'full': dict(n=10000, big=100000, stress_clients=32, stress_seconds=30, fsync_msgs=1000),
+    # seconds, messages delivered under strace; provider rows: size of the
+    # maildir to import (MB), idle IMAP sessions, growth checkpoints for
+    # every format and beyond them for lmdb only, LMTP connections of the
+    # growth deliveries; default_vsz_limit
+    'quick': dict(n=500, big=0, stress_clients=8, stress_seconds=3, fsync_msgs=100,
+                  import_mb=20, idle_sessions=20, growth_all=[300, 1000, 3000],
+                  growth_lmdb=[], growth_clients=4, vsz_limit='8G'),
+    'full': dict(n=10000, big=100000, stress_clients=32, stress_seconds=30, fsync_msgs=1000,
+                 import_mb=1000, idle_sessions=500,
+                 growth_all=[1000, 10000, 50000, 100000, 250000],
+                 growth_lmdb=[500000, 1000000], growth_clients=4, vsz_limit='40G'),
 }
 
 # (key, label, unit, better, only_with_big)
@@ -83,11 +97,17 @@ METRICS = [
     ('imap_expunge', 'IMAP STORE \\Deleted + EXPUNGE N msgs', 's', 'lower', False),
     ('disk_expunge', 'disk after EXPUNGE (N msgs)', 'B/msg', 'lower', False),
     ('stress', 'stress mix, K IMAP clients', 'ops/s', 'higher', False),
+    ('lmtp_16u', 'LMTP delivery, 16 clients to 16 users', 'msg/s', 'higher', False),
+    ('import_mbs', 'doveadm backup -R of a maildir', 'MB/s', 'higher', False),
+    ('disk_import', 'disk after backup of the maildir', 'B/msg', 'lower', False),
+    ('idle_pss_mean', 'idle IMAP session PSS, mean', 'KiB', 'lower', False),
+    ('idle_pss_max', 'idle IMAP session PSS, max', 'KiB', 'lower', False),
+    ('idle_priv_dirty_mean', 'idle IMAP session Private_Dirty, mean', 'KiB', 'lower', False),
+    ('idle_priv_dirty_max', 'idle IMAP session Private_Dirty, max', 'KiB', 'lower', False),
 ]
 METRIC = {m[0]: m for m in METRICS}
 
-
-VSZ_LIMIT = '8G'
+provider.init(sys.modules[__name__])
 
 
 class PhaseError(Exception):
@@ -126,7 +146,7 @@ class MessageSet:
         self.base = datetime.datetime(2024, 1, 1, 8, 0, 0, tzinfo=datetime.timezone.utc)
         self._cache: dict[int, bytes] = {}
 
-    def get(self, i: int) -> bytes:
+    def get(self, i: int, cache: bool = True) -> bytes:
         m = self._cache.get(i)
         if m is not None:
             return m
@@ -145,7 +165,8 @@ class MessageSet:
         start = rng.choice(self.starts)
         end = self.pool.index(b'\r\n', start + max(0, size - len(hdr))) + 2
         m = hdr + b'message %d\r\n' % i + self.pool[start:end]
-        self._cache[i] = m
+        if cache:
+            self._cache[i] = m
         return m
 
     def messages(self, lo: int, hi: int) -> list[bytes]:
@@ -358,7 +379,7 @@ def pop3_listing(dc, user: str, expect: int) -> float:
 # the benchmark
 
 
-class Bench:
+class Bench(provider.ProviderRows):
     def __init__(self, args):
         self.args = args
         self.mode = 'full' if args.full else 'quick'
@@ -369,6 +390,19 @@ class Bench:
             self.size['stress_seconds'] = args.stress_seconds
         if args.stress_clients:
             self.size['stress_clients'] = args.stress_clients
+        for opt, key in (('import_mb', 'import_mb'), ('idle_sessions', 'idle_sessions'),
+                         ('growth_clients', 'growth_clients'), ('vsz_limit', 'vsz_limit')):
+            if getattr(args, opt):
+                self.size[key] = getattr(args, opt)
+        if args.growth_steps:
+            self.size['growth_all'] = args.growth_steps
+        if args.growth_lmdb_steps is not None:
+            self.size['growth_lmdb'] = args.growth_lmdb_steps
+        self.vsz_limit = self.size['vsz_limit']
+        self.rows = args.rows
+        self.growth: dict[str, list] = {}
+        self.growth_notes: list[str] = []
+        self.import_info: dict = {}
         self.formats = args.formats
         self.runs = args.runs
         self.msgs = MessageSet(SEED)
@@ -388,24 +422,31 @@ class Bench:
         return '\n'.join([
             'mail_fsync = %s' % self.args.fsync,
             # an lmdb map must fit in the address space (256M by
-            # default): the full run's 100,000-message user has ~2.6 GB
-            'default_vsz_limit = %s' % VSZ_LIMIT,
+            # default): the full run's 100,000-message user has ~2.6 GB,
+            # the growth curve's 1,000,000-message one ~29 GB
+            'default_vsz_limit = %s' % self.vsz_limit,
             'protocol imap {',
             '  mail_max_userip_connections = 1000',
             '}',
             'protocol pop3 {',
             '  mail_max_userip_connections = 1000',
             '}',
-            '',
-        ])
+            # dsync (the import row) wants the same hierarchy separator on
+            # both sides; without a namespace each format has its own
+            'namespace inbox {',
+            '  inbox = yes',
+            '  separator = /',
+            '}',
+        ] + self.provider_config() + [''])
 
     def users(self) -> list[str]:
         us = ['warm', 'fsync']
-        for r in range(self.runs):
-            us += ['m%d' % r, 'p%d' % r]
-        if self.size['big']:
-            us.append('big')
-        return us
+        if 'base' in self.rows:
+            for r in range(self.runs):
+                us += ['m%d' % r, 'p%d' % r]
+            if self.size['big']:
+                us.append('big')
+        return us + self.provider_users()
 
     def snapshot_modules(self) -> str:
         """Copy the built plugin modules into a private dir: every instance
@@ -727,13 +768,16 @@ class Bench:
     def run(self):
         n = self.size['n']
         self.fsync_detail = {}
-        self.progress('mode %s: N=%d, big=%d, stress %d clients x %ds, formats %s, runs %d, '
-                      'mail_fsync=%s' % (self.mode, n, self.size['big'],
-                                         self.size['stress_clients'],
-                                         self.size['stress_seconds'], ','.join(self.formats),
-                                         self.runs, self.args.fsync))
+        self.progress('mode %s: rows %s, N=%d, big=%d, stress %d clients x %ds, formats %s, '
+                      'runs %d, mail_fsync=%s' % (self.mode, ','.join(self.rows), n,
+                                                  self.size['big'],
+                                                  self.size['stress_clients'],
+                                                  self.size['stress_seconds'],
+                                                  ','.join(self.formats), self.runs,
+                                                  self.args.fsync))
         self.start()
-        if self.size['big']:
+        base = 'base' in self.rows
+        if base and self.size['big']:
             nb = self.size['big']
             for fmt in self.formats:
                 self.phase('setup-big', [], fmt, -1,
@@ -741,68 +785,110 @@ class Bench:
                            lambda: (deliver(self.dcs[fmt], 'big',
                                             [self.msgs.get(i % (2 * n)) for i in range(nb)], 4),
                                     {})[1])
-        S = {
-            'deliver1': 'LMTP: one connection, LHLO/MAIL/RCPT/DATA x N messages to user m<run>',
-            'deliver4': 'LMTP: 4 parallel connections, N messages in all to user p<run>',
-            'pop3-warm': 'POP3 user m<run>: USER/PASS, STAT, UIDL, LIST, QUIT (x4), then RETR 1..N',
-            'pop3-cold': 'restart Dovecot, POP3 login as "warm", drop caches, then POP3 user '
-                         'm<run>: USER/PASS, STAT, UIDL, LIST, QUIT',
-            'imap-read': 'IMAP user m<run>: SELECT INBOX; FETCH 1:* (FLAGS RFC822.SIZE ENVELOPE) '
-                         'x2; FETCH 1:* (BODY.PEEK[]); read /proc/<imap pid>/smaps_rollup',
-            'imap-write': 'same session: CREATE Copy, CREATE Moved; UID COPY 1:* Copy; SELECT '
-                          'Copy; UID MOVE 1:* Moved; SELECT Moved; UID STORE 1:* +FLAGS.SILENT '
-                          '(\\Deleted); EXPUNGE',
-            'stress': 'K IMAP clients on user m<run> INBOX: random SELECT/UID FETCH/UID STORE/'
-                      'APPEND/UID EXPUNGE for T seconds',
-            'fsync': 'one LMTP connection, strace -f -y -p <lmtp pid>, M deliveries to user fsync',
-        }
+        if 'import' in self.rows:
+            self.phase('import-source', [], self.formats[0], -1,
+                       'write a %d MB maildir (generator messages 0, 1, ...), doveadm mailbox '
+                       'status of it' % self.size['import_mb'], self.import_source)
+        if 'idle' in self.rows:
+            self.inotify_note = self.inotify_room()
+            for fmt in self.formats:
+                self.phase('idle-setup', [], fmt, -1,
+                           'LMTP: %d messages to each of users s0..s%d'
+                           % (provider.IDLE_MSGS, self.size['idle_sessions'] - 1),
+                           lambda: self.ph_idle_setup(fmt))
         for run in range(self.runs):
             order = self.order(run)
             self.progress('run %d/%d, format order %s' % (run + 1, self.runs, ','.join(order)))
-            for fmt in order:
-                self.phase('deliver1', ['deliver_1c', 'disk_deliver'], fmt, run, S['deliver1'],
-                           lambda: self.ph_deliver1(fmt, run))
-            for fmt in order:
-                self.phase('deliver4', ['deliver_4c'], fmt, run, S['deliver4'],
-                           lambda: self.ph_deliver4(fmt, run))
-            for fmt in order:
-                self.phase('pop3-warm', ['pop3_warm', 'pop3_retr'], fmt, run, S['pop3-warm'],
-                           lambda: self.ph_pop3_warm(fmt, run, 'm%d' % run, n, 'pop3_warm'))
-            for fmt in order:
-                self.phase('pop3-cold', ['pop3_cold'], fmt, run, S['pop3-cold'],
-                           lambda: self.ph_pop3_cold(fmt, run, 'm%d' % run, n, 'pop3_cold'))
-            if self.size['big']:
-                nb = self.size['big']
+            if base:
+                self.run_base(run, order)
+            if 'lmtp16' in self.rows:
                 for fmt in order:
-                    self.phase('pop3-big-warm', ['pop3_big_warm'], fmt, run,
-                               S['pop3-warm'].replace('m<run>', 'big'),
-                               lambda: self.ph_pop3_warm(fmt, run, 'big', nb, 'pop3_big_warm',
-                                                         retr=False))
+                    self.phase('lmtp16', ['lmtp_16u'], fmt, run,
+                               'LMTP: 16 parallel connections, connection k delivers 2N/16 '
+                               'messages to user l<run>u<k>',
+                               lambda: self.ph_lmtp16(fmt, run))
+            if 'import' in self.rows and self.import_info:
                 for fmt in order:
-                    self.phase('pop3-big-cold', ['pop3_big_cold'], fmt, run,
-                               S['pop3-cold'].replace('m<run>', 'big'),
-                               lambda: self.ph_pop3_cold(fmt, run, 'big', nb, 'pop3_big_cold'))
+                    self.phase('import', ['import_mbs', 'disk_import'], fmt, run,
+                               'doveadm -o maildir_copy_with_hardlinks=no backup -R -u i<run> %s; '
+                               'doveadm mailbox status; du; '
+                               'rm -r the mail root' % self.import_loc,
+                               lambda: self.ph_import(fmt, run))
+            if 'idle' in self.rows:
                 for fmt in order:
-                    self.phase('imap-select-big', ['imap_select_big'], fmt, run,
-                               'IMAP user big: login, SELECT INBOX (x4, first not counted)',
-                               lambda: {'imap_select_big': self.select_latency(fmt, 'big')})
-            for fmt in order:
-                self.phase('imap-read', ['imap_select', 'imap_fetch_env1', 'imap_fetch_env2',
-                                         'imap_fetch_body', 'imap_pss', 'imap_priv_dirty'],
-                           fmt, run, S['imap-read'], lambda: self.ph_imap_read(fmt, run))
-                self.phase('imap-write', ['imap_copy', 'disk_copy', 'imap_move', 'disk_move',
-                                          'imap_expunge', 'disk_expunge'],
-                           fmt, run, S['imap-write'],
-                           lambda: self.ph_imap_write(fmt, run) if getattr(self, '_imap', None)
-                           else _raise(PhaseError('skipped: imap-read failed')))
-            for fmt in order:
-                self.phase('stress', ['stress'], fmt, run, S['stress'],
-                           lambda: self.ph_stress(fmt, run))
-        for fmt in self.order(0):
-            self.phase('fsync', ['fsync_per_msg'], fmt, 0, S['fsync'],
-                       lambda: self.ph_fsync(fmt))
+                    self.phase('idle', ['idle_pss_mean', 'idle_pss_max', 'idle_priv_dirty_mean',
+                                        'idle_priv_dirty_max'], fmt, run,
+                               'IMAP users s0..s<K-1>: LOGIN, SELECT INBOX, IDLE (K sessions '
+                               'open at once); smaps_rollup of each imap process',
+                               lambda: self.ph_idle(fmt, run))
+        if base:
+            for fmt in self.order(0):
+                self.phase('fsync', ['fsync_per_msg'], fmt, 0, self.STEPS['fsync'],
+                           lambda: self.ph_fsync(fmt))
+        if 'growth' in self.rows:
+            self.run_growth()
         self.elapsed = time.monotonic() - self.t_start
         self.stop()
+
+    STEPS = {
+        'deliver1': 'LMTP: one connection, LHLO/MAIL/RCPT/DATA x N messages to user m<run>',
+        'deliver4': 'LMTP: 4 parallel connections, N messages in all to user p<run>',
+        'pop3-warm': 'POP3 user m<run>: USER/PASS, STAT, UIDL, LIST, QUIT (x4), then RETR 1..N',
+        'pop3-cold': 'restart Dovecot, POP3 login as "warm", drop caches, then POP3 user '
+                     'm<run>: USER/PASS, STAT, UIDL, LIST, QUIT',
+        'imap-read': 'IMAP user m<run>: SELECT INBOX; FETCH 1:* (FLAGS RFC822.SIZE ENVELOPE) '
+                     'x2; FETCH 1:* (BODY.PEEK[]); read /proc/<imap pid>/smaps_rollup',
+        'imap-write': 'same session: CREATE Copy, CREATE Moved; UID COPY 1:* Copy; SELECT '
+                      'Copy; UID MOVE 1:* Moved; SELECT Moved; UID STORE 1:* +FLAGS.SILENT '
+                      '(\\Deleted); EXPUNGE',
+        'stress': 'K IMAP clients on user m<run> INBOX: random SELECT/UID FETCH/UID STORE/'
+                  'APPEND/UID EXPUNGE for T seconds',
+        'fsync': 'one LMTP connection, strace -f -y -p <lmtp pid>, M deliveries to user fsync',
+    }
+
+    def run_base(self, run, order):
+        """One run of the original rows (row "base"), formats interleaved."""
+        n = self.size['n']
+        S = self.STEPS
+        for fmt in order:
+            self.phase('deliver1', ['deliver_1c', 'disk_deliver'], fmt, run, S['deliver1'],
+                       lambda: self.ph_deliver1(fmt, run))
+        for fmt in order:
+            self.phase('deliver4', ['deliver_4c'], fmt, run, S['deliver4'],
+                       lambda: self.ph_deliver4(fmt, run))
+        for fmt in order:
+            self.phase('pop3-warm', ['pop3_warm', 'pop3_retr'], fmt, run, S['pop3-warm'],
+                       lambda: self.ph_pop3_warm(fmt, run, 'm%d' % run, n, 'pop3_warm'))
+        for fmt in order:
+            self.phase('pop3-cold', ['pop3_cold'], fmt, run, S['pop3-cold'],
+                       lambda: self.ph_pop3_cold(fmt, run, 'm%d' % run, n, 'pop3_cold'))
+        if self.size['big']:
+            nb = self.size['big']
+            for fmt in order:
+                self.phase('pop3-big-warm', ['pop3_big_warm'], fmt, run,
+                           S['pop3-warm'].replace('m<run>', 'big'),
+                           lambda: self.ph_pop3_warm(fmt, run, 'big', nb, 'pop3_big_warm',
+                                                     retr=False))
+            for fmt in order:
+                self.phase('pop3-big-cold', ['pop3_big_cold'], fmt, run,
+                           S['pop3-cold'].replace('m<run>', 'big'),
+                           lambda: self.ph_pop3_cold(fmt, run, 'big', nb, 'pop3_big_cold'))
+            for fmt in order:
+                self.phase('imap-select-big', ['imap_select_big'], fmt, run,
+                           'IMAP user big: login, SELECT INBOX (x4, first not counted)',
+                           lambda: {'imap_select_big': self.select_latency(fmt, 'big')})
+        for fmt in order:
+            self.phase('imap-read', ['imap_select', 'imap_fetch_env1', 'imap_fetch_env2',
+                                     'imap_fetch_body', 'imap_pss', 'imap_priv_dirty'],
+                       fmt, run, S['imap-read'], lambda: self.ph_imap_read(fmt, run))
+            self.phase('imap-write', ['imap_copy', 'disk_copy', 'imap_move', 'disk_move',
+                                      'imap_expunge', 'disk_expunge'],
+                       fmt, run, S['imap-write'],
+                       lambda: self.ph_imap_write(fmt, run) if getattr(self, '_imap', None)
+                       else _raise(PhaseError('skipped: imap-read failed')))
+        for fmt in order:
+            self.phase('stress', ['stress'], fmt, run, S['stress'],
+                       lambda: self.ph_stress(fmt, run))
 
     # -- output --------------------------------------------------------------
     def median(self, key, fmt):
@@ -865,17 +951,31 @@ class Bench:
         w('Dovecot %s, liblmdb %s, dovecot-lmdb %s' % (m['dovecot'], m['liblmdb'],
                                                      getattr(self, 'build_rev', '?')))
         w('mail_fsync = %s, default_vsz_limit = %s (same for every format)'
-          % (self.args.fsync, VSZ_LIMIT))
+          % (self.args.fsync, self.vsz_limit))
         w('LMDB flags: %s' % self.lmdb_flags())
         w('N = %d messages (2-50 KB, seed %d)%s; stress: %d clients x %d s; fsync count '
           'over %d deliveries; %d run(s), median shown, format order rotated per run' % (
               n, SEED, ', big mailbox %d' % self.size['big'] if self.size['big'] else '',
               self.size['stress_clients'], self.size['stress_seconds'],
               self.size['fsync_msgs'], self.runs))
+        w('rows: %s' % ','.join(self.rows))
+        if 'lmtp16' in self.rows:
+            w('lmtp16: %d messages to each of 16 users over 16 connections'
+              % max(1, 2 * n // provider.LMTP16_USERS))
+        if self.import_info:
+            w('import: doveadm backup -R from %s: %d messages, %.1f MB' % (
+                self.import_info['location'], self.import_info['messages'],
+                self.import_info['bytes'] / 1e6))
+        if 'idle' in self.rows:
+            w('idle: %d IMAP sessions (one per user, %d messages each) in IDLE at once; %s'
+              % (self.size['idle_sessions'], provider.IDLE_MSGS,
+                 getattr(self, 'inotify_note', '')))
         w('page cache dropped for cold runs: %s' % self.drop_caches_status)
         w('MB = 10^6 bytes; total time %.0f s' % getattr(self, 'elapsed', 0))
         w('')
-        keys = [k for k, *_r, big in METRICS if not big or self.size['big']]
+        keys = [k for k, *_r, big in METRICS
+                if provider.METRIC_ROW.get(k, 'base') in self.rows
+                and (not big or self.size['big'])]
         lw = max(len(METRIC[k][1]) + len(METRIC[k][2]) + 3 for k in keys)
         cw = 12
         w('%-*s %s' % (lw, 'workload (unit)', ''.join('%*s' % (cw, f) for f in self.formats)))
@@ -908,6 +1008,8 @@ class Bench:
                         cells.append('%.2f' % (b / a) if a else ('inf' if b else '='))
                 w('%-*s %-8s%s' % (lw, '%s (%s)' % (label, unit), better,
                                    ''.join('%*s' % (cw, c) for c in cells)))
+        if 'growth' in self.rows:
+            out.extend(self.growth_report())
         if self.fsync_detail:
             w('')
             w('sync calls during %d LMTP deliveries (strace -f on the lmtp process): %s' % (
@@ -942,6 +1044,9 @@ class Bench:
                     raw=self.results,
                     median={k: {f: self.median(k, f) for f in self.formats} for k in self.results},
                     fsync_detail=self.fsync_detail, errors=self.errors,
+                    rows=self.rows, vsz_limit=self.vsz_limit,
+                    inotify=getattr(self, 'inotify_note', None), import_source=self.import_info,
+                    growth=self.growth, growth_notes=self.growth_notes,
                     warnings=self.warnings,
                     elapsed=getattr(self, 'elapsed', None))
 
@@ -965,6 +1070,10 @@ def fmtnum(v) -> str:
     return '%.3f' % v
 
 
+def _counts(v: str) -> list[int]:
+    return sorted({int(x) for x in v.split(',') if x.strip()})
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     g = ap.add_mutually_exclusive_group()
@@ -976,9 +1085,21 @@ def main(argv=None):
     ap.add_argument('--fsync', choices=('optimized', 'never'), default='optimized',
                     help="Dovecot's mail_fsync for every format")
     ap.add_argument('--json', metavar='FILE', help='also write all results as JSON')
+    ap.add_argument('--charts', metavar='DIR', help='write PNG charts of the results (charts.py)')
+    ap.add_argument('--chart-label', help='first title line of the charts')
     ap.add_argument('--messages', type=int, help='override N')
     ap.add_argument('--stress-seconds', type=int, help='override T')
     ap.add_argument('--stress-clients', type=int, help='override K')
+    ap.add_argument('--rows', default=','.join(provider.ROWS),
+                    help='comma-separated subset of %s (default all)' % ','.join(provider.ROWS))
+    ap.add_argument('--import-mb', type=int, help='size of the maildir to import (MB)')
+    ap.add_argument('--idle-sessions', type=int, help='idle IMAP sessions K')
+    ap.add_argument('--growth-steps', type=_counts,
+                    help='growth checkpoints for every format, e.g. 1000,10000,50000')
+    ap.add_argument('--growth-lmdb-steps', type=_counts,
+                    help='further checkpoints for lmdb only ("" for none)')
+    ap.add_argument('--growth-clients', type=int, help='LMTP connections of growth deliveries')
+    ap.add_argument('--vsz-limit', help='default_vsz_limit for every format (quick 8G, full 40G)')
     ap.add_argument('--silent', action='store_true', help='no progress lines on stderr')
     ap.add_argument('-v', '--verbose', action='store_true', help='tracebacks of failures')
     args = ap.parse_args(argv)
@@ -986,6 +1107,15 @@ def main(argv=None):
     for f in args.formats:
         if f not in FORMATS:
             ap.error('unknown format %r' % f)
+    if args.vsz_limit:
+        try:
+            provider.size_bytes(args.vsz_limit)
+        except ValueError:
+            ap.error('--vsz-limit: a size like 8G, 512M or 0')
+    args.rows = [r.strip() for r in args.rows.split(',') if r.strip()]
+    for r in args.rows:
+        if r not in provider.ROWS:
+            ap.error('unknown row %r' % r)
     if args.runs < 1:
         ap.error('--runs must be >= 1')
     if os.geteuid() != 0:
@@ -1007,9 +1137,22 @@ def main(argv=None):
         text += '\n(instance dirs kept for inspection: %s)' % ' '.join(
             sorted({e['config_dir'] for e in b.errors}))
     print(text)
-    if args.json:
-        with open(args.json, 'w') as f:
+    if args.json or args.charts:
+        path = args.json or os.path.join(args.charts, 'result.json')
+        if args.charts:
+            os.makedirs(args.charts, exist_ok=True)
+        with open(path, 'w') as f:
             json.dump(b.json(), f, indent=1)
+        if args.charts:
+            # a process of its own: it may need another python3 (charts.py)
+            cmd = [sys.executable, os.path.join(HERE, 'charts.py'), path, args.charts]
+            if args.chart_label:
+                cmd += ['--label', args.chart_label]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            for p in r.stdout.split():
+                print('chart: %s' % p)
+            if r.returncode != 0:
+                print('charts failed: %s' % r.stderr.strip()[-500:])
     return 1 if b.errors else 0
 
 
