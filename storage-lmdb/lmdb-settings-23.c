@@ -105,10 +105,6 @@ int lmdb_settings_read(struct mail_storage *storage,
 	}
 	if (set_r->env.map_size_initial == 0)
 		set_r->env.map_size_initial = LMDB_DEFAULT_MAP_SIZE_INITIAL;
-	/* 2.3's config service hands each process the values of its own
-	   protocol only: this is POP3's value only when it isn't set inside
-	   protocol pop3 { } (README) */
-	set_r->pop3_uidl_format = storage->set->pop3_uidl_format;
 	return 0;
 }
 

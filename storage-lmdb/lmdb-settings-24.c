@@ -15,34 +15,6 @@
 
 static bool lmdb_settings_dead_grace_warned = FALSE;
 
-/* UIDLs are fixed when mail is saved, mostly by LMTP: look the format up
-   as a pop3 process of this user would, so that one set inside
-   protocol pop3 { } applies (filters match on the event's protocol). */
-static int
-lmdb_settings_read_pop3_uidl_format(struct mail_storage *storage,
-				    struct lmdb_settings *set_r,
-				    const char **error_r)
-{
-	const struct mail_storage_settings *mail_set;
-	struct event *event;
-	const char *error;
-	int ret = 0;
-
-	event = event_create(storage->event);
-	event_add_str(event, "protocol", "pop3");
-	if (settings_get(event, &mail_storage_setting_parser_info, 0,
-			 &mail_set, &error) < 0) {
-		*error_r = t_strdup(error);
-		ret = -1;
-	} else {
-		set_r->pop3_uidl_format =
-			p_strdup(storage->pool, mail_set->pop3_uidl_format);
-		settings_free(mail_set);
-	}
-	event_unref(&event);
-	return ret;
-}
-
 int lmdb_settings_read(struct mail_storage *storage,
 		       struct lmdb_settings *set_r, const char **error_r)
 {
@@ -72,7 +44,7 @@ int lmdb_settings_read(struct mail_storage *storage,
 	}
 	/* everything is copied: nothing keeps the settings pool */
 	settings_free(set);
-	return lmdb_settings_read_pop3_uidl_format(storage, set_r, error_r);
+	return 0;
 }
 
 int lmdb_settings_check_location(struct mail_storage *storage,

@@ -35,11 +35,6 @@ struct lmdb_settings {
 	unsigned int pending_grace_secs;
 	/* purge runs by itself at most this often per user (0 = never) */
 	unsigned int autopurge_interval_secs;
-	/* pop3_uidl_format as the user's POP3 sessions read it: a UIDL is
-	   fixed when the message is saved, by whichever process saves it
-	   (LMTP, IMAP, dsync). On 2.3 only the saving process's own value
-	   can be known (README: set it outside protocol pop3 { }). */
-	const char *pop3_uidl_format;
 };
 
 /* lmdb-settings-{23,24}.c */

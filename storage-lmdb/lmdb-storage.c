@@ -107,7 +107,7 @@ lmdb_storage_create(struct mail_storage *_storage, struct mail_namespace *ns,
 	}
 	/* UIDLs are fixed when a message is saved: the format must be
 	   computable then */
-	if (lmdb_uidl_check_format(storage->set.pop3_uidl_format,
+	if (lmdb_uidl_check_format(_storage->set->pop3_uidl_format,
 				   &error) < 0) {
 		*error_r = error;
 		return -1;

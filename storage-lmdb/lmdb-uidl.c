@@ -40,7 +40,7 @@ int lmdb_uidl_check_format(const char *format, const char **error_r)
 void lmdb_uidl_assign(struct lmdb_mailbox *mbox, uint32_t uid_validity, pool_t pool,
 		      ARRAY_TYPE(lmdb_save_mail) *mails)
 {
-	const char *format = mbox->storage->set.pop3_uidl_format;
+	const char *format = mbox->box.storage->set->pop3_uidl_format;
 	struct lmdb_save_mail *smail;
 	string_t *str;
 	const char *error;

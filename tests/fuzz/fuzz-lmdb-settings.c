@@ -67,12 +67,6 @@ int LLVMFuzzerInitialize(int *argc ATTR_UNUSED, char ***argv ATTR_UNUSED)
 	return 0;
 }
 
-/* Dovecot's own settings of the storage: lmdb_settings_read() takes
-   pop3_uidl_format from them */
-static const struct mail_storage_settings fuzz_mail_set = {
-	.pop3_uidl_format = "%08Xu%08Xv",
-};
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct mail_user *user = i_new(struct mail_user, 1);
@@ -108,7 +102,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			ok = FALSE;
 
 		storage->user = user;
-		storage->set = &fuzz_mail_set;
 		ret = lmdb_settings_read(storage, &set, &error);
 		if (ret < 0) {
 			fuzz_assert(!ok);

@@ -1608,27 +1608,3 @@ def test_real_clients_uidvalidity_without_plugin(driver):
         change_uidvalidity(dc)
         run_clients(clients, 3, 'after UIDVALIDITY change without plugin')
 
-
-@harness.drivers('lmdb', 'maildir')
-def test_uidl_format_in_protocol_pop3(driver):
-    """pop3_uidl_format set only inside protocol pop3 { } is what POP3
-    shows. lmdb fixes the UIDL when LMTP saves the message: on 2.4 it
-    looks the format up as a pop3 process would (it used the LMTP
-    process's own value, the default). On 2.3 a process can't see another
-    protocol's values: the README says to set the format globally, and
-    the lmdb variant is skipped there."""
-    if driver == 'lmdb' and harness.DOVECOT_VERSION < (2, 4):
-        raise harness.Skip('Dovecot 2.3 hands LMTP no pop3 { } values: lmdb needs '
-                           'pop3_uidl_format set globally (README)')
-    # (2.3 syntax: on 2.4 dovecot_conf.py writes %{guid})
-    fmt = '%g'
-    extra = QEXTRA + 'protocol pop3 {\n  pop3_uidl_format = %s\n}\n' % fmt
-    with make_dc(driver, {}, extra=extra) as dc:
-        deliver(dc, [make_msg('u', 1, 300)])
-        guid = list(mailbox_msgs(dc).values())[0]['guid']
-        c = dc.pop3(USER)
-        _r, lines, _ = c.uidl()
-        c.quit()
-        uidl = lines[0].decode().split(' ', 1)[1]
-        assert uidl == guid, 'POP3 shows %r, protocol pop3 { pop3_uidl_format = %s } ' \
-            'says %r' % (uidl, fmt, guid)
