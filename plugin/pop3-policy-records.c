@@ -2,10 +2,15 @@
 
 #include "lib.h"
 #include "buffer.h"
-#include "str.h"
-#include "hex-binary.h"
-#include "md5.h"
+#include "crc32.h"
 #include "pop3-policy-records.h"
+
+/* Version 2 (schema 3): u8 version 2, u32 CRC-32 over the record type
+   byte, the key and every value byte after the CRC, then the fields.
+   Version 1 (schemas 1 and 2): u8 version 1, then the same fields. Only
+   the schema conversion reads version 1 (pop3_policy_record_upgrade_v1()):
+   every decoder refuses it. */
+#define POP3_POLICY_RECORD_HEADER_SIZE (1 + 4)
 
 struct pop3_policy_reader {
 	const unsigned char *data;
@@ -94,16 +99,58 @@ pop3_policy_read_str(struct pop3_policy_reader *r, size_t max_len,
 	return TRUE;
 }
 
+static uint32_t
+pop3_policy_record_crc(enum pop3_policy_record_type type, const void *key,
+		       size_t key_size, const void *fields, size_t fields_size)
+{
+	uint8_t type_byte = type;
+	uint32_t crc;
+
+	crc = crc32_data(&type_byte, 1);
+	crc = crc32_data_more(crc, key, key_size);
+	return crc32_data_more(crc, fields, fields_size);
+}
+
+/* The version and the checksum: a version-1 record is refused like any
+   other damage (after the conversion to schema 3 none is left; one found
+   is a record the conversion couldn't decode, or written by a module of
+   schema 2 that should have refused the environment). */
 static bool
-pop3_policy_read_version(struct pop3_policy_reader *r)
+pop3_policy_read_header(struct pop3_policy_reader *r,
+			enum pop3_policy_record_type type, const void *key,
+			size_t key_size)
+{
+	uint32_t crc;
+	uint8_t version;
+
+	if (!pop3_policy_read_u8(r, &version))
+		return FALSE;
+	if (version == POP3_POLICY_RECORD_VERSION_V1) {
+		return pop3_policy_reader_fail(r,
+			"unconverted version-1 record");
+	}
+	if (version != POP3_POLICY_RECORD_VERSION) {
+		return pop3_policy_reader_fail(r, t_strdup_printf(
+			"unsupported record version %u", version));
+	}
+	if (!pop3_policy_read_u32(r, &crc))
+		return FALSE;
+	if (crc != pop3_policy_record_crc(type, key, key_size,
+					  r->data + r->pos,
+					  r->size - r->pos))
+		return pop3_policy_reader_fail(r, "checksum mismatch");
+	return TRUE;
+}
+
+static bool pop3_policy_read_header_v1(struct pop3_policy_reader *r)
 {
 	uint8_t version;
 
 	if (!pop3_policy_read_u8(r, &version))
 		return FALSE;
-	if (version != POP3_POLICY_RECORD_VERSION) {
+	if (version != POP3_POLICY_RECORD_VERSION_V1) {
 		return pop3_policy_reader_fail(r, t_strdup_printf(
-			"unsupported record version %u", version));
+			"not a version-1 record (version %u)", version));
 	}
 	return TRUE;
 }
@@ -147,6 +194,36 @@ static void pop3_policy_write_u64(buffer_t *buf, uint64_t v)
 	buffer_append(buf, b, sizeof(b));
 }
 
+static void pop3_policy_write_header(buffer_t *buf, size_t *start_r)
+{
+	static const uint8_t header[POP3_POLICY_RECORD_HEADER_SIZE] = {
+		POP3_POLICY_RECORD_VERSION, 0, 0, 0, 0
+	};
+
+	*start_r = buf->used;
+	buffer_append(buf, header, sizeof(header));
+}
+
+/* Fill in the CRC of the record started at start, now that its fields
+   are written. */
+static void
+pop3_policy_write_crc(buffer_t *buf, size_t start,
+		      enum pop3_policy_record_type type, const void *key,
+		      size_t key_size)
+{
+	const unsigned char *fields =
+		CONST_PTR_OFFSET(buf->data, start + POP3_POLICY_RECORD_HEADER_SIZE);
+	uint32_t crc;
+	uint8_t b[4];
+	unsigned int i;
+
+	crc = pop3_policy_record_crc(type, key, key_size, fields,
+		buf->used - start - POP3_POLICY_RECORD_HEADER_SIZE);
+	for (i = 0; i < 4; i++)
+		b[i] = (crc >> (8 * (3 - i))) & 0xff;
+	buffer_write(buf, start + 1, b, sizeof(b));
+}
+
 static void pop3_policy_write_str(buffer_t *buf, const char *str)
 {
 	size_t len = strlen(str);
@@ -157,17 +234,112 @@ static void pop3_policy_write_str(buffer_t *buf, const char *str)
 	buffer_append(buf, str, len);
 }
 
-void pop3_policy_msg_record_encode(buffer_t *buf,
-				   const struct pop3_policy_msg_record *rec)
+/* The fields of each record type, after the header: the same in
+   versions 1 and 2. */
+static void
+pop3_policy_msg_fields_write(buffer_t *buf,
+			     const struct pop3_policy_msg_record *rec)
 {
-	buffer_append_c(buf, POP3_POLICY_RECORD_VERSION);
 	buffer_append_c(buf, rec->flags);
 	pop3_policy_write_u64(buf, rec->first_download);
 	pop3_policy_write_str(buf, rec->uidl == NULL ? "" : rec->uidl);
 	pop3_policy_write_str(buf, rec->guid);
 }
 
-bool pop3_policy_msg_record_decode(const void *data, size_t size,
+static bool
+pop3_policy_msg_fields_read(struct pop3_policy_reader *r,
+			    struct pop3_policy_msg_record *rec_r)
+{
+	if (!pop3_policy_read_u8(r, &rec_r->flags) ||
+	    !pop3_policy_read_u64(r, &rec_r->first_download) ||
+	    !pop3_policy_read_str(r, POP3_POLICY_UIDL_MAX_LEN, &rec_r->uidl) ||
+	    !pop3_policy_read_str(r, POP3_POLICY_GUID_MAX_LEN, &rec_r->guid))
+		return FALSE;
+	if (rec_r->guid[0] == '\0')
+		return pop3_policy_reader_fail(r, "empty GUID");
+	if (rec_r->uidl[0] != '\0' && !pop3_policy_uidl_is_valid(rec_r->uidl))
+		return pop3_policy_reader_fail(r, "invalid UIDL");
+	return TRUE;
+}
+
+static bool
+pop3_policy_uidl_fields_read(struct pop3_policy_reader *r,
+			     struct pop3_policy_uidl_record *rec_r)
+{
+	if (!pop3_policy_read_str(r, POP3_POLICY_GUID_MAX_LEN, &rec_r->guid))
+		return FALSE;
+	if (rec_r->guid[0] == '\0')
+		return pop3_policy_reader_fail(r, "empty GUID");
+	return TRUE;
+}
+
+static bool
+pop3_policy_schema_fields_read(struct pop3_policy_reader *r,
+			       struct pop3_policy_schema_record *rec_r)
+{
+	return pop3_policy_read_u32(r, &rec_r->schema_version) &&
+		pop3_policy_read_u64(r, &rec_r->created);
+}
+
+static bool
+pop3_policy_flag_fields_read(struct pop3_policy_reader *r,
+			     struct pop3_policy_flag_record *rec_r)
+{
+	return pop3_policy_read_str(r, 1024, &rec_r->keyword);
+}
+
+static bool
+pop3_policy_sweep_fields_read(struct pop3_policy_reader *r,
+			      struct pop3_policy_sweep_record *rec_r)
+{
+	return pop3_policy_read_u64(r, &rec_r->last_sweep);
+}
+
+static bool
+pop3_policy_fields_read(struct pop3_policy_reader *r,
+			enum pop3_policy_record_type type)
+{
+	union {
+		struct pop3_policy_msg_record msg;
+		struct pop3_policy_uidl_record uidl;
+		struct pop3_policy_schema_record schema;
+		struct pop3_policy_flag_record flag;
+		struct pop3_policy_sweep_record sweep;
+	} rec;
+
+	i_zero(&rec);
+	switch (type) {
+	case POP3_POLICY_RECORD_TYPE_SCHEMA:
+		return pop3_policy_schema_fields_read(r, &rec.schema);
+	case POP3_POLICY_RECORD_TYPE_FLAG:
+		return pop3_policy_flag_fields_read(r, &rec.flag);
+	case POP3_POLICY_RECORD_TYPE_SWEEP:
+		return pop3_policy_sweep_fields_read(r, &rec.sweep);
+	case POP3_POLICY_RECORD_TYPE_MSG:
+		return pop3_policy_msg_fields_read(r, &rec.msg);
+	case POP3_POLICY_RECORD_TYPE_UIDL:
+		return pop3_policy_uidl_fields_read(r, &rec.uidl);
+	case POP3_POLICY_RECORD_TYPE_DOWNLOAD:
+		/* no fields: the key is the entry */
+		return TRUE;
+	}
+	return pop3_policy_reader_fail(r, "unknown record type");
+}
+
+void pop3_policy_msg_record_encode(buffer_t *buf, const void *key,
+				   size_t key_size,
+				   const struct pop3_policy_msg_record *rec)
+{
+	size_t start;
+
+	pop3_policy_write_header(buf, &start);
+	pop3_policy_msg_fields_write(buf, rec);
+	pop3_policy_write_crc(buf, start, POP3_POLICY_RECORD_TYPE_MSG,
+			      key, key_size);
+}
+
+bool pop3_policy_msg_record_decode(const void *key, size_t key_size,
+				   const void *data, size_t size,
 				   struct pop3_policy_msg_record *rec_r,
 				   const char **error_r)
 {
@@ -175,28 +347,26 @@ bool pop3_policy_msg_record_decode(const void *data, size_t size,
 
 	i_zero(rec_r);
 	pop3_policy_reader_init(&r, data, size);
-	if (pop3_policy_read_version(&r) &&
-	    pop3_policy_read_u8(&r, &rec_r->flags) &&
-	    pop3_policy_read_u64(&r, &rec_r->first_download) &&
-	    pop3_policy_read_str(&r, POP3_POLICY_UIDL_MAX_LEN, &rec_r->uidl) &&
-	    pop3_policy_read_str(&r, POP3_POLICY_GUID_MAX_LEN, &rec_r->guid)) {
-		if (rec_r->guid[0] == '\0')
-			pop3_policy_reader_fail(&r, "empty GUID");
-		else if (rec_r->uidl[0] != '\0' &&
-			 !pop3_policy_uidl_is_valid(rec_r->uidl))
-			pop3_policy_reader_fail(&r, "invalid UIDL");
-	}
+	if (pop3_policy_read_header(&r, POP3_POLICY_RECORD_TYPE_MSG,
+				    key, key_size))
+		(void)pop3_policy_msg_fields_read(&r, rec_r);
 	return pop3_policy_reader_finish(&r, error_r);
 }
 
-void pop3_policy_uidl_record_encode(buffer_t *buf,
+void pop3_policy_uidl_record_encode(buffer_t *buf, const void *key,
+				    size_t key_size,
 				    const struct pop3_policy_uidl_record *rec)
 {
-	buffer_append_c(buf, POP3_POLICY_RECORD_VERSION);
+	size_t start;
+
+	pop3_policy_write_header(buf, &start);
 	pop3_policy_write_str(buf, rec->guid);
+	pop3_policy_write_crc(buf, start, POP3_POLICY_RECORD_TYPE_UIDL,
+			      key, key_size);
 }
 
-bool pop3_policy_uidl_record_decode(const void *data, size_t size,
+bool pop3_policy_uidl_record_decode(const void *key, size_t key_size,
+				    const void *data, size_t size,
 				    struct pop3_policy_uidl_record *rec_r,
 				    const char **error_r)
 {
@@ -204,19 +374,23 @@ bool pop3_policy_uidl_record_decode(const void *data, size_t size,
 
 	i_zero(rec_r);
 	pop3_policy_reader_init(&r, data, size);
-	if (pop3_policy_read_version(&r) &&
-	    pop3_policy_read_str(&r, POP3_POLICY_GUID_MAX_LEN, &rec_r->guid) &&
-	    rec_r->guid[0] == '\0')
-		pop3_policy_reader_fail(&r, "empty GUID");
+	if (pop3_policy_read_header(&r, POP3_POLICY_RECORD_TYPE_UIDL,
+				    key, key_size))
+		(void)pop3_policy_uidl_fields_read(&r, rec_r);
 	return pop3_policy_reader_finish(&r, error_r);
 }
 
 void pop3_policy_schema_record_encode(buffer_t *buf,
 				      const struct pop3_policy_schema_record *rec)
 {
-	buffer_append_c(buf, POP3_POLICY_RECORD_VERSION);
+	size_t start;
+
+	pop3_policy_write_header(buf, &start);
 	pop3_policy_write_u32(buf, rec->schema_version);
 	pop3_policy_write_u64(buf, rec->created);
+	pop3_policy_write_crc(buf, start, POP3_POLICY_RECORD_TYPE_SCHEMA,
+			      POP3_POLICY_META_KEY_SCHEMA,
+			      strlen(POP3_POLICY_META_KEY_SCHEMA));
 }
 
 bool pop3_policy_schema_record_decode(const void *data, size_t size,
@@ -227,17 +401,43 @@ bool pop3_policy_schema_record_decode(const void *data, size_t size,
 
 	i_zero(rec_r);
 	pop3_policy_reader_init(&r, data, size);
-	if (pop3_policy_read_version(&r) &&
-	    pop3_policy_read_u32(&r, &rec_r->schema_version))
-		(void)pop3_policy_read_u64(&r, &rec_r->created);
+	if (pop3_policy_read_header(&r, POP3_POLICY_RECORD_TYPE_SCHEMA,
+				    POP3_POLICY_META_KEY_SCHEMA,
+				    strlen(POP3_POLICY_META_KEY_SCHEMA)))
+		(void)pop3_policy_schema_fields_read(&r, rec_r);
+	return pop3_policy_reader_finish(&r, error_r);
+}
+
+bool pop3_policy_schema_record_decode_v1(const void *data, size_t size,
+					 struct pop3_policy_schema_record *rec_r,
+					 const char **error_r)
+{
+	struct pop3_policy_reader r;
+
+	i_zero(rec_r);
+	pop3_policy_reader_init(&r, data, size);
+	if (pop3_policy_read_header_v1(&r))
+		(void)pop3_policy_schema_fields_read(&r, rec_r);
+	if (r.error == NULL && r.pos == r.size &&
+	    rec_r->schema_version >= 3) {
+		/* version-1 records end with schema 2 */
+		pop3_policy_reader_fail(&r, t_strdup_printf(
+			"version-1 record of schema %u",
+			rec_r->schema_version));
+	}
 	return pop3_policy_reader_finish(&r, error_r);
 }
 
 void pop3_policy_flag_record_encode(buffer_t *buf,
 				    const struct pop3_policy_flag_record *rec)
 {
-	buffer_append_c(buf, POP3_POLICY_RECORD_VERSION);
+	size_t start;
+
+	pop3_policy_write_header(buf, &start);
 	pop3_policy_write_str(buf, rec->keyword);
+	pop3_policy_write_crc(buf, start, POP3_POLICY_RECORD_TYPE_FLAG,
+			      POP3_POLICY_META_KEY_FLAG,
+			      strlen(POP3_POLICY_META_KEY_FLAG));
 }
 
 bool pop3_policy_flag_record_decode(const void *data, size_t size,
@@ -248,16 +448,23 @@ bool pop3_policy_flag_record_decode(const void *data, size_t size,
 
 	i_zero(rec_r);
 	pop3_policy_reader_init(&r, data, size);
-	if (pop3_policy_read_version(&r))
-		(void)pop3_policy_read_str(&r, 1024, &rec_r->keyword);
+	if (pop3_policy_read_header(&r, POP3_POLICY_RECORD_TYPE_FLAG,
+				    POP3_POLICY_META_KEY_FLAG,
+				    strlen(POP3_POLICY_META_KEY_FLAG)))
+		(void)pop3_policy_flag_fields_read(&r, rec_r);
 	return pop3_policy_reader_finish(&r, error_r);
 }
 
 void pop3_policy_sweep_record_encode(buffer_t *buf,
 				     const struct pop3_policy_sweep_record *rec)
 {
-	buffer_append_c(buf, POP3_POLICY_RECORD_VERSION);
+	size_t start;
+
+	pop3_policy_write_header(buf, &start);
 	pop3_policy_write_u64(buf, rec->last_sweep);
+	pop3_policy_write_crc(buf, start, POP3_POLICY_RECORD_TYPE_SWEEP,
+			      POP3_POLICY_META_KEY_SWEEP,
+			      strlen(POP3_POLICY_META_KEY_SWEEP));
 }
 
 bool pop3_policy_sweep_record_decode(const void *data, size_t size,
@@ -268,8 +475,10 @@ bool pop3_policy_sweep_record_decode(const void *data, size_t size,
 
 	i_zero(rec_r);
 	pop3_policy_reader_init(&r, data, size);
-	if (pop3_policy_read_version(&r))
-		(void)pop3_policy_read_u64(&r, &rec_r->last_sweep);
+	if (pop3_policy_read_header(&r, POP3_POLICY_RECORD_TYPE_SWEEP,
+				    POP3_POLICY_META_KEY_SWEEP,
+				    strlen(POP3_POLICY_META_KEY_SWEEP)))
+		(void)pop3_policy_sweep_fields_read(&r, rec_r);
 	return pop3_policy_reader_finish(&r, error_r);
 }
 
@@ -309,143 +518,46 @@ bool pop3_policy_download_key_decode(const void *data, size_t size,
 	return pop3_policy_reader_finish(&r, error_r);
 }
 
-void pop3_policy_download_value_encode(buffer_t *buf)
+void pop3_policy_download_value_encode(buffer_t *buf, const void *key,
+				       size_t key_size)
 {
-	buffer_append_c(buf, POP3_POLICY_RECORD_VERSION);
+	size_t start;
+
+	pop3_policy_write_header(buf, &start);
+	pop3_policy_write_crc(buf, start, POP3_POLICY_RECORD_TYPE_DOWNLOAD,
+			      key, key_size);
 }
 
-bool pop3_policy_download_value_decode(const void *data, size_t size,
+bool pop3_policy_download_value_decode(const void *key, size_t key_size,
+				       const void *data, size_t size,
 				       const char **error_r)
 {
 	struct pop3_policy_reader r;
 
 	pop3_policy_reader_init(&r, data, size);
-	(void)pop3_policy_read_version(&r);
+	(void)pop3_policy_read_header(&r, POP3_POLICY_RECORD_TYPE_DOWNLOAD,
+				      key, key_size);
 	return pop3_policy_reader_finish(&r, error_r);
 }
 
-const char *pop3_policy_msg_key(const char *guid)
+bool pop3_policy_record_upgrade_v1(enum pop3_policy_record_type type,
+				   const void *key, size_t key_size,
+				   const void *data, size_t size,
+				   buffer_t *out, const char **error_r)
 {
-	unsigned char digest[MD5_RESULTLEN];
+	struct pop3_policy_reader r;
+	size_t start, fields_pos = 0;
 
-	if (strlen(guid) <= POP3_POLICY_GUID_KEY_MAX_LEN)
-		return guid;
-	/* a GUID never starts with a NUL, so digests can't collide with
-	   GUIDs used as keys directly */
-	md5_get_digest(guid, strlen(guid), digest);
-	return t_strconcat("\x01md5:", binary_to_hex(digest, sizeof(digest)),
-			   NULL);
-}
-
-bool pop3_policy_uidl_is_valid(const char *str)
-{
-	size_t i;
-
-	for (i = 0; str[i] != '\0'; i++) {
-		if (i >= POP3_POLICY_UIDL_MAX_LEN ||
-		    (unsigned char)str[i] < 0x21 ||
-		    (unsigned char)str[i] > 0x7e)
-			return FALSE;
+	pop3_policy_reader_init(&r, data, size);
+	if (pop3_policy_read_header_v1(&r)) {
+		fields_pos = r.pos;
+		(void)pop3_policy_fields_read(&r, type);
 	}
-	return i > 0;
-}
-
-const char *pop3_policy_uidl_candidate(const char *base, unsigned int n)
-{
-	const char *suffix;
-	size_t base_len;
-
-	if (n == 0)
-		return base;
-	suffix = t_strdup_printf("-%u", n);
-	base_len = strlen(base);
-	if (base_len + strlen(suffix) > POP3_POLICY_UIDL_MAX_LEN) {
-		base_len = POP3_POLICY_UIDL_MAX_LEN - strlen(suffix);
-		/* a base of the full length that already ends in the
-		   suffix would come back unchanged: one shorter differs
-		   from it and from every other candidate (all of the full
-		   length) */
-		if (strcmp(base + base_len, suffix) == 0)
-			base_len--;
-	}
-	return t_strconcat(t_strndup(base, base_len), suffix, NULL);
-}
-
-const char *pop3_policy_uidl_sanitize(const char *uidl)
-{
-	unsigned char digest[MD5_RESULTLEN];
-
-	if (pop3_policy_uidl_is_valid(uidl))
-		return uidl;
-	md5_get_digest(uidl, strlen(uidl), digest);
-	return binary_to_hex(digest, sizeof(digest));
-}
-
-bool pop3_policy_keep_days_due(uint64_t first_download,
-			       unsigned int keep_days, time_t now)
-{
-	uint64_t keep_secs;
-
-	if (keep_days == 0 || first_download == 0 || now < 0)
+	if (!pop3_policy_reader_finish(&r, error_r))
 		return FALSE;
-	keep_secs = (uint64_t)keep_days * POP3_POLICY_SECS_PER_DAY;
-	if (first_download > (uint64_t)-1 - keep_secs)
-		return FALSE;
-	return first_download + keep_secs <= (uint64_t)now;
-}
-
-static uint64_t
-pop3_policy_quota_need_one(int64_t used, uint64_t ceil, uint64_t over,
-			   uint64_t add)
-{
-	/* need = over + used + add - ceil, in signed arithmetic that can't
-	   overflow for realistic quota sizes; an unlimited ceiling never
-	   needs anything unless we're already over */
-	int64_t need;
-
-	if (ceil == (uint64_t)-1)
-		return over;
-	if (ceil > INT64_MAX / 2)
-		ceil = INT64_MAX / 2;
-	if (over > INT64_MAX / 4)
-		over = INT64_MAX / 4;
-	if (add > INT64_MAX / 4)
-		add = INT64_MAX / 4;
-	need = (int64_t)over + used + (int64_t)add - (int64_t)ceil;
-	return need <= 0 ? 0 : (uint64_t)need;
-}
-
-void pop3_policy_quota_needed(const struct pop3_policy_quota_state *state,
-			      uint64_t size, uint64_t *bytes_needed_r,
-			      uint64_t *count_needed_r)
-{
-	*bytes_needed_r = pop3_policy_quota_need_one(state->bytes_used,
-		state->bytes_ceil, state->bytes_over, size);
-	*count_needed_r = pop3_policy_quota_need_one(state->count_used,
-		state->count_ceil, state->count_over, 1);
-}
-
-static void
-pop3_policy_quota_credit_one(uint64_t *ceil, uint64_t *over, uint64_t freed)
-{
-	if (freed == 0)
-		return;
-	if (*over >= freed) {
-		*over -= freed;
-		return;
-	}
-	freed -= *over;
-	*over = 0;
-	if (*ceil != (uint64_t)-1)
-		*ceil = *ceil > (uint64_t)-1 - 1 - freed ? (uint64_t)-2 :
-			*ceil + freed;
-}
-
-void pop3_policy_quota_credit(struct pop3_policy_quota_state *state,
-			      uint64_t bytes_freed, uint64_t count_freed)
-{
-	pop3_policy_quota_credit_one(&state->bytes_ceil, &state->bytes_over,
-				     bytes_freed);
-	pop3_policy_quota_credit_one(&state->count_ceil, &state->count_over,
-				     count_freed);
+	/* the fields are the same in both versions */
+	pop3_policy_write_header(out, &start);
+	buffer_append(out, r.data + fields_pos, r.size - fields_pos);
+	pop3_policy_write_crc(out, start, type, key, key_size);
+	return TRUE;
 }
