@@ -126,6 +126,7 @@ int pop3_policy_env_sweep_get(struct pop3_policy_env *env, MDB_txn *txn,
 int pop3_policy_env_sweep_put(struct pop3_policy_env *env, MDB_txn *txn,
 			      uint64_t last_sweep, const char **error_r);
 
+/* pop3-policy-env-iter.c */
 /* Call func for every message record, in one read transaction: func
    must not call back into Dovecot (collect, then act). Stops at the
    first func returning < 0. Corrupted records are reported to
