@@ -344,7 +344,7 @@ pop3_policy_cmd_show_mail(struct pop3_policy_user *puser,
 {
 	struct pop3_policy_msg_record rec;
 	struct pop3_policy_env *env;
-	const char *guid, *uidl, *flag, *const *kw, *error;
+	const char *guid, *uidl, *flag, *const *kw, *damage, *error;
 	MDB_txn *txn;
 	bool hidden = FALSE;
 	int ret;
@@ -357,11 +357,16 @@ pop3_policy_cmd_show_mail(struct pop3_policy_user *puser,
 		mail_set_critical(mail, "%s", error);
 		return -1;
 	}
-	ret = pop3_policy_env_msg_get(env, txn, guid, &rec, &error);
+	ret = pop3_policy_env_msg_lookup(env, txn, guid, &rec, &damage,
+					 &error);
 	pop3_policy_env_read_end(env, &txn);
 	if (ret < 0) {
 		mail_set_critical(mail, "%s", error);
 		return -1;
+	}
+	if (damage != NULL) {
+		/* listed, not served: the others still are */
+		e_error(mail_event(mail), POP3_POLICY_LOG_PREFIX"%s", damage);
 	}
 	if (ret == 0)
 		i_zero(&rec);
@@ -376,7 +381,8 @@ pop3_policy_cmd_show_mail(struct pop3_policy_user *puser,
 	}
 	doveadm_print(guid);
 	doveadm_print(uidl[0] == '\0' ? "-" : uidl);
-	doveadm_print(rec.first_download == 0 ? "-" :
+	doveadm_print(damage != NULL ? "damaged" :
+		      rec.first_download == 0 ? "-" :
 		      dec2str(rec.first_download));
 	doveadm_print(hidden ? "yes" : "no");
 	return 0;

@@ -339,6 +339,7 @@ static struct pop3_policy_env *pop3_policy_env_find(dev_t dev, ino_t ino)
 static void pop3_policy_env_free(struct pop3_policy_env *env)
 {
 	pop3_policy_env_close_mdb(env);
+	i_free(env->conversion_report);
 	i_free(env->path);
 	i_free(env);
 }

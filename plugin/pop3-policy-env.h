@@ -40,6 +40,12 @@ struct pop3_policy_env {
 	bool reopening;
 
 	MDB_dbi dbi_meta, dbi_msgs, dbi_uidls, dbi_downloads;
+
+	/* what the schema conversion of this open did, for the caller to
+	   log (this layer has no event) and free; NULL if none ran */
+	char *conversion_report;
+	/* records the conversion left as they were (they didn't decode) */
+	unsigned int conversion_damaged;
 };
 
 /* A unit of work inside a write transaction. It may run again after the
@@ -77,6 +83,14 @@ int pop3_policy_env_msg_get(struct pop3_policy_env *env, MDB_txn *txn,
 			    const char *guid,
 			    struct pop3_policy_msg_record *rec_r,
 			    const char **error_r);
+/* The same, but a damaged record (it fails its decoder: its checksum,
+   its version, a field) returns 0 with *damage_r set to a description,
+   for the callers that carry on as if there were none; -1 only for LMDB
+   errors. */
+int pop3_policy_env_msg_lookup(struct pop3_policy_env *env, MDB_txn *txn,
+			       const char *guid,
+			       struct pop3_policy_msg_record *rec_r,
+			       const char **damage_r, const char **error_r);
 /* Also keeps the "downloads" index in step with rec->first_download. */
 int pop3_policy_env_msg_put(struct pop3_policy_env *env, MDB_txn *txn,
 			    const struct pop3_policy_msg_record *rec,
@@ -112,6 +126,7 @@ int pop3_policy_env_sweep_get(struct pop3_policy_env *env, MDB_txn *txn,
 int pop3_policy_env_sweep_put(struct pop3_policy_env *env, MDB_txn *txn,
 			      uint64_t last_sweep, const char **error_r);
 
+/* pop3-policy-env-iter.c */
 /* Call func for every message record, in one read transaction: func
    must not call back into Dovecot (collect, then act). Stops at the
    first func returning < 0. Corrupted records are reported to

@@ -79,6 +79,17 @@ int pop3_policy_user_get_env(struct pop3_policy_user *puser,
 				      error_r) < 0 ||
 	    pop3_policy_env_open(path, mode, &puser->env, error_r) < 0)
 		return -1;
+	if (puser->env->conversion_report != NULL) {
+		/* once, by the process that converted it */
+		if (puser->env->conversion_damaged > 0) {
+			e_warning(puser->user->event, POP3_POLICY_LOG_PREFIX
+				  "%s", puser->env->conversion_report);
+		} else {
+			e_info(puser->user->event, POP3_POLICY_LOG_PREFIX
+			       "%s", puser->env->conversion_report);
+		}
+		i_free(puser->env->conversion_report);
+	}
 	*env_r = puser->env;
 	return 0;
 }

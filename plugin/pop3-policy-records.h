@@ -5,14 +5,35 @@
    decoders, plus the pure rules built on them. No LMDB and no
    lib-storage types here, so all of it can be unit-tested alone.
 
-   Every record starts with a version byte; integers are big-endian. */
+   Every value starts with a version byte (2) and a CRC-32 (big-endian,
+   Dovecot's crc32_data()) over the record type, the record's key and the
+   value bytes after the CRC: a damaged value or key fails its decoder.
+   Integers are big-endian. */
 
 #include "buffer.h"
 
-#define POP3_POLICY_RECORD_VERSION 1
-/* 1: meta, msgs, uidls. 2: adds the "downloads" index (converted on
-   open). */
-#define POP3_POLICY_SCHEMA_VERSION 2
+#define POP3_POLICY_RECORD_VERSION 2
+/* schemas 1 and 2: no CRC; read only by pop3_policy_record_upgrade_v1() */
+#define POP3_POLICY_RECORD_VERSION_V1 1
+/* 1: meta, msgs, uidls. 2: adds the "downloads" index. 3: every value
+   version 2 (with its CRC). Older ones are converted on open. */
+#define POP3_POLICY_SCHEMA_VERSION 3
+
+/* The record type byte inside the CRC: a value never passes for one of
+   another DBI or meta key. */
+enum pop3_policy_record_type {
+	POP3_POLICY_RECORD_TYPE_SCHEMA = 1,
+	POP3_POLICY_RECORD_TYPE_FLAG = 2,
+	POP3_POLICY_RECORD_TYPE_SWEEP = 3,
+	POP3_POLICY_RECORD_TYPE_MSG = 4,
+	POP3_POLICY_RECORD_TYPE_UIDL = 5,
+	POP3_POLICY_RECORD_TYPE_DOWNLOAD = 6,
+};
+
+/* the keys of the "meta" DBI */
+#define POP3_POLICY_META_KEY_SCHEMA "schema"
+#define POP3_POLICY_META_KEY_FLAG "deleted-flag"
+#define POP3_POLICY_META_KEY_SWEEP "sweep"
 
 /* RFC 1939: a UIDL is 1..70 characters in 0x21..0x7E */
 #define POP3_POLICY_UIDL_MAX_LEN 70
@@ -66,16 +87,21 @@ struct pop3_policy_flag_record {
 	const char *keyword;
 };
 
-void pop3_policy_msg_record_encode(buffer_t *buf,
+/* key is the record's key in its DBI: it is inside the CRC. */
+void pop3_policy_msg_record_encode(buffer_t *buf, const void *key,
+				   size_t key_size,
 				   const struct pop3_policy_msg_record *rec);
 /* Strings in rec_r are allocated from the data stack. */
-bool pop3_policy_msg_record_decode(const void *data, size_t size,
+bool pop3_policy_msg_record_decode(const void *key, size_t key_size,
+				   const void *data, size_t size,
 				   struct pop3_policy_msg_record *rec_r,
 				   const char **error_r);
 
-void pop3_policy_uidl_record_encode(buffer_t *buf,
+void pop3_policy_uidl_record_encode(buffer_t *buf, const void *key,
+				    size_t key_size,
 				    const struct pop3_policy_uidl_record *rec);
-bool pop3_policy_uidl_record_decode(const void *data, size_t size,
+bool pop3_policy_uidl_record_decode(const void *key, size_t key_size,
+				    const void *data, size_t size,
 				    struct pop3_policy_uidl_record *rec_r,
 				    const char **error_r);
 
@@ -84,6 +110,11 @@ void pop3_policy_schema_record_encode(buffer_t *buf,
 bool pop3_policy_schema_record_decode(const void *data, size_t size,
 				      struct pop3_policy_schema_record *rec_r,
 				      const char **error_r);
+/* The schema record of an environment of schema 1 or 2 (version 1, no
+   CRC), for the conversion on open. */
+bool pop3_policy_schema_record_decode_v1(const void *data, size_t size,
+					 struct pop3_policy_schema_record *rec_r,
+					 const char **error_r);
 
 void pop3_policy_flag_record_encode(buffer_t *buf,
 				    const struct pop3_policy_flag_record *rec);
@@ -102,7 +133,8 @@ const char *pop3_policy_msg_key(const char *guid);
 
 /* "downloads" DBI, the index of messages by first download: key = u64
    first download (big-endian, so keys sort by time) + the message's
-   "msgs" key; value = u8 version. The keep_days pass reads it from the
+   "msgs" key; value = u8 version + the CRC of the key (no fields). The
+   keep_days pass reads it from the
    start and stops at the first entry not due, so it costs what is due,
    not the whole history. */
 void pop3_policy_download_key_encode(buffer_t *buf, uint64_t first_download,
@@ -112,9 +144,19 @@ bool pop3_policy_download_key_decode(const void *data, size_t size,
 				     uint64_t *first_download_r,
 				     const char **msg_key_r,
 				     const char **error_r);
-void pop3_policy_download_value_encode(buffer_t *buf);
-bool pop3_policy_download_value_decode(const void *data, size_t size,
+void pop3_policy_download_value_encode(buffer_t *buf, const void *key,
+				       size_t key_size);
+bool pop3_policy_download_value_decode(const void *key, size_t key_size,
+				       const void *data, size_t size,
 				       const char **error_r);
+
+/* Schema conversion: append to out the version-2 form of a version-1
+   value of the given type under key. FALSE with *error_r if data is no
+   valid version-1 record of that type (it is then left as it is). */
+bool pop3_policy_record_upgrade_v1(enum pop3_policy_record_type type,
+				   const void *key, size_t key_size,
+				   const void *data, size_t size,
+				   buffer_t *out, const char **error_r);
 
 /* TRUE if str is a valid RFC 1939 unique-id. */
 bool pop3_policy_uidl_is_valid(const char *str);

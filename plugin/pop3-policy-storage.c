@@ -62,12 +62,26 @@ pop3_policy_flush_one(struct pop3_policy_env *env, MDB_txn *txn,
 {
 	struct pop3_policy_msg_record rec;
 	struct pop3_policy_uidl_record urec;
+	const char *damage;
 	bool changed = FALSE;
 	int ret;
 
-	ret = pop3_policy_env_msg_get(env, txn, pending->guid, &rec, error_r);
+	ret = pop3_policy_env_msg_lookup(env, txn, pending->guid, &rec,
+					 &damage, error_r);
 	if (ret < 0)
 		return MDB_CORRUPTED;
+	if (damage != NULL &&
+	    (pending->uidl != NULL || pending->download != 0 ||
+	     pending->hidden)) {
+		/* never read back: replaced by what this session knows.
+		   What is lost is safe to lose: a first download (the
+		   message then counts as not downloaded, kept longer) and
+		   the hidden bit (the keyword is the truth); the UIDL came
+		   from the reservation or was derived again, with a warning
+		   (pop3-policy-uidl.c) */
+		const char *w = t_strdup_printf("%s (written again)", damage);
+		array_push_back(&ctx->warnings, &w);
+	}
 	if (ret == 0) {
 		/* an arrival of a message the plugin doesn't know needs no
 		   record */

@@ -109,7 +109,7 @@ pop3_policy_sweep_collect_some(struct pop3_policy_sweep_collect *ctx,
 			       const char **error_r)
 {
 	struct pop3_policy_msg_record rec;
-	const char *guid;
+	const char *guid, *damage;
 	MDB_txn *txn;
 	char *copy;
 	int ret = 0;
@@ -117,9 +117,16 @@ pop3_policy_sweep_collect_some(struct pop3_policy_sweep_collect *ctx,
 	if (pop3_policy_env_read_begin(env, &txn, error_r) < 0)
 		return -1;
 	array_foreach_elem(guids, guid) {
-		ret = pop3_policy_env_msg_get(env, txn, guid, &rec, error_r);
+		ret = pop3_policy_env_msg_lookup(env, txn, guid, &rec, &damage,
+						 error_r);
 		if (ret < 0)
 			break;
+		if (damage != NULL) {
+			/* left alone, as by the full sweep: the others are
+			   still dropped */
+			e_error(ctx->puser->user->event,
+				POP3_POLICY_LOG_PREFIX"%s", damage);
+		}
 		if (ret > 0) {
 			copy = p_strdup(ctx->pool, guid);
 			hash_table_update(ctx->candidates, copy, copy);

@@ -60,24 +60,93 @@ int pop3_policy_uidl_from_format(struct mail *mail, const char **uidl_r,
 	return 0;
 }
 
-/* Look up the frozen UIDL of guid: 1 found, 0 not, -1 error. */
+struct pop3_policy_uidl_owner {
+	const char *guid;
+	/* the callback runs in a data stack frame of its own */
+	char uidl[POP3_POLICY_UIDL_MAX_LEN + 1];
+	unsigned int count;
+};
+
 static int
-pop3_policy_uidl_lookup(struct pop3_policy_user *puser, const char *guid,
-			const char **uidl_r, const char **error_r)
+pop3_policy_uidl_owner_check(const char *uidl,
+			     const struct pop3_policy_uidl_record *rec,
+			     const char *error ATTR_UNUSED, void *context)
+{
+	struct pop3_policy_uidl_owner *ctx = context;
+
+	/* a damaged reservation is no evidence either way; an intact one
+	   under a key no client could have been shown isn't either */
+	if (rec != NULL && strcmp(rec->guid, ctx->guid) == 0 &&
+	    pop3_policy_uidl_is_valid(uidl)) {
+		if (ctx->count++ == 0)
+			i_strocpy(ctx->uidl, uidl, sizeof(ctx->uidl));
+	}
+	return 0;
+}
+
+/* The UIDL reserved for guid in "uidls", when its message record is
+   damaged: 1 if exactly one reservation names it, 0 if none or several,
+   -1 on error. A full read of the reservations, paid only for a damaged
+   record (which the next flush rewrites). */
+static int
+pop3_policy_uidl_recover(struct pop3_policy_env *env, const char *guid,
+			 const char **uidl_r, const char **error_r)
+{
+	struct pop3_policy_uidl_owner ctx = { .guid = guid };
+	int ret;
+
+	ret = pop3_policy_env_uidl_iter(env, pop3_policy_uidl_owner_check,
+					&ctx, error_r);
+	if (ret < 0)
+		return -1;
+	if (ctx.count != 1)
+		return 0;
+	*uidl_r = t_strdup(ctx.uidl);
+	return 1;
+}
+
+/* Look up the frozen UIDL of guid: 1 found, 0 not, -1 error. A damaged
+   record is never served: its UIDL is taken from the reservation that
+   names the GUID (*recovered_r = TRUE), or there is none (0), and
+   either way a warning names the damage. */
+static int
+pop3_policy_uidl_lookup(struct pop3_policy_user *puser, struct mail *mail,
+			const char *guid, const char **uidl_r,
+			bool *recovered_r, const char **error_r)
 {
 	struct pop3_policy_msg_record rec;
 	struct pop3_policy_env *env;
+	const char *damage;
 	MDB_txn *txn;
 	int ret;
 
+	*recovered_r = FALSE;
 	if (pop3_policy_user_get_env(puser, &env, error_r) < 0 ||
 	    pop3_policy_env_read_begin(env, &txn, error_r) < 0)
 		return -1;
-	ret = pop3_policy_env_msg_get(env, txn, guid, &rec, error_r);
+	ret = pop3_policy_env_msg_lookup(env, txn, guid, &rec, &damage,
+					 error_r);
 	pop3_policy_env_read_end(env, &txn);
-	if (ret <= 0)
-		return ret;
-	if (rec.uidl[0] == '\0')
+	if (ret < 0)
+		return -1;
+	if (ret == 0 && damage != NULL) {
+		ret = pop3_policy_uidl_recover(env, guid, uidl_r, error_r);
+		if (ret < 0)
+			return -1;
+		if (ret > 0) {
+			e_warning(mail_event(mail), POP3_POLICY_LOG_PREFIX
+				  "%s: UIDL %s recovered from its "
+				  "reservation", damage, *uidl_r);
+			*recovered_r = TRUE;
+			return 1;
+		}
+		e_warning(mail_event(mail), POP3_POLICY_LOG_PREFIX
+			  "%s: no single UIDL reservation names the GUID: "
+			  "its UIDL is derived again (a POP3 client may "
+			  "download the message again)", damage);
+		return 0;
+	}
+	if (ret == 0 || rec.uidl[0] == '\0')
 		return 0;
 	*uidl_r = rec.uidl;
 	return 1;
@@ -131,6 +200,7 @@ int pop3_policy_uidl_freeze(struct pop3_policy_mailbox *pbox,
 {
 	struct pop3_policy_pending *pending;
 	const char *guid, *uidl, *base, *error;
+	bool recovered;
 	int ret;
 
 	if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
@@ -147,13 +217,23 @@ int pop3_policy_uidl_freeze(struct pop3_policy_mailbox *pbox,
 			return 0;
 		}
 	}
-	ret = pop3_policy_uidl_lookup(pbox->puser, guid, &uidl, &error);
+	ret = pop3_policy_uidl_lookup(pbox->puser, mail, guid, &uidl,
+				      &recovered, &error);
 	if (ret < 0) {
 		mail_set_critical(mail, POP3_POLICY_LOG_PREFIX"%s", error);
 		return -1;
 	}
-	if (ret > 0) {
+	if (ret > 0 && !recovered) {
 		*uidl_r = uidl;
+		return 0;
+	}
+	if (ret > 0) {
+		/* written again with the record at the flush */
+		pending = pop3_policy_pending_get(pbox, guid);
+		pending->uidl = p_strdup(pbox->pending_pool, uidl);
+		hash_table_update(pbox->pending_uidls, pending->uidl,
+				  pending->guid);
+		*uidl_r = pending->uidl;
 		return 0;
 	}
 
@@ -185,6 +265,7 @@ int pop3_policy_uidl_get_special(struct mail *_mail,
 	struct pop3_policy_mailbox *pbox =
 		POP3_POLICY_MAILBOX_CONTEXT(_mail->box);
 	const char *guid, *uidl, *error;
+	bool recovered;
 	int ret;
 
 	if (pmail->module_ctx.super.get_special(_mail, field, value_r) < 0)
@@ -206,7 +287,8 @@ int pop3_policy_uidl_get_special(struct mail *_mail,
 		return -1;
 	if (guid[0] == '\0')
 		return 0;
-	ret = pop3_policy_uidl_lookup(pbox->puser, guid, &uidl, &error);
+	ret = pop3_policy_uidl_lookup(pbox->puser, _mail, guid, &uidl,
+				      &recovered, &error);
 	if (ret < 0) {
 		mail_set_critical(_mail, POP3_POLICY_LOG_PREFIX"%s", error);
 		return -1;
@@ -240,6 +322,7 @@ int pop3_policy_uidl_freeze_current(struct mailbox *box, struct mail *mail,
 		POP3_POLICY_MAIL_CONTEXT((struct mail_private *)mail);
 	struct pop3_policy_pending *pending;
 	const char *backend, *guid, *frozen, *error;
+	bool recovered;
 	int ret;
 
 	i_assert(pbox != NULL && pmail != NULL);
@@ -254,12 +337,14 @@ int pop3_policy_uidl_freeze_current(struct mailbox *box, struct mail *mail,
 	   what POP3 shows: record it too, so it's reserved here */
 	if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
 		return -1;
-	ret = pop3_policy_uidl_lookup(pbox->puser, guid, &frozen, &error);
+	ret = pop3_policy_uidl_lookup(pbox->puser, mail, guid, &frozen,
+				      &recovered, &error);
 	if (ret < 0) {
 		mail_set_critical(mail, POP3_POLICY_LOG_PREFIX"%s", error);
 		return -1;
 	}
-	if (ret == 0 && pop3_policy_uidl_is_valid(backend)) {
+	/* a damaged record is written again with the backend's UIDL */
+	if ((ret == 0 || recovered) && pop3_policy_uidl_is_valid(backend)) {
 		pending = pop3_policy_pending_get(pbox, guid);
 		pending->uidl = p_strdup(pbox->pending_pool, backend);
 		hash_table_update(pbox->pending_uidls, pending->uidl,

@@ -8,25 +8,33 @@
    version or raw bytes, records with any keys and values, or ones made
    by the plugin's encoders so that some are consistent) and runs what
    an open runs on them, pop3_policy_env_open_dbis() (which creates
-   missing DBIs and converts schema 1, filling the downloads index), then
-   reads everything back the way the plugin does. Checked besides "no crash, no out-of-bounds
-   read":
+   missing DBIs and converts schemas 1 and 2: every version-1 value
+   gets its CRC, schema 1 gets the downloads index), then reads
+   everything back the way the plugin does. Checked besides "no crash,
+   no out-of-bounds read":
    - the open succeeds, unless the schema record is corrupted or newer
      than the module;
    - each iteration reports every record once, either decoded or as an
      error, and never both;
+   - after a conversion every message record that decoded as version 1
+     (or already as version 2) decodes; without one, exactly those that
+     decode as version 2 do: a version-1 value in a schema-3
+     environment is damaged;
    - a schema-1 environment gets an index entry for every message record
      that decodes with a download time, under its key, when the key is
      one the plugin writes (any other, up to LMDB's 511 bytes, must not
-     fail the conversion: K1, a 505-byte key did);
+     fail the conversion: K1, a 505-byte key did), and its value holds
+     the CRC of that key;
    - the keep_days pass drops the index entries it reported as stale: a
      second pass reports none;
    - every message record the iteration decoded is found again by its
      GUID (when its key is the GUID's key).
 
-   Input: u8 flags (which DBIs exist, schema record kind), the schema
-   version or raw record, u8 record count, then per record: u8 kind and
-   its fields; then keep_days (u16) and now (u32) for the pass. */
+   Input: u8 flags (which DBIs exist, schema record kind, whether the
+   encoders' records are written in version 1), the schema version (a
+   version-1 record for schemas below 3, as those modules wrote it) or
+   raw record, u8 record count, then per record: u8 kind and its fields;
+   then keep_days (u16) and now (u32) for the pass. */
 
 #include "lib.h"
 #include "array.h"
@@ -48,6 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define F_DBI_DOWNLOADS 0x08
 #define F_SCHEMA 0x10
 #define F_SCHEMA_RAW 0x20
+/* the encoders' records in version 1 (no CRC), as schemas 1-2 had them */
+#define F_V1 0x40
 
 enum rec_kind {
 	/* any key and value in any DBI */
@@ -124,12 +134,25 @@ enum schema_state {
 struct writer {
 	MDB_txn *txn;
 	enum schema_state schema;
+	uint32_t schema_version;
+	bool v1;
 	MDB_dbi dbis[4];
 	bool have[4];
 	/* decodable message records with a download time */
 	ARRAY(struct downloaded) downloaded;
-	unsigned int msgs;
+	/* records in msgs; of them, decodable as version 2 / as 1 */
+	unsigned int msgs, msgs_v2, msgs_v1;
 };
+
+/* The version-1 form of a value the encoders wrote: the same fields
+   behind a version byte 1, no CRC. */
+static void w_to_v1(struct writer *w, buffer_t *buf)
+{
+	if (!w->v1 || buf->used < 5)
+		return;
+	buffer_delete(buf, 1, 4);
+	buffer_write(buf, 0, "\x01", 1);
+}
 
 static void w_put(struct writer *w, unsigned int dbi, const void *key,
 		  size_t key_size, const void *value, size_t value_size)
@@ -183,13 +206,17 @@ static void write_record(struct writer *w, struct fuzz_input *in)
 					    !pop3_policy_uidl_is_valid(msg.uidl)))
 			break;
 		msg_key = pop3_policy_msg_key(msg.guid);
-		pop3_policy_msg_record_encode(buf, &msg);
+		pop3_policy_msg_record_encode(buf, msg_key, strlen(msg_key),
+					      &msg);
+		w_to_v1(w, buf);
 		w_put(w, 1, msg_key, strlen(msg_key), buf->data, buf->used);
 		if (msg.first_download != 0 && (kind & 0x20) == 0) {
 			buffer_set_used_size(buf, 0);
 			pop3_policy_download_key_encode(key, msg.first_download,
 							msg_key);
-			pop3_policy_download_value_encode(buf);
+			pop3_policy_download_value_encode(buf, key->data,
+							  key->used);
+			w_to_v1(w, buf);
 			w_put(w, 3, key->data, key->used, buf->data, buf->used);
 		}
 		break;
@@ -198,13 +225,15 @@ static void write_record(struct writer *w, struct fuzz_input *in)
 		kn = fuzz_slice(in, 80, &kp);
 		if (uidl.guid[0] == '\0')
 			break;
-		pop3_policy_uidl_record_encode(buf, &uidl);
+		pop3_policy_uidl_record_encode(buf, kp, kn, &uidl);
+		w_to_v1(w, buf);
 		w_put(w, 2, kp, kn, buf->data, buf->used);
 		break;
 	case REC_DOWNLOAD:
 		msg_key = fuzz_str(in, 511);
 		pop3_policy_download_key_encode(key, fuzz_u32(in), msg_key);
-		pop3_policy_download_value_encode(buf);
+		pop3_policy_download_value_encode(buf, key->data, key->used);
+		w_to_v1(w, buf);
 		w_put(w, 3, key->data, key->used, buf->data, buf->used);
 		break;
 	}
@@ -216,7 +245,9 @@ static void collect_msgs(struct writer *w)
 	struct pop3_policy_msg_record rec;
 	MDB_cursor *cursor;
 	MDB_val key, val;
+	buffer_t *v2 = t_buffer_create(128);
 	const char *error;
+	bool ok;
 
 	if (!w->have[1])
 		return;
@@ -224,9 +255,25 @@ static void collect_msgs(struct writer *w)
 		i_fatal("mdb_cursor_open() failed");
 	while (mdb_cursor_get(cursor, &key, &val, MDB_NEXT) == 0) {
 		w->msgs++;
-		if (pop3_policy_msg_record_decode(val.mv_data, val.mv_size,
-						  &rec, &error) &&
-		    rec.first_download != 0) {
+		ok = pop3_policy_msg_record_decode(key.mv_data, key.mv_size,
+						   val.mv_data, val.mv_size,
+						   &rec, &error);
+		if (ok)
+			w->msgs_v2++;
+		else {
+			/* what the conversion would make of it */
+			buffer_set_used_size(v2, 0);
+			ok = pop3_policy_record_upgrade_v1(
+				POP3_POLICY_RECORD_TYPE_MSG, key.mv_data,
+				key.mv_size, val.mv_data, val.mv_size, v2,
+				&error) &&
+				pop3_policy_msg_record_decode(key.mv_data,
+					key.mv_size, v2->data, v2->used,
+					&rec, &error);
+			if (ok)
+				w->msgs_v1++;
+		}
+		if (ok && rec.first_download != 0) {
 			struct downloaded *d =
 				array_append_space(&w->downloaded);
 
@@ -254,11 +301,15 @@ static void read_schema(struct writer *w)
 	key.mv_size = 6;
 	if (mdb_get(w->txn, w->dbis[0], &key, &val) != 0)
 		return;
-	if (!pop3_policy_schema_record_decode(val.mv_data, val.mv_size, &rec,
-					      &error) ||
+	w->schema_version = 0;
+	if ((!pop3_policy_schema_record_decode(val.mv_data, val.mv_size, &rec,
+					       &error) &&
+	     !pop3_policy_schema_record_decode_v1(val.mv_data, val.mv_size,
+						  &rec, &error)) ||
 	    rec.schema_version > POP3_POLICY_SCHEMA_VERSION)
 		w->schema = SCHEMA_UNUSABLE;
-	else if (rec.schema_version < POP3_POLICY_SCHEMA_VERSION)
+	else if ((w->schema_version = rec.schema_version) <
+		 POP3_POLICY_SCHEMA_VERSION)
 		w->schema = SCHEMA_OLD;
 	else
 		w->schema = SCHEMA_CURRENT;
@@ -270,6 +321,8 @@ static void write_env(struct fuzz_input *in, struct writer *w)
 	uint8_t flags = fuzz_u8(in);
 	const unsigned char *p;
 	buffer_t *buf = t_buffer_create(32);
+
+	w->v1 = (flags & F_V1) != 0;
 	MDB_dbi dbi;
 	unsigned int i, n;
 	size_t len;
@@ -298,9 +351,14 @@ static void write_env(struct fuzz_input *in, struct writer *w)
 		len = fuzz_slice(in, 64, &p);
 		buffer_append(buf, p, len);
 	} else if ((flags & F_SCHEMA) != 0) {
-		schema.schema_version = fuzz_u8(in) % 4;
+		schema.schema_version = fuzz_u8(in) % 5;
 		schema.created = fuzz_u32(in);
 		pop3_policy_schema_record_encode(buf, &schema);
+		/* modules of schemas 1 and 2 wrote version 1 */
+		if (schema.schema_version < 3) {
+			buffer_delete(buf, 1, 4);
+			buffer_write(buf, 0, "\x01", 1);
+		}
 	}
 	if (buf->used > 0 || (flags & F_SCHEMA_RAW) != 0)
 		w_put(w, 0, "schema", 6, buf->data, buf->used);
@@ -379,8 +437,14 @@ static void check_env(struct fuzz_input *in, struct writer *w)
 	if (pop3_policy_env_msg_iter(env, msg_cb, &ctx, &error) < 0)
 		fuzz_fail("msg iteration failed: %s", error);
 	fuzz_assert(ctx.recs + ctx.errors == w->msgs);
+	/* converted: every version-1 record that decoded now decodes;
+	   not converted: a version-1 record is damaged */
+	if (w->schema == SCHEMA_OLD)
+		fuzz_assert(ctx.recs == w->msgs_v2 + w->msgs_v1);
+	else
+		fuzz_assert(ctx.recs == w->msgs_v2);
 
-	if (w->schema == SCHEMA_OLD) {
+	if (w->schema == SCHEMA_OLD && w->schema_version < 2) {
 		/* the conversion indexed every downloaded message under
 		   its key */
 		const struct downloaded *d;
@@ -406,6 +470,9 @@ static void check_env(struct fuzz_input *in, struct writer *w)
 					  binary_to_hex(d->key, d->key_size),
 					  d->key_size);
 			}
+			fuzz_assert(pop3_policy_download_value_decode(
+				k.mv_data, k.mv_size, v.mv_data, v.mv_size,
+				&error));
 		}
 		pop3_policy_env_read_end(env, &txn);
 	}

@@ -61,6 +61,7 @@ import time
 
 import harness
 import pop3clients
+import policyrec
 from harness import pop3_multiline
 
 USER = 'testuser'
@@ -1471,14 +1472,17 @@ def test_policy_forgets_gone_messages(driver):
 def fill_policy_env(path: str, size: int) -> None:
     """Add UIDL reservations of gone messages to a stopped user's
     environment with mdb_load, about size bytes of them (valid records:
-    u8 1, u16 length, GUID; GUIDs of 4000 bytes, one page each, so that
-    few are needed): a long history that fills the file to the brim."""
+    version 2 and CRC, u16 length, GUID; GUIDs of 4000 bytes, one page
+    each, so that few are needed): a long history that fills the file to
+    the brim."""
     lines = ['VERSION=3', 'format=bytevalue', 'type=btree', 'mapsize=1073741824',
              'HEADER=END']
     for i in range(size // 4096):
         g = b'%04000d' % i
-        lines.append(' ' + (b'fill-%08d' % i).hex())
-        lines.append(' ' + (b'\x01' + struct.pack('>H', len(g)) + g).hex())
+        key = b'fill-%08d' % i
+        lines.append(' ' + key.hex())
+        lines.append(' ' + policyrec.seal(policyrec.TYPE_UIDL, key,
+                                          struct.pack('>H', len(g)) + g).hex())
     lines.append('DATA=END')
     subprocess.run(['mdb_load', '-n', '-s', 'uidls', path], input='\n'.join(lines) + '\n',
                    text=True, check=True)

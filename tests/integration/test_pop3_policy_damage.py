@@ -12,6 +12,7 @@ import time
 
 import harness
 import lmdbrec
+import policyrec
 import test_pop3_policy as tp
 
 USER = tp.USER
@@ -45,17 +46,12 @@ def skip_warnings(text, what, uid):
 
 
 def last_sweep(dc) -> int:
-    """meta/sweep of the user's policy environment: u8 version, u64 time."""
-    env = lmdbrec.lmdb.open(tp.policy_env_path(dc), subdir=False, readonly=True,
-                            lock=True, max_dbs=16)
-    try:
-        meta = env.open_db(b'meta', create=False)
-        with env.begin(db=meta) as txn:
-            val = txn.get(b'sweep')
-    finally:
-        env.close()
-    assert val is not None and len(val) == 9, val
-    return struct.unpack('>Q', val[1:])[0]
+    """meta/sweep of the user's policy environment: u64 time."""
+    val = policyrec.get(tp.policy_env_path(dc), b'meta', b'sweep')
+    assert val is not None, val
+    fields = policyrec.unseal(policyrec.TYPE_SWEEP, b'sweep', val)
+    assert len(fields) == 8, val
+    return struct.unpack('>Q', fields)[0]
 
 
 def test_keep_days_skips_unreadable_message():

@@ -4,10 +4,19 @@
 #include "unlink-directory.h"
 #include "test-common.h"
 #include "pop3-policy-env.h"
+#include "test-pop3-policy-v1.h"
 
 #include <stdlib.h>
 #include <unistd.h>
 #include <sys/stat.h>
+
+static void *test_memdup(const void *data, size_t size)
+{
+	void *copy = t_malloc_no0(size == 0 ? 1 : size);
+
+	memcpy(copy, data, size);
+	return copy;
+}
 
 static const char *test_dir;
 
@@ -276,7 +285,7 @@ static void test_env_due_index(void)
 	unsigned int days;
 	MDB_txn *txn;
 	MDB_val key, val;
-	buffer_t *buf;
+	buffer_t *buf, *vbuf;
 
 	test_begin("pop3 policy env: keep_days reads only what is due");
 	test_assert(pop3_policy_env_open(path, 0600, &env, &error) == 0);
@@ -322,11 +331,13 @@ static void test_env_due_index(void)
 	   and dropped, and doesn't stop the pass */
 	buf = t_buffer_create(64);
 	pop3_policy_download_key_encode(buf, TEST_T0 - TEST_DAY, "nosuch");
+	vbuf = t_buffer_create(8);
+	pop3_policy_download_value_encode(vbuf, buf->data, buf->used);
 	test_assert(mdb_txn_begin(env->env, NULL, 0, &txn) == 0);
 	key.mv_data = (void *)buf->data;
 	key.mv_size = buf->used;
-	val.mv_data = (void *)"\x01";
-	val.mv_size = 1;
+	val.mv_data = (void *)vbuf->data;
+	val.mv_size = vbuf->used;
 	test_assert(mdb_put(txn, env->dbi_downloads, &key, &val, 0) == 0);
 	test_assert(mdb_txn_commit(txn) == 0);
 	test_assert(test_due(env, 30, TEST_T0 + 32 * TEST_DAY, &due) ==
@@ -353,22 +364,18 @@ static void test_v1_put(MDB_txn *txn, MDB_dbi dbi, const void *key,
 	test_assert(mdb_put(txn, dbi, &k, &v, 0) == 0);
 }
 
-/* Exactly what pop3-policy-env.c of schema 1 did: MDB_NOTLS |
-   MDB_NOSUBDIR, an 8 MiB map, DBIs meta, msgs and uidls, the schema
-   record (version byte 1, schema 1, created) and version-1 records. */
+/* What pop3-policy-env.c of schemas 1 and 2 wrote, with version-1
+   values from test-pop3-policy-v1.h (no CRC): MDB_NOTLS | MDB_NOSUBDIR,
+   an 8 MiB map, DBIs meta, msgs and uidls (schema 2: and downloads, the
+   index, and the meta keys sweep and deleted-flag). */
 static void test_write_v1_env(const char *path, uint32_t schema_version)
 {
-	struct pop3_policy_schema_record srec = {
-		.schema_version = schema_version,
-		.created = 1600000000,
-	};
 	struct pop3_policy_msg_record rec;
-	struct pop3_policy_uidl_record urec;
 	MDB_env *menv;
 	MDB_txn *txn;
-	MDB_dbi meta, msgs, uidls;
+	MDB_dbi meta, msgs, uidls, downloads = 0;
 	const char *key;
-	buffer_t *buf = t_buffer_create(128);
+	buffer_t *buf = t_buffer_create(128), *dkey = t_buffer_create(64);
 	unsigned int i;
 
 	test_assert(mdb_env_create(&menv) == 0);
@@ -380,8 +387,20 @@ static void test_write_v1_env(const char *path, uint32_t schema_version)
 	test_assert(mdb_dbi_open(txn, "meta", MDB_CREATE, &meta) == 0);
 	test_assert(mdb_dbi_open(txn, "msgs", MDB_CREATE, &msgs) == 0);
 	test_assert(mdb_dbi_open(txn, "uidls", MDB_CREATE, &uidls) == 0);
-	pop3_policy_schema_record_encode(buf, &srec);
+	if (schema_version >= 2) {
+		test_assert(mdb_dbi_open(txn, "downloads", MDB_CREATE,
+					 &downloads) == 0);
+	}
+	test_v1_schema_encode(buf, schema_version, 1600000000);
 	test_v1_put(txn, meta, "schema", 6, buf);
+	if (schema_version >= 2) {
+		buffer_set_used_size(buf, 0);
+		test_v1_sweep_encode(buf, TEST_T0 - 77);
+		test_v1_put(txn, meta, "sweep", 5, buf);
+		buffer_set_used_size(buf, 0);
+		test_v1_flag_encode(buf, "$POP3Deleted");
+		test_v1_put(txn, meta, "deleted-flag", 12, buf);
+	}
 	for (i = 0; i < 6; i++) {
 		i_zero(&rec);
 		/* one GUID too long to be a key: keyed by its digest */
@@ -392,17 +411,200 @@ static void test_write_v1_env(const char *path, uint32_t schema_version)
 		rec.first_download = i % 2 == 0 ? TEST_T0 + i * TEST_DAY : 0;
 		if (i == 5)
 			rec.first_download = TEST_T0 + 1;
+		rec.flags = i == 3 ? POP3_POLICY_MSG_FLAG_HIDDEN : 0;
 		buffer_set_used_size(buf, 0);
-		pop3_policy_msg_record_encode(buf, &rec);
+		test_v1_msg_encode(buf, &rec);
 		key = pop3_policy_msg_key(rec.guid);
 		test_v1_put(txn, msgs, key, strlen(key), buf);
-		urec.guid = rec.guid;
 		buffer_set_used_size(buf, 0);
-		pop3_policy_uidl_record_encode(buf, &urec);
+		test_v1_uidl_encode(buf, rec.guid);
 		test_v1_put(txn, uidls, rec.uidl, strlen(rec.uidl), buf);
+		if (schema_version >= 2 && rec.first_download != 0) {
+			buffer_set_used_size(dkey, 0);
+			pop3_policy_download_key_encode(dkey,
+				rec.first_download, key);
+			buffer_set_used_size(buf, 0);
+			test_v1_download_value_encode(buf);
+			test_v1_put(txn, downloads, dkey->data, dkey->used,
+				    buf);
+		}
 	}
 	test_assert(mdb_txn_commit(txn) == 0);
 	mdb_env_close(menv);
+}
+
+/* Replace the schema record of a closed file with a version-2 one */
+static void test_write_schema(const char *path, uint32_t schema_version)
+{
+	struct pop3_policy_schema_record srec = {
+		.schema_version = schema_version,
+		.created = 1600000000,
+	};
+	buffer_t *buf = t_buffer_create(32);
+	MDB_env *menv;
+	MDB_txn *txn;
+	MDB_dbi meta;
+
+	test_assert(mdb_env_create(&menv) == 0);
+	(void)mdb_env_set_maxdbs(menv, 4);
+	test_assert(mdb_env_open(menv, path, MDB_NOTLS | MDB_NOSUBDIR,
+				 0600) == 0);
+	test_assert(mdb_txn_begin(menv, NULL, 0, &txn) == 0);
+	test_assert(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
+	pop3_policy_schema_record_encode(buf, &srec);
+	test_v1_put(txn, meta, "schema", 6, buf);
+	test_assert(mdb_txn_commit(txn) == 0);
+	mdb_env_close(menv);
+}
+
+/* Every value of every DBI starts with version byte 2 */
+static unsigned int test_count_v1_values(struct pop3_policy_env *env)
+{
+	MDB_dbi dbis[] = {
+		env->dbi_meta, env->dbi_msgs, env->dbi_uidls,
+		env->dbi_downloads
+	};
+	MDB_cursor *cursor;
+	MDB_txn *txn;
+	MDB_val key, val;
+	unsigned int i, v1 = 0, total = 0;
+
+	test_assert(mdb_txn_begin(env->env, NULL, MDB_RDONLY, &txn) == 0);
+	for (i = 0; i < N_ELEMENTS(dbis); i++) {
+		test_assert(mdb_cursor_open(txn, dbis[i], &cursor) == 0);
+		while (mdb_cursor_get(cursor, &key, &val, MDB_NEXT) == 0) {
+			total++;
+			if (val.mv_size == 0 ||
+			    *(const uint8_t *)val.mv_data !=
+			    POP3_POLICY_RECORD_VERSION)
+				v1++;
+		}
+		mdb_cursor_close(cursor);
+	}
+	mdb_txn_abort(txn);
+	test_assert(total > 0);
+	return v1;
+}
+
+/* Schema 2 (version-1 values, with the downloads index and the meta
+   records) converts to schema 3 on open: every value is version 2 and
+   reads back what was written. */
+static void test_env_upgrade_v2(void)
+{
+	struct pop3_policy_env *env;
+	struct pop3_policy_msg_record rec;
+	struct pop3_policy_uidl_record urec;
+	struct test_due_ctx due;
+	const char *path = test_path("v2.mdb"), *error, *keyword, *guid;
+	uint64_t last_sweep;
+	unsigned int i, count = 0;
+	MDB_txn *txn;
+
+	test_begin("pop3 policy env: schema 2 is converted to 3 on open");
+	test_write_v1_env(path, 2);
+	test_assert(pop3_policy_env_open(path, 0600, &env, &error) == 0);
+	test_assert(env->conversion_report != NULL &&
+		    strstr(env->conversion_report,
+			   "converted from schema 2 to 3") != NULL);
+	test_assert(env->conversion_damaged == 0);
+	test_assert(test_count_v1_values(env) == 0);
+
+	test_assert(pop3_policy_env_read_begin(env, &txn, &error) == 0);
+	for (i = 0; i < 6; i++) {
+		guid = i == 5 ? t_strdup_printf("%0450u", i) :
+			t_strdup_printf("v1-guid-%u", i);
+		test_assert_idx(pop3_policy_env_msg_get(env, txn, guid, &rec,
+							&error) == 1, i);
+		test_assert_strcmp_idx(rec.guid, guid, i);
+		test_assert_strcmp_idx(rec.uidl,
+				       t_strdup_printf("v1-uidl-%u", i), i);
+		test_assert_idx(rec.first_download ==
+				(i == 5 ? TEST_T0 + 1 : i % 2 == 0 ?
+				 TEST_T0 + i * TEST_DAY : 0), i);
+		test_assert_idx(rec.flags == (i == 3 ?
+				POP3_POLICY_MSG_FLAG_HIDDEN : 0), i);
+		test_assert_idx(pop3_policy_env_uidl_get(env, txn,
+				t_strdup_printf("v1-uidl-%u", i), &urec,
+				&error) == 1, i);
+		test_assert_strcmp_idx(urec.guid, guid, i);
+	}
+	test_assert(pop3_policy_env_flag_get(env, txn, &keyword,
+					     &error) == 1);
+	test_assert_strcmp(keyword, "$POP3Deleted");
+	test_assert(pop3_policy_env_sweep_get(env, txn, &last_sweep,
+					      &error) == 1);
+	test_assert(last_sweep == TEST_T0 - 77);
+	pop3_policy_env_read_end(env, &txn);
+	/* the index entries were converted too, not rebuilt: all valid */
+	test_assert(test_due(env, 1, TEST_T0 + 10 * TEST_DAY, &due) == 4);
+	test_assert(due.ordered && due.errors == 0);
+	test_assert(pop3_policy_env_msg_iter(env, test_count_iter, &count,
+					     &error) == 0);
+	test_assert(count == 6);
+	pop3_policy_env_unref(&env);
+
+	/* converted once: reopening finds schema 3 and reports nothing */
+	test_assert(pop3_policy_env_open(path, 0600, &env, &error) == 0);
+	test_assert(env->conversion_report == NULL);
+	pop3_policy_env_unref(&env);
+	test_end();
+}
+
+/* A schema-2 file with version-1 values that don't decode (damaged
+   before the conversion): they are left as they were, counted, and
+   every reader refuses them afterwards; the others are converted. */
+static void test_env_upgrade_v2_damaged(void)
+{
+	struct pop3_policy_env *env;
+	struct pop3_policy_msg_record rec;
+	struct test_due_ctx due;
+	const char *path = test_path("v2-damaged.mdb"), *error, *damage;
+	const char *key;
+	unsigned int count = 0;
+	MDB_env *menv;
+	MDB_txn *txn;
+	MDB_dbi msgs;
+	MDB_val k, v;
+
+	test_begin("pop3 policy env: schema 2 conversion leaves damage");
+	test_write_v1_env(path, 2);
+	test_assert(mdb_env_create(&menv) == 0);
+	(void)mdb_env_set_maxdbs(menv, 4);
+	test_assert(mdb_env_open(menv, path, MDB_NOTLS | MDB_NOSUBDIR,
+				 0600) == 0);
+	test_assert(mdb_txn_begin(menv, NULL, 0, &txn) == 0);
+	test_assert(mdb_dbi_open(txn, "msgs", 0, &msgs) == 0);
+	/* v1-guid-2 (downloaded): cut short by one byte */
+	key = "v1-guid-2";
+	k.mv_data = (void *)key;
+	k.mv_size = strlen(key);
+	test_assert(mdb_get(txn, msgs, &k, &v) == 0);
+	v.mv_size--;
+	v.mv_data = test_memdup(v.mv_data, v.mv_size);
+	test_assert(mdb_put(txn, msgs, &k, &v, 0) == 0);
+	test_assert(mdb_txn_commit(txn) == 0);
+	mdb_env_close(menv);
+
+	test_assert(pop3_policy_env_open(path, 0600, &env, &error) == 0);
+	test_assert(env->conversion_damaged == 1);
+	test_assert(env->conversion_report != NULL &&
+		    strstr(env->conversion_report, "msgs record") != NULL);
+	test_assert(test_count_v1_values(env) == 1);
+	test_assert(pop3_policy_env_read_begin(env, &txn, &error) == 0);
+	test_assert(pop3_policy_env_msg_get(env, txn, "v1-guid-2", &rec,
+					    &error) < 0);
+	test_assert(pop3_policy_env_msg_lookup(env, txn, "v1-guid-2", &rec,
+					       &damage, &error) == 0);
+	test_assert(damage != NULL && strstr(damage, "version-1") != NULL);
+	pop3_policy_env_read_end(env, &txn);
+	/* keep_days is never told it is due: reported instead */
+	test_assert(test_due(env, 1, TEST_T0 + 10 * TEST_DAY, &due) == 3);
+	test_assert(due.errors == 1);
+	test_assert(pop3_policy_env_msg_iter(env, test_count_iter, &count,
+					     &error) == 0);
+	test_assert(count == 5);
+	pop3_policy_env_unref(&env);
+	test_end();
 }
 
 static void test_env_upgrade_v1(void)
@@ -427,7 +629,8 @@ static void test_env_upgrade_v1(void)
 	test_assert(pop3_policy_schema_record_decode(val.mv_data, val.mv_size,
 						     &srec, &error));
 	test_assert(srec.schema_version == POP3_POLICY_SCHEMA_VERSION);
-	test_assert(srec.schema_version == 2);
+	test_assert(srec.schema_version == 3);
+	test_assert(test_count_v1_values(env) == 0);
 	/* the creation time is the old one */
 	test_assert(srec.created == 1600000000);
 	mdb_txn_abort(txn);
@@ -454,16 +657,24 @@ static void test_env_upgrade_v1(void)
 	pop3_policy_env_read_end(env, &txn);
 	pop3_policy_env_unref(&env);
 
-	/* converted once: reopening finds schema 2 */
+	/* converted once: reopening finds schema 3 */
 	test_assert(pop3_policy_env_open(path, 0600, &env, &error) == 0);
 	test_assert(test_due(env, 1, TEST_T0 + 10 * TEST_DAY, &due) == 4);
 	pop3_policy_env_unref(&env);
 
 	/* a newer schema than this module knows is refused */
-	test_write_v1_env(test_path("v9.mdb"), 9);
+	test_write_v1_env(test_path("v9.mdb"), 2);
+	test_write_schema(test_path("v9.mdb"), 9);
 	test_assert(pop3_policy_env_open(test_path("v9.mdb"), 0600, &env,
 					 &error) < 0);
-	test_assert(strstr(error, "schema version 9") != NULL);
+	test_assert(strstr(error, "schema version 9, this module knows only "
+			   "up to 3: upgrade the module") != NULL);
+	/* a version-1 schema record claiming schema 3 or later never was
+	   written by any module: damaged */
+	test_write_v1_env(test_path("v1-9.mdb"), 9);
+	test_assert(pop3_policy_env_open(test_path("v1-9.mdb"), 0600, &env,
+					 &error) < 0);
+	test_assert(strstr(error, "corrupted schema record") != NULL);
 	test_assert(pop3_policy_env_open_count() == 0);
 	test_end();
 }
@@ -500,7 +711,7 @@ static void test_env_upgrade_v1_foreign_keys(void)
 		rec.guid = t_strdup_printf("foreign-%u", i);
 		rec.first_download = TEST_T0 + 2;
 		buffer_set_used_size(buf, 0);
-		pop3_policy_msg_record_encode(buf, &rec);
+		test_v1_msg_encode(buf, &rec);
 		memset(key, 'k' + i, sizeof(key));
 		if (i == 2)
 			key[4] = '\0';
@@ -519,6 +730,148 @@ static void test_env_upgrade_v1_foreign_keys(void)
 	test_assert(due.ordered && due.errors == 0);
 	pop3_policy_env_unref(&env);
 	test_assert(pop3_policy_env_open_count() == 0);
+	test_end();
+}
+
+static int test_meta_write(struct pop3_policy_env *env, MDB_txn *txn,
+			   void *context ATTR_UNUSED, const char **error_r)
+{
+	int ret;
+
+	if ((ret = pop3_policy_env_flag_put(env, txn, "$POP3Deleted",
+					    error_r)) != 0)
+		return ret;
+	return pop3_policy_env_sweep_put(env, txn, TEST_T0, error_r);
+}
+
+/* Change one byte of the value under key in dbi (xor mask) */
+static void test_flip(struct pop3_policy_env *env, MDB_dbi dbi,
+		      const void *key, size_t key_size, size_t offset,
+		      uint8_t mask)
+{
+	MDB_txn *txn;
+	MDB_val k, v;
+	unsigned char *copy;
+
+	k.mv_data = (void *)key;
+	k.mv_size = key_size;
+	test_assert(mdb_txn_begin(env->env, NULL, 0, &txn) == 0);
+	test_assert(mdb_get(txn, dbi, &k, &v) == 0);
+	test_assert(offset < v.mv_size);
+	copy = test_memdup(v.mv_data, v.mv_size);
+	copy[offset] ^= mask;
+	v.mv_data = copy;
+	test_assert(mdb_put(txn, dbi, &k, &v, 0) == 0);
+	test_assert(mdb_txn_commit(txn) == 0);
+}
+
+/* Move the downloads entry of msg_key from one time to another, its
+   value unchanged: a key damaged in place */
+static void test_move_download(struct pop3_policy_env *env,
+			       const char *msg_key, uint64_t from,
+			       uint64_t to)
+{
+	buffer_t *a = t_buffer_create(64), *b = t_buffer_create(64);
+	MDB_txn *txn;
+	MDB_val k, v;
+	void *value;
+
+	pop3_policy_download_key_encode(a, from, msg_key);
+	pop3_policy_download_key_encode(b, to, msg_key);
+	test_assert(mdb_txn_begin(env->env, NULL, 0, &txn) == 0);
+	k.mv_data = (void *)a->data;
+	k.mv_size = a->used;
+	test_assert(mdb_get(txn, env->dbi_downloads, &k, &v) == 0);
+	value = test_memdup(v.mv_data, v.mv_size);
+	test_assert(mdb_del(txn, env->dbi_downloads, &k, NULL) == 0);
+	k.mv_data = (void *)b->data;
+	k.mv_size = b->used;
+	v.mv_data = value;
+	test_assert(mdb_put(txn, env->dbi_downloads, &k, &v, 0) == 0);
+	test_assert(mdb_txn_commit(txn) == 0);
+}
+
+/* A flipped byte in any record is reported and never served: keep_days
+   doesn't see a damaged message record or index entry as due, lookups
+   fail (or say "damaged"), the iterators report it and go on. */
+static void test_env_damage(void)
+{
+	struct pop3_policy_env *env;
+	struct pop3_policy_msg_record rec;
+	struct pop3_policy_uidl_record urec;
+	struct test_write_ctx wctx;
+	struct test_due_ctx due;
+	const char *path = test_path("damage.mdb"), *error, *damage;
+	const char *keyword;
+	uint64_t last_sweep;
+	unsigned int i, count = 0;
+	MDB_txn *txn;
+
+	test_begin("pop3 policy env: damaged records are never served");
+	test_assert(pop3_policy_env_open(path, 0600, &env, &error) == 0);
+	for (i = 0; i < 4; i++) {
+		i_zero(&wctx);
+		wctx.guid = t_strdup_printf("dmg-%u", i);
+		wctx.uidl = t_strdup_printf("dmg-uidl-%u", i);
+		wctx.download = TEST_T0 + i * TEST_DAY;
+		test_assert(pop3_policy_env_write(env, test_write, &wctx,
+						  &error) == 0);
+	}
+	test_assert(pop3_policy_env_write(env, test_meta_write, NULL,
+					  &error) == 0);
+	test_assert(test_due(env, 1, TEST_T0 + 10 * TEST_DAY, &due) == 4);
+
+	/* dmg-1: a bit of its first download (u64 at 6..13); dmg-2: a bit
+	   of its frozen UIDL */
+	test_flip(env, env->dbi_msgs, "dmg-1", 5, 13, 0x01);
+	test_flip(env, env->dbi_msgs, "dmg-2", 5, 17, 0x20);
+	test_assert(pop3_policy_env_read_begin(env, &txn, &error) == 0);
+	test_assert(pop3_policy_env_msg_get(env, txn, "dmg-1", &rec,
+					    &error) < 0);
+	test_assert(strstr(error, "checksum mismatch") != NULL);
+	test_assert(pop3_policy_env_msg_lookup(env, txn, "dmg-2", &rec,
+					       &damage, &error) == 0);
+	test_assert(damage != NULL && strstr(damage, "dmg-2") != NULL);
+	test_assert(pop3_policy_env_msg_lookup(env, txn, "dmg-0", &rec,
+					       &damage, &error) == 1);
+	test_assert(damage == NULL);
+	pop3_policy_env_read_end(env, &txn);
+	test_assert(test_due(env, 1, TEST_T0 + 10 * TEST_DAY, &due) == 2);
+	test_assert(due.errors == 2);
+	test_assert_strcmp(due.guids[0], "dmg-0");
+	test_assert_strcmp(due.guids[1], "dmg-3");
+	test_assert(pop3_policy_env_msg_iter(env, test_count_iter, &count,
+					     &error) == 0);
+	test_assert(count == 2);
+
+	/* dmg-3's index entry moved to an earlier time (its key damaged):
+	   reported, not served, and the pass goes on past it */
+	test_move_download(env, "dmg-3", TEST_T0 + 3 * TEST_DAY,
+			   TEST_T0 - 30 * TEST_DAY);
+	test_assert(test_due(env, 1, TEST_T0 + 10 * TEST_DAY, &due) == 1);
+	test_assert(due.errors == 3);
+	test_assert_strcmp(due.guids[0], "dmg-0");
+	/* and it stays (it is reported again, not dropped) */
+	test_assert(test_due(env, 1, TEST_T0 + 10 * TEST_DAY, &due) == 1);
+	test_assert(due.errors == 3);
+
+	/* a reservation, the deleted flag, the sweep time */
+	test_flip(env, env->dbi_uidls, "dmg-uidl-0", 10, 1, 0xff);
+	test_flip(env, env->dbi_meta, POP3_POLICY_META_KEY_FLAG,
+		  strlen(POP3_POLICY_META_KEY_FLAG), 7, 0x01);
+	test_flip(env, env->dbi_meta, POP3_POLICY_META_KEY_SWEEP,
+		  strlen(POP3_POLICY_META_KEY_SWEEP), 12, 0x80);
+	test_assert(pop3_policy_env_read_begin(env, &txn, &error) == 0);
+	test_assert(pop3_policy_env_uidl_get(env, txn, "dmg-uidl-0", &urec,
+					     &error) < 0);
+	test_assert(pop3_policy_env_uidl_get(env, txn, "dmg-uidl-1", &urec,
+					     &error) == 1);
+	test_assert(pop3_policy_env_flag_get(env, txn, &keyword,
+					     &error) < 0);
+	test_assert(pop3_policy_env_sweep_get(env, txn, &last_sweep,
+					      &error) < 0);
+	pop3_policy_env_read_end(env, &txn);
+	pop3_policy_env_unref(&env);
 	test_end();
 }
 
@@ -541,6 +894,9 @@ int main(void)
 		test_env_due_index,
 		test_env_upgrade_v1,
 		test_env_upgrade_v1_foreign_keys,
+		test_env_upgrade_v2,
+		test_env_upgrade_v2_damaged,
+		test_env_damage,
 		test_env_cleanup,
 		NULL
 	};

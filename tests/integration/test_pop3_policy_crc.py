@@ -1,0 +1,242 @@
+"""pop3_policy with a damaged record in its own environment
+(dovecot-pop3-policy.mdb): every value carries a CRC over its type, key
+and fields (docs/pop3-policy.md, "Records"), and a record that fails it
+is reported and never served (docs/pop3-policy.md, "Damaged records").
+
+One byte of a message record is changed on disk (python3-lmdb, with
+Dovecot idle): its frozen UIDL, or its first-download time.  Before the
+CRC a changed UIDL character that stayed printable was served as the
+message's UIDL (a POP3 client downloads it again, or skips another one
+given that UIDL), and a record and index entry both damaged to an
+earlier download time made keep_days delete the message early.
+
+The helpers read the version byte, so that the same test runs against a
+module of schema 2 (version-1 values, no CRC): that is how it was shown
+to fail without the CRC."""
+
+import struct
+
+import harness
+import policyrec
+import test_pop3_policy as tp
+
+USER = tp.USER
+
+
+def header(value: bytes) -> int:
+    """The bytes before the fields: version and CRC (version 2), or the
+    version alone (version 1, schema 2 and older)."""
+    return policyrec.HEADER if value[0] == policyrec.VERSION else 1
+
+
+def flip_msg(dc, guid: str, field: str, byte: int = 0, mask: int = 0x01) -> None:
+    """Change one byte of a field of the "msgs" record of guid."""
+    path = tp.policy_env_path(dc)
+    value = policyrec.get(path, b'msgs', guid.encode())
+    assert value is not None, 'no msgs record for %s' % guid
+    # fields: u8 flags, u64 first download, u16 + UIDL, u16 + GUID
+    off = header(value) + (1 if field == 'first_download' else 1 + 8 + 2) + byte
+    policyrec.flip(path, b'msgs', guid.encode(), off, mask)
+
+
+def msg_first_download(dc, guid: str) -> int:
+    value = policyrec.get(tp.policy_env_path(dc), b'msgs', guid.encode())
+    h = header(value)
+    return struct.unpack('>Q', value[h + 1:h + 9])[0]
+
+
+def move_download_entry(dc, guid: str, old: int, new: int) -> None:
+    """Move the "downloads" index entry of guid from time old to new,
+    its value as it was: a damaged key."""
+    path = tp.policy_env_path(dc)
+    env = policyrec.open_env(path)
+    try:
+        db = env.open_db(b'downloads', create=False)
+        with env.begin(db=db, write=True) as txn:
+            old_key = struct.pack('>Q', old) + guid.encode()
+            value = txn.get(old_key)
+            assert value is not None, 'no downloads entry %r' % old_key
+            value = bytes(value)
+            txn.delete(old_key)
+            txn.put(struct.pack('>Q', new) + guid.encode(), value)
+    finally:
+        env.close()
+
+
+def damage_lines(text: str, guid: str) -> list[str]:
+    """Log lines naming the damaged message record of guid"""
+    return [l for l in text.splitlines()
+            if 'pop3_policy: ' in l and 'damaged message record' in l and guid in l
+            and 'checksum mismatch' in l]
+
+
+@harness.drivers('maildir')
+def test_damaged_msgs_record_keeps_uidl(driver):
+    """A flipped bit in the frozen UIDL of a message record: the next POP3
+    session shows the same UIDL as before (taken from the reservation
+    that names the message's GUID), a warning names the damaged record,
+    and the record is written again at the session's end."""
+    with tp.make_dc(driver) as dc:
+        tp.deliver(dc, [tp.make_msg('cu', i) for i in range(3)])
+        before = tp.pop3_view(dc)
+        guid = {m: r['guid'] for m, r in tp.mailbox_msgs(dc).items()}
+        g1 = guid[tp.mid('cu', 1)]
+        # its first character: '0'..'9', 'A'..'F' (%08Xu%08Xv) stay
+        # printable with bit 0 flipped, and no other message's UIDL
+        # starts with '1'
+        flip_msg(dc, g1, 'uidl', byte=0, mask=0x01)
+
+        after = tp.pop3_view(dc)
+        assert after == before, 'a damaged record changed the UIDLs: %r -> %r' % (
+            before, after)
+        log = dc.log()
+        lines = damage_lines(log, g1)
+        assert any('UIDL %s recovered from its reservation' % before[tp.mid('cu', 1)] in l
+                   for l in lines), log
+        assert any('(written again)' in l for l in lines), log
+        # written again: it decodes, with the UIDL shown
+        path = tp.policy_env_path(dc)
+        rec = policyrec.decode_msg(g1.encode(), policyrec.get(path, b'msgs', g1.encode()))
+        assert rec['uidl'] == before[tp.mid('cu', 1)], rec
+        assert tp.policy_uidl(dc)[g1] == before[tp.mid('cu', 1)]
+        # and the next session has nothing more to say about it
+        n = len(damage_lines(dc.log(), g1))
+        assert tp.pop3_view(dc) == before
+        assert len(damage_lines(dc.log(), g1)) == n
+
+
+@harness.drivers('maildir')
+def test_damaged_msgs_record_not_deleted_early(driver):
+    """keep_days never deletes on the word of a damaged record.  All three
+    messages downloaded now, keep_days = 7; then (Dovecot idle):
+    - cd1: its record's first-download time and its index entry both
+      moved ~34 years back (two damaged records that agree);
+    - cd2: its record's first-download time changed, its index entry
+      intact.
+    A day later keep_days removes nothing (cd1 is not due by its real
+    time); eight days later it removes cd0 only.  Each damaged record is
+    named in the log; cd1 and cd2 stay, also on the next pass."""
+    with tp.make_dc(driver, {'pop3_policy_keep_days': 7}) as dc:
+        tp.deliver(dc, [tp.make_msg('cd', i) for i in range(3)])
+        p = dc.pop3(USER)
+        for n in (1, 2, 3):
+            p.retr(n)
+        tp.pop3_quit_and_wait(dc, p)
+        guid = {m: r['guid'] for m, r in tp.mailbox_msgs(dc).items()}
+        g0, g1, g2 = (guid[tp.mid('cd', i)] for i in range(3))
+        t1 = msg_first_download(dc, g1)
+        assert t1 > 1700000000, t1
+        # bit 30 of the time: 0x69.. -> 0x29..
+        flip_msg(dc, g1, 'first_download', byte=4, mask=0x40)
+        early = msg_first_download(dc, g1)
+        assert early == t1 ^ (0x40 << 24), (t1, early)
+        move_download_entry(dc, g1, t1, early)
+        flip_msg(dc, g2, 'first_download', byte=4, mask=0x40)
+
+        r = tp.doveadm_at(dc, '+1d', 'pop3-policy', 'run', user=USER, check=False)
+        assert r.returncode == 0, 'run failed (exit %d): %s' % (r.returncode, r.stderr)
+        left = sorted(m for _, m in dc.message_ids(USER))
+        assert left == [tp.mid('cd', i) for i in range(3)], \
+            'keep_days deleted a message on the word of a damaged record: %r' % left
+        log = dc.log() + '\n' + r.stderr
+        assert [l for l in log.splitlines() if 'damaged downloads index entry' in l
+                and g1 in l and 'checksum mismatch' in l], log
+
+        r = tp.doveadm_at(dc, '+8d', 'pop3-policy', 'run', user=USER, check=False)
+        assert r.returncode == 0, 'run failed (exit %d): %s' % (r.returncode, r.stderr)
+        left = sorted(m for _, m in dc.message_ids(USER))
+        assert left == [tp.mid('cd', 1), tp.mid('cd', 2)], left
+        log = dc.log() + '\n' + r.stderr
+        assert damage_lines(log, g2), log
+        assert [e['guid'] for e in tp.keep_days_entries(log)] == [g0], log
+
+        r = tp.doveadm_at(dc, '+9d', 'pop3-policy', 'run', user=USER, check=False)
+        assert r.returncode == 0, 'run failed (exit %d): %s' % (r.returncode, r.stderr)
+        assert sorted(m for _, m in dc.message_ids(USER)) == left
+        assert len(damage_lines(dc.log() + '\n' + r.stderr, g2)) >= 1
+
+        # doveadm pop3-policy show lists the damaged ones as such, and
+        # names them in the log
+        r = dc.doveadm('pop3-policy', 'show', user=USER)
+        shown = {row['guid']: row for row in
+                 tp.parse_table(r.stdout, ['guid', 'uidl', 'downloaded', 'hidden'])}
+        assert shown[g1]['downloaded'] == 'damaged', shown
+        assert shown[g2]['downloaded'] == 'damaged', shown
+        assert damage_lines(dc.log() + '\n' + r.stderr, g1), dc.log() + r.stderr
+
+
+def downgrade_to_schema2(path: str) -> int:
+    """Rewrite a schema-3 environment as a module of schema 2 wrote it:
+    every value version 1 (the version byte 1, no CRC, the same fields),
+    the schema record saying 2.  Returns the number of values."""
+    env = policyrec.open_env(path)
+    count = 0
+    try:
+        with env.begin(write=True) as txn:
+            for name in (b'meta', b'msgs', b'uidls', b'downloads'):
+                db = env.open_db(name, txn=txn, create=False)
+                items = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=db)]
+                for k, v in items:
+                    assert v[0] == policyrec.VERSION, (name, k, v)
+                    fields = v[policyrec.HEADER:]
+                    if name == b'meta' and k == b'schema':
+                        fields = struct.pack('>I', 2) + fields[4:]
+                    txn.put(k, b'\x01' + fields, db=db)
+                    count += 1
+    finally:
+        env.close()
+    return count
+
+
+def check_all_sealed(path: str) -> int:
+    """Every value of every DBI is version 2 with a CRC that holds."""
+    types = {b'msgs': policyrec.TYPE_MSG, b'uidls': policyrec.TYPE_UIDL,
+             b'downloads': policyrec.TYPE_DOWNLOAD}
+    meta_types = {b'schema': policyrec.TYPE_SCHEMA, b'sweep': policyrec.TYPE_SWEEP,
+                  b'deleted-flag': policyrec.TYPE_FLAG}
+    env = policyrec.open_env(path, readonly=True)
+    count = 0
+    try:
+        with env.begin() as txn:
+            for name in (b'meta', b'msgs', b'uidls', b'downloads'):
+                db = env.open_db(name, txn=txn, create=False)
+                for k, v in txn.cursor(db=db):
+                    k, v = bytes(k), bytes(v)
+                    rtype = meta_types[k] if name == b'meta' else types[name]
+                    fields = policyrec.unseal(rtype, k, v)
+                    if k == b'schema':
+                        assert struct.unpack('>I', fields[:4])[0] == 3, fields
+                    count += 1
+    finally:
+        env.close()
+    return count
+
+
+@harness.drivers('maildir')
+def test_schema2_environment_converted_on_open(driver):
+    """An environment of schema 2 (version-1 values: rewritten here from a
+    real one, byte for byte as the module of schema 2 wrote them) is
+    converted when a process opens it: every value is version 2 with a
+    CRC that holds, one log line says so, and the POP3 client sees the
+    same UIDLs, the same download time is kept."""
+    with tp.make_dc(driver, {'pop3_policy_keep_days': 7}) as dc:
+        tp.deliver(dc, [tp.make_msg('cv', i) for i in range(3)])
+        before = tp.pop3_view(dc)
+        p = dc.pop3(USER)
+        p.retr(2)
+        tp.pop3_quit_and_wait(dc, p)
+        shown = tp.policy_show(dc)
+        path = tp.policy_env_path(dc)
+        dc.stop()
+        values = downgrade_to_schema2(path)
+        # schema, sweep, 3 msgs, 3 uidls, 1 downloads entry at least
+        assert values >= 8, values
+        dc.start()
+
+        assert tp.pop3_view(dc) == before
+        log = dc.log()
+        assert len([l for l in log.splitlines()
+                    if 'pop3_policy: ' in l and 'converted from schema 2 to 3' in l]) == 1, log
+        assert 'left as they were' not in log, log
+        assert check_all_sealed(path) >= values
+        assert tp.policy_show(dc) == shown
