@@ -9,6 +9,34 @@
    index), every UIDL reservation. A damaged record is reported to the
    callback as an error, never as a record. */
 
+/* A read transaction and a cursor on dbi in it, for one iteration. */
+static int
+pop3_policy_env_cursor_begin(struct pop3_policy_env *env, MDB_dbi dbi,
+			     MDB_txn **txn_r, MDB_cursor **cursor_r,
+			     const char **error_r)
+{
+	int ret;
+
+	if (pop3_policy_env_read_begin(env, txn_r, error_r) < 0)
+		return -1;
+	if ((ret = mdb_cursor_open(*txn_r, dbi, cursor_r)) != 0) {
+		*error_r = t_strdup_printf("mdb_cursor_open() failed: %s",
+					   mdb_strerror(ret));
+		pop3_policy_env_read_end(env, txn_r);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+pop3_policy_env_cursor_end(struct pop3_policy_env *env, MDB_txn **txn,
+			   MDB_cursor **cursor)
+{
+	mdb_cursor_close(*cursor);
+	*cursor = NULL;
+	pop3_policy_env_read_end(env, txn);
+}
+
 int pop3_policy_env_msg_iter(struct pop3_policy_env *env,
 			     pop3_policy_env_msg_iter_func_t *func,
 			     void *context, const char **error_r)
@@ -20,14 +48,9 @@ int pop3_policy_env_msg_iter(struct pop3_policy_env *env,
 	const char *error;
 	int ret, func_ret = 0;
 
-	if (pop3_policy_env_read_begin(env, &txn, error_r) < 0)
+	if (pop3_policy_env_cursor_begin(env, env->dbi_msgs, &txn, &cursor,
+					 error_r) < 0)
 		return -1;
-	if ((ret = mdb_cursor_open(txn, env->dbi_msgs, &cursor)) != 0) {
-		*error_r = t_strdup_printf("mdb_cursor_open() failed: %s",
-					   mdb_strerror(ret));
-		pop3_policy_env_read_end(env, &txn);
-		return -1;
-	}
 	while (func_ret >= 0 &&
 	       (ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) {
 		T_BEGIN {
@@ -46,8 +69,7 @@ int pop3_policy_env_msg_iter(struct pop3_policy_env *env,
 			}
 		} T_END;
 	}
-	mdb_cursor_close(cursor);
-	pop3_policy_env_read_end(env, &txn);
+	pop3_policy_env_cursor_end(env, &txn, &cursor);
 	if (ret != 0 && ret != MDB_NOTFOUND) {
 		*error_r = t_strdup_printf("mdb_cursor_get() failed: %s",
 					   mdb_strerror(ret));
@@ -169,14 +191,9 @@ int pop3_policy_env_due_iter(struct pop3_policy_env *env,
 
 	if (keep_days == 0)
 		return 0;
-	if (pop3_policy_env_read_begin(env, &txn, error_r) < 0)
+	if (pop3_policy_env_cursor_begin(env, env->dbi_downloads, &txn, &cursor,
+					 error_r) < 0)
 		return -1;
-	if ((ret = mdb_cursor_open(txn, env->dbi_downloads, &cursor)) != 0) {
-		*error_r = t_strdup_printf("mdb_cursor_open() failed: %s",
-					   mdb_strerror(ret));
-		pop3_policy_env_read_end(env, &txn);
-		return -1;
-	}
 	i_zero(&ctx);
 	ctx.keep_days = keep_days;
 	ctx.now = now;
@@ -192,8 +209,7 @@ int pop3_policy_env_due_iter(struct pop3_policy_env *env,
 							      &val, &ctx);
 		} T_END;
 	}
-	mdb_cursor_close(cursor);
-	pop3_policy_env_read_end(env, &txn);
+	pop3_policy_env_cursor_end(env, &txn, &cursor);
 	if (ret != 0 && ret != MDB_NOTFOUND) {
 		*error_r = t_strdup_printf("mdb_cursor_get() failed: %s",
 					   mdb_strerror(ret));
@@ -217,14 +233,9 @@ int pop3_policy_env_uidl_iter(struct pop3_policy_env *env,
 	const char *error, *uidl;
 	int ret, func_ret = 0;
 
-	if (pop3_policy_env_read_begin(env, &txn, error_r) < 0)
+	if (pop3_policy_env_cursor_begin(env, env->dbi_uidls, &txn, &cursor,
+					 error_r) < 0)
 		return -1;
-	if ((ret = mdb_cursor_open(txn, env->dbi_uidls, &cursor)) != 0) {
-		*error_r = t_strdup_printf("mdb_cursor_open() failed: %s",
-					   mdb_strerror(ret));
-		pop3_policy_env_read_end(env, &txn);
-		return -1;
-	}
 	while (func_ret >= 0 &&
 	       (ret = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) == 0) {
 		T_BEGIN {
@@ -242,8 +253,7 @@ int pop3_policy_env_uidl_iter(struct pop3_policy_env *env,
 			}
 		} T_END;
 	}
-	mdb_cursor_close(cursor);
-	pop3_policy_env_read_end(env, &txn);
+	pop3_policy_env_cursor_end(env, &txn, &cursor);
 	if (ret != 0 && ret != MDB_NOTFOUND) {
 		*error_r = t_strdup_printf("mdb_cursor_get() failed: %s",
 					   mdb_strerror(ret));

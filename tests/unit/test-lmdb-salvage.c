@@ -1278,6 +1278,19 @@ static void test_salvage_random(void)
 
 /* A schema-1 environment (records without checksums): salvaged with the
    schema-1 decoders, said to be unverified. */
+/* Put one hand-made record of a schema-1 environment. */
+static void test_put(MDB_txn *txn, MDB_dbi dbi, const void *key,
+		     size_t key_size, const buffer_t *value)
+{
+	MDB_val k, v;
+
+	k.mv_data = (void *)key;
+	k.mv_size = key_size;
+	v.mv_data = (void *)value->data;
+	v.mv_size = value->used;
+	test_assert(mdb_put(txn, dbi, &k, &v, 0) == 0);
+}
+
 static void test_salvage_schema1(void)
 {
 	struct lmdb_salvage_result *result;
@@ -1289,7 +1302,6 @@ static void test_salvage_schema1(void)
 	MDB_env *raw;
 	MDB_txn *txn;
 	MDB_dbi dbi[5];
-	MDB_val k, v;
 	const char *const names[] = { "meta", "bodies", "chunks", "links",
 				      "mailboxes" };
 	unsigned char key[LMDB_LINK_KEY_SIZE], ckey[LMDB_CHUNK_KEY_SIZE];
@@ -1315,11 +1327,8 @@ static void test_salvage_schema1(void)
 	env_rec.generation = 1;
 	env_rec.next_body_id = 3;
 	test_v1_env(buf, &env_rec);
-	k.mv_data = (void *)LMDB_ENV_RECORD_KEY;
-	k.mv_size = LMDB_ENV_RECORD_KEY_SIZE;
-	v.mv_data = (void *)buf->data;
-	v.mv_size = buf->used;
-	test_assert(mdb_put(txn, dbi[0], &k, &v, 0) == 0);
+	test_put(txn, dbi[0], LMDB_ENV_RECORD_KEY, LMDB_ENV_RECORD_KEY_SIZE,
+		 buf);
 
 	i_zero(&body);
 	body.state = LMDB_BODY_STATE_LINKED;
@@ -1335,20 +1344,12 @@ static void test_salvage_schema1(void)
 	buffer_set_used_size(buf, 0);
 	test_v1_body(buf, &body);
 	lmdb_body_id_encode(1, key);
-	k.mv_data = key;
-	k.mv_size = LMDB_BODY_ID_SIZE;
-	v.mv_data = (void *)buf->data;
-	v.mv_size = buf->used;
-	test_assert(mdb_put(txn, dbi[1], &k, &v, 0) == 0);
+	test_put(txn, dbi[1], key, LMDB_BODY_ID_SIZE, buf);
 
 	buffer_set_used_size(buf, 0);
 	test_v1_chunk(buf, data, strlen(data));
 	lmdb_chunk_key_encode(1, 0, ckey);
-	k.mv_data = ckey;
-	k.mv_size = sizeof(ckey);
-	v.mv_data = (void *)buf->data;
-	v.mv_size = buf->used;
-	test_assert(mdb_put(txn, dbi[2], &k, &v, 0) == 0);
+	test_put(txn, dbi[2], ckey, sizeof(ckey), buf);
 
 	/* body 2: a chunk of the same size whose data is another
 	   message's, as if a damaged key had put it there; a schema-1
@@ -1361,19 +1362,11 @@ static void test_salvage_schema1(void)
 	buffer_set_used_size(buf, 0);
 	test_v1_body(buf, &body);
 	lmdb_body_id_encode(2, key);
-	k.mv_data = key;
-	k.mv_size = LMDB_BODY_ID_SIZE;
-	v.mv_data = (void *)buf->data;
-	v.mv_size = buf->used;
-	test_assert(mdb_put(txn, dbi[1], &k, &v, 0) == 0);
+	test_put(txn, dbi[1], key, LMDB_BODY_ID_SIZE, buf);
 	buffer_set_used_size(buf, 0);
 	test_v1_chunk(buf, other, strlen(other));
 	lmdb_chunk_key_encode(2, 0, ckey);
-	k.mv_data = ckey;
-	k.mv_size = sizeof(ckey);
-	v.mv_data = (void *)buf->data;
-	v.mv_size = buf->used;
-	test_assert(mdb_put(txn, dbi[2], &k, &v, 0) == 0);
+	test_put(txn, dbi[2], ckey, sizeof(ckey), buf);
 
 	i_zero(&link);
 	link.body_id = 1;
@@ -1382,21 +1375,13 @@ static void test_salvage_schema1(void)
 	buffer_set_used_size(buf, 0);
 	test_v1_link(buf, &link);
 	lmdb_link_key_encode(box_guids[0], 7, key);
-	k.mv_data = key;
-	k.mv_size = LMDB_LINK_KEY_SIZE;
-	v.mv_data = (void *)buf->data;
-	v.mv_size = buf->used;
-	test_assert(mdb_put(txn, dbi[3], &k, &v, 0) == 0);
+	test_put(txn, dbi[3], key, LMDB_LINK_KEY_SIZE, buf);
 	link.body_id = 2;
 	link.pop3_uidl = "v1-uidl-2";
 	buffer_set_used_size(buf, 0);
 	test_v1_link(buf, &link);
 	lmdb_link_key_encode(box_guids[0], 8, key);
-	k.mv_data = key;
-	k.mv_size = LMDB_LINK_KEY_SIZE;
-	v.mv_data = (void *)buf->data;
-	v.mv_size = buf->used;
-	test_assert(mdb_put(txn, dbi[3], &k, &v, 0) == 0);
+	test_put(txn, dbi[3], key, LMDB_LINK_KEY_SIZE, buf);
 
 	i_zero(&mbox);
 	mbox.uid_validity = 77;
@@ -1405,11 +1390,7 @@ static void test_salvage_schema1(void)
 	mbox.hierarchy_sep = '/';
 	buffer_set_used_size(buf, 0);
 	test_v1_mailbox(buf, &mbox);
-	k.mv_data = (void *)box_guids[0];
-	k.mv_size = GUID_128_SIZE;
-	v.mv_data = (void *)buf->data;
-	v.mv_size = buf->used;
-	test_assert(mdb_put(txn, dbi[4], &k, &v, 0) == 0);
+	test_put(txn, dbi[4], box_guids[0], GUID_128_SIZE, buf);
 	test_assert(mdb_txn_commit(txn) == 0);
 	mdb_env_close(raw);
 	i_unlink(t_strconcat(work_dir, "/lock.mdb", NULL));
