@@ -1864,9 +1864,16 @@ def _valgrind_argv(tag: str, trace_children: bool) -> list[str]:
 
 def _instrumented_doveadm(real: str) -> str:
     """A wrapper script for doveadm that sets up the instrumentation (and
-    keeps a caller's LD_PRELOAD behind the ASan runtime)."""
+    keeps a caller's LD_PRELOAD behind the ASan runtime).
+
+    bash, not sh: doveadm hands its settings to the processes it starts
+    (DOVECONF_ENV=1) as environment variables, a namespace's named like
+    NAMESPACE/inbox/INBOX.  dash drops every variable whose name is no
+    shell identifier when it execs, so the `doveadm dsync-server` that
+    dsync starts through this wrapper got no namespace settings ("inbox=yes
+    namespace missing"); bash passes them on."""
     path = os.path.join(report_dir(), '.doveadm')
-    lines = ['#!/bin/sh', '# written by tests/integration/harness.py',
+    lines = ['#!/bin/bash', '# written by tests/integration/harness.py',
              'GDB=1; export GDB']
     if SANITIZE:
         for k, v in _sanitizer_options(leaks=True).items():
