@@ -1851,6 +1851,31 @@ def instrumented_env() -> dict[str, str]:
     return env
 
 
+def preload_env(lib: str) -> dict[str, str]:
+    """The environment for a process that preloads lib (libfaketime):
+    LD_PRELOAD=lib, or when instrumented lib followed by the ASan runtime
+    and ASan told not to insist on coming first.
+
+    Not the runtime first, as everywhere else: libfaketime initialises
+    lazily and its initialisation calls dlsym(), whose failure for a
+    symbol glibc no longer has (__ftime) allocates; with the runtime
+    first, a constructor's __cxa_atexit() starts ASan's own
+    initialisation, whose allocator asks clock_gettime() -- libfaketime's,
+    not yet initialised -- which allocates inside ASan's initialisation:
+    the process hangs on ASan's lock before main() (any program, `date`
+    too).  With libfaketime first both initialise (seen with date and
+    doveadm; ASan then initialises from its own constructor, not from an
+    interceptor in the middle of another library's).  ASan checks that it
+    comes first (verify_asan_link_order=0 turns that off): in the process
+    given this environment (the doveadm wrapper's shell too), and the
+    doveadm wrapper turns it off itself when it finds the runtime behind
+    another library; a service's own wrapper must do the same."""
+    if not SANITIZE:
+        return {'LD_PRELOAD': lib}
+    return {'LD_PRELOAD': '%s:%s' % (lib, sanitizer_runtime()),
+            'ASAN_OPTIONS': 'verify_asan_link_order=0'}
+
+
 def _valgrind_argv(tag: str, trace_children: bool) -> list[str]:
     argv = [VALGRIND_BINARY, '--tool=memcheck', '-q', '--error-limit=no',
             '--num-callers=40', '--fullpath-after=', '--vgdb=no',
@@ -1879,8 +1904,11 @@ def _instrumented_doveadm(real: str) -> str:
         for k, v in _sanitizer_options(leaks=True).items():
             lines.append("%s='%s'; export %s" % (k, v, k))
         rt = sanitizer_runtime()
-        lines.append('case ":$LD_PRELOAD:" in *":%s:"*) ;; '
-                     '*) LD_PRELOAD="%s${LD_PRELOAD:+:$LD_PRELOAD}" ;; esac' % (rt, rt))
+        # the runtime first, unless the caller put it behind a library on
+        # purpose (preload_env()): then ASan must not insist
+        lines.append('case ":$LD_PRELOAD:" in ":%s:"*) ;; '
+                     '*":%s:"*) ASAN_OPTIONS="$ASAN_OPTIONS:verify_asan_link_order=0" ;; '
+                     '*) LD_PRELOAD="%s${LD_PRELOAD:+:$LD_PRELOAD}" ;; esac' % (rt, rt, rt))
         lines.append('export LD_PRELOAD')
     prefix = ''
     if VALGRIND:
