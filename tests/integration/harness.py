@@ -1928,6 +1928,23 @@ def _instrumented_doveadm(real: str) -> str:
     return path
 
 
+def doveadm_binary_env(leaks: bool = True) -> tuple[str, dict[str, str]]:
+    """(doveadm binary, environment to add) for a caller that must start
+    the binary itself, not DOVEADM (gdb --args wants an executable, not
+    the instrumented runs' wrapper script).  The environment is the
+    wrapper's (the ASan runtime alone in LD_PRELOAD); leaks=False for a
+    process run under gdb, where LeakSanitizer cannot ptrace it at exit.
+    Under valgrind the binary runs without it (not under a debugger)."""
+    real = os.environ.get('DOVEADM_BINARY', '/usr/bin/doveadm')
+    if not INSTRUMENTED:
+        return real, {}
+    env = {'GDB': '1'}
+    if SANITIZE:
+        env.update(_sanitizer_options(leaks=leaks))
+        env['LD_PRELOAD'] = sanitizer_runtime()
+    return real, env
+
+
 _SERVICE_RE = re.compile(r'^\s*service\s+([\w-]+)\s*\{')
 
 
