@@ -1928,21 +1928,23 @@ def _instrumented_doveadm(real: str) -> str:
     return path
 
 
-def doveadm_binary_env(leaks: bool = True) -> tuple[str, dict[str, str]]:
-    """(doveadm binary, environment to add) for a caller that must start
-    the binary itself, not DOVEADM (gdb --args wants an executable, not
-    the instrumented runs' wrapper script).  The environment is the
-    wrapper's (the ASan runtime alone in LD_PRELOAD); leaks=False for a
-    process run under gdb, where LeakSanitizer cannot ptrace it at exit.
-    Under valgrind the binary runs without it (not under a debugger)."""
-    real = os.environ.get('DOVEADM_BINARY', '/usr/bin/doveadm')
+def direct_env(preload: str = '', leaks: bool = True) -> dict[str, str]:
+    """The environment to add for a Dovecot binary that a test starts
+    itself, not through the master or DOVEADM (gdb --args wants an
+    executable, not the wrapper script; the fault injector's lmtp and imap
+    run on a pipe): LD_PRELOAD=preload, and when instrumented what the
+    wrapper sets (the ASan runtime first in LD_PRELOAD, preload behind
+    it).  leaks=False for a process run under gdb: LeakSanitizer cannot
+    ptrace a traced process at exit.  Under valgrind the binary runs
+    without it."""
+    env = {'LD_PRELOAD': preload} if preload else {}
     if not INSTRUMENTED:
-        return real, {}
-    env = {'GDB': '1'}
+        return env
+    env['GDB'] = '1'
     if SANITIZE:
         env.update(_sanitizer_options(leaks=leaks))
-        env['LD_PRELOAD'] = sanitizer_runtime()
-    return real, env
+        env['LD_PRELOAD'] = sanitizer_runtime() + (':' + preload if preload else '')
+    return env
 
 
 _SERVICE_RE = re.compile(r'^\s*service\s+([\w-]+)\s*\{')

@@ -68,8 +68,8 @@ def verify_r_paused(dc, break_at: str, during) -> tuple[str, str]:
     wait = 'shell touch %s; while [ ! -e %s ]; do sleep 0.1; done' % (paused, resume)
     # the binary itself (gdb runs no wrapper script), instrumented with
     # the wrapper's environment: set in gdb, not for gdb
-    binary, env = harness.doveadm_binary_env(leaks=False)
-    cmd = [binary, '-c', dc.conf_path, 'lmdb', 'verify', '-u', USER, '-r']
+    env = harness.direct_env(leaks=False)
+    cmd = [os.environ.get('DOVEADM_BINARY', '/usr/bin/doveadm'), '-c', dc.conf_path, 'lmdb', 'verify', '-u', USER, '-r']
     gdb = ['gdb', '-q', '-batch', '-ex', 'set breakpoint pending on']
     for k, v in env.items():
         gdb += ['-ex', 'set environment %s=%s' % (k, v)]
