@@ -1777,6 +1777,10 @@ SANITIZER_LEAK_SERVICES = ('imap', 'pop3', 'lmtp')
 VALGRIND_SUPP = os.path.join(HERE, 'valgrind.supp')
 # a vsz_limit below this is what the test is about: skipped when instrumented
 INSTRUMENTED_MIN_VSZ = 1 << 30
+# how much longer a test's own time limits are when instrumented: ASan makes
+# a mail process 3-5x slower (docs/reliability.md), valgrind 20-50x.  For
+# limits that only tell a hang from slowness, not for what a test measures.
+TIME_FACTOR = 5 if SANITIZE else 40 if VALGRIND else 1
 
 _report_state = {'dir': None, 'tmp': False, 'runtime': None}
 
