@@ -1518,6 +1518,12 @@ class Dovecot:
         # (2.4 prefixes the listener's name, "tcp: ")
         r'doveadm\(127\.0\.0\.1\): Error: (?:\S+: )?doveadm client disconnected before '
         r'handshake: EOF',
+        # a process not scheduled until 0.1 s after its ioloop's timeout
+        # (lib/ioloop.c: epoll_wait() returned that late): the machine's
+        # load (an instrumented master under load 15+), not the code under
+        # test.  Seconds, not more: a real clock jump would be bigger, and
+        # backwards is never benign.
+        r': Warning: Time moved forwards by \d\.\d+ seconds - adjusting timeouts\.$',
     ]
 
     def log_errors(self, include_warnings: bool = True, include_benign: bool = False
@@ -1771,6 +1777,10 @@ SANITIZER_LEAK_SERVICES = ('imap', 'pop3', 'lmtp')
 VALGRIND_SUPP = os.path.join(HERE, 'valgrind.supp')
 # a vsz_limit below this is what the test is about: skipped when instrumented
 INSTRUMENTED_MIN_VSZ = 1 << 30
+# how much longer a test's own time limits are when instrumented: ASan makes
+# a mail process 3-5x slower (docs/reliability.md), valgrind 20-50x.  For
+# limits that only tell a hang from slowness, not for what a test measures.
+TIME_FACTOR = 5 if SANITIZE else 40 if VALGRIND else 1
 
 _report_state = {'dir': None, 'tmp': False, 'runtime': None}
 
@@ -1851,6 +1861,31 @@ def instrumented_env() -> dict[str, str]:
     return env
 
 
+def preload_env(lib: str) -> dict[str, str]:
+    """The environment for a process that preloads lib (libfaketime):
+    LD_PRELOAD=lib, or when instrumented lib followed by the ASan runtime
+    and ASan told not to insist on coming first.
+
+    Not the runtime first, as everywhere else: libfaketime initialises
+    lazily and its initialisation calls dlsym(), whose failure for a
+    symbol glibc no longer has (__ftime) allocates; with the runtime
+    first, a constructor's __cxa_atexit() starts ASan's own
+    initialisation, whose allocator asks clock_gettime() -- libfaketime's,
+    not yet initialised -- which allocates inside ASan's initialisation:
+    the process hangs on ASan's lock before main() (any program, `date`
+    too).  With libfaketime first both initialise (seen with date and
+    doveadm; ASan then initialises from its own constructor, not from an
+    interceptor in the middle of another library's).  ASan checks that it
+    comes first (verify_asan_link_order=0 turns that off): in the process
+    given this environment (the doveadm wrapper's shell too), and the
+    doveadm wrapper turns it off itself when it finds the runtime behind
+    another library; a service's own wrapper must do the same."""
+    if not SANITIZE:
+        return {'LD_PRELOAD': lib}
+    return {'LD_PRELOAD': '%s:%s' % (lib, sanitizer_runtime()),
+            'ASAN_OPTIONS': 'verify_asan_link_order=0'}
+
+
 def _valgrind_argv(tag: str, trace_children: bool) -> list[str]:
     argv = [VALGRIND_BINARY, '--tool=memcheck', '-q', '--error-limit=no',
             '--num-callers=40', '--fullpath-after=', '--vgdb=no',
@@ -1864,16 +1899,26 @@ def _valgrind_argv(tag: str, trace_children: bool) -> list[str]:
 
 def _instrumented_doveadm(real: str) -> str:
     """A wrapper script for doveadm that sets up the instrumentation (and
-    keeps a caller's LD_PRELOAD behind the ASan runtime)."""
+    keeps a caller's LD_PRELOAD behind the ASan runtime).
+
+    bash, not sh: doveadm hands its settings to the processes it starts
+    (DOVECONF_ENV=1) as environment variables, a namespace's named like
+    NAMESPACE/inbox/INBOX.  dash drops every variable whose name is no
+    shell identifier when it execs, so the `doveadm dsync-server` that
+    dsync starts through this wrapper got no namespace settings ("inbox=yes
+    namespace missing"); bash passes them on."""
     path = os.path.join(report_dir(), '.doveadm')
-    lines = ['#!/bin/sh', '# written by tests/integration/harness.py',
+    lines = ['#!/bin/bash', '# written by tests/integration/harness.py',
              'GDB=1; export GDB']
     if SANITIZE:
         for k, v in _sanitizer_options(leaks=True).items():
             lines.append("%s='%s'; export %s" % (k, v, k))
         rt = sanitizer_runtime()
-        lines.append('case ":$LD_PRELOAD:" in *":%s:"*) ;; '
-                     '*) LD_PRELOAD="%s${LD_PRELOAD:+:$LD_PRELOAD}" ;; esac' % (rt, rt))
+        # the runtime first, unless the caller put it behind a library on
+        # purpose (preload_env()): then ASan must not insist
+        lines.append('case ":$LD_PRELOAD:" in ":%s:"*) ;; '
+                     '*":%s:"*) ASAN_OPTIONS="$ASAN_OPTIONS:verify_asan_link_order=0" ;; '
+                     '*) LD_PRELOAD="%s${LD_PRELOAD:+:$LD_PRELOAD}" ;; esac' % (rt, rt, rt))
         lines.append('export LD_PRELOAD')
     prefix = ''
     if VALGRIND:
@@ -1885,6 +1930,25 @@ def _instrumented_doveadm(real: str) -> str:
     os.chmod(path + '.tmp', 0o755)
     os.replace(path + '.tmp', path)
     return path
+
+
+def direct_env(preload: str = '', leaks: bool = True) -> dict[str, str]:
+    """The environment to add for a Dovecot binary that a test starts
+    itself, not through the master or DOVEADM (gdb --args wants an
+    executable, not the wrapper script; the fault injector's lmtp and imap
+    run on a pipe): LD_PRELOAD=preload, and when instrumented what the
+    wrapper sets (the ASan runtime first in LD_PRELOAD, preload behind
+    it).  leaks=False for a process run under gdb: LeakSanitizer cannot
+    ptrace a traced process at exit.  Under valgrind the binary runs
+    without it."""
+    env = {'LD_PRELOAD': preload} if preload else {}
+    if not INSTRUMENTED:
+        return env
+    env['GDB'] = '1'
+    if SANITIZE:
+        env.update(_sanitizer_options(leaks=leaks))
+        env['LD_PRELOAD'] = sanitizer_runtime() + (':' + preload if preload else '')
+    return env
 
 
 _SERVICE_RE = re.compile(r'^\s*service\s+([\w-]+)\s*\{')

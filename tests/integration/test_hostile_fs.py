@@ -44,8 +44,10 @@ class Faulty:
             pass
         os.chmod(self.events_path, 0o666)
         env = {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), 'TZ': 'UTC',
-               'LD_PRELOAD': self.so, 'DLMDB_FI_PROG': prog,
+               'DLMDB_FI_PROG': prog,
                'DLMDB_FI_PREFIX': self.dc.mail_dir(user), 'DLMDB_FI_LOG': self.events_path}
+        # instrumented: the ASan runtime before the injector
+        env.update(harness.direct_env(self.so))
         for k, v in fault.items():
             env['DLMDB_FI_' + k.upper()] = str(v)
         r = subprocess.run([os.path.join(LIBEXEC, prog), '-k', '-c', self.dc.conf_path] + args,

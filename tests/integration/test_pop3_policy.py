@@ -123,10 +123,18 @@ def make_dc(driver, settings=None, *, plugins=('pop3_policy',), extra='',
         os.chmod(off, 0o644)
         wrap = dc.path('pop3-faketime')
         with open(wrap, 'w') as f:
+            # instrumented, the master passes the ASan runtime on in
+            # LD_PRELOAD: libfaketime goes in front of it, and ASan is told
+            # not to insist on coming first (harness.preload_env())
             f.write('#!/bin/sh\n'
                     'off=$(cat %s 2>/dev/null)\n'
                     'if [ -n "$off" ]; then\n'
-                    '  LD_PRELOAD=%s FAKETIME="$off" DONT_FAKE_MONOTONIC=1 NO_FAKE_STAT=1\n'
+                    '  if [ -n "$LD_PRELOAD" ]; then\n'
+                    '    ASAN_OPTIONS="$ASAN_OPTIONS:verify_asan_link_order=0"\n'
+                    '    export ASAN_OPTIONS\n'
+                    '  fi\n'
+                    '  LD_PRELOAD=%s${LD_PRELOAD:+:$LD_PRELOAD}\n'
+                    '  FAKETIME="$off" DONT_FAKE_MONOTONIC=1 NO_FAKE_STAT=1\n'
                     '  export LD_PRELOAD FAKETIME DONT_FAKE_MONOTONIC NO_FAKE_STAT\n'
                     'fi\n'
                     'exec %s "$@"\n' % (off, LIBFAKETIME, POP3_BINARY))
@@ -182,8 +190,9 @@ def doveadm_at(dc, offset: str, *args, user=None, check=True):
     # only doveadm is preloaded, not unshare/sh/mount before it;
     # NO_FAKE_STAT: file times stay real (libfaketime would shift stat()
     # results by the offset too)
-    cmd = ['env', 'LD_PRELOAD=' + LIBFAKETIME, 'FAKETIME=' + offset, 'NO_FAKE_STAT=1',
-           harness.DOVEADM, '-c', dc.conf_path] + args
+    # instrumented: libfaketime before the ASan runtime (harness.preload_env())
+    cmd = ['env'] + ['%s=%s' % kv for kv in harness.preload_env(LIBFAKETIME).items()] + \
+        ['FAKETIME=' + offset, 'NO_FAKE_STAT=1', harness.DOVEADM, '-c', dc.conf_path] + args
     cmd = dc.wrap(cmd, doveadm=args[0] in harness.DOVEADM_PLUGIN_COMMANDS)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=dc.dir)
     if check and r.returncode != 0:

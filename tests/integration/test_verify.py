@@ -66,10 +66,15 @@ def verify_r_paused(dc, break_at: str, during) -> tuple[str, str]:
         if os.path.exists(f):
             os.unlink(f)
     wait = 'shell touch %s; while [ ! -e %s ]; do sleep 0.1; done' % (paused, resume)
-    cmd = [harness.DOVEADM, '-c', dc.conf_path, 'lmdb', 'verify', '-u', USER, '-r']
-    gdb = ['gdb', '-q', '-batch', '-ex', 'set breakpoint pending on',
-           '-ex', 'break ' + break_at, '-ex', 'run', '-ex', wait,
-           '-ex', 'continue', '--args'] + cmd
+    # the binary itself (gdb runs no wrapper script), instrumented with
+    # the wrapper's environment: set in gdb, not for gdb
+    env = harness.direct_env(leaks=False)
+    cmd = [os.environ.get('DOVEADM_BINARY', '/usr/bin/doveadm'), '-c', dc.conf_path, 'lmdb', 'verify', '-u', USER, '-r']
+    gdb = ['gdb', '-q', '-batch', '-ex', 'set breakpoint pending on']
+    for k, v in env.items():
+        gdb += ['-ex', 'set environment %s=%s' % (k, v)]
+    gdb += ['-ex', 'break ' + break_at, '-ex', 'run', '-ex', wait,
+            '-ex', 'continue', '--args'] + cmd
     p = subprocess.Popen(dc._doveadm_with_build_plugins(gdb), cwd=dc.dir,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
