@@ -400,7 +400,8 @@ def _quota_24(plugin_settings: list) -> tuple[list, list]:
         root = roots.setdefault(idx, {'rules': []}) if what in ('', '_grace') else None
         if what == '':
             driver, _, rest_args = _unquote(s.value).partition(':')
-            if driver != 'count':
+            # count and maildir are 2.4 quota drivers of the same name
+            if driver not in ('count', 'maildir'):
                 raise Unsupported('quota backend %r was removed in Dovecot 2.4 '
                                   '(only count, maildir, fs, imapc are left)' % driver
                                   if driver in ('dict', 'dirsize') else
