@@ -84,6 +84,32 @@ dlmdb_doveadm_parse_arg_accept(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
 	} STMT_END
 #endif
 
+/* A mailbox index's "box-name" header: the name with its levels
+   separated by NULs. 2.3 keeps the storage name there; 2.4 the levels
+   unescaped (mailbox_list_storage_escape_char: "x/../y" is stored as
+   "x/^2e./y" and its header says "x\0..\0y"), and escapes them again
+   when it reads the name back. */
+#if DLMDB_DOVECOT_24
+#  include "mailbox-list-index.h"
+#  define dlmdb_mailbox_name_hdr_encode(list, storage_name, len_r) \
+	mailbox_name_hdr_encode(list, storage_name, len_r)
+#else
+#  include "mailbox-list.h"
+static inline const unsigned char *
+dlmdb_mailbox_name_hdr_encode(struct mailbox_list *list,
+			      const char *storage_name, size_t *len_r)
+{
+	char sep = mailbox_list_get_hierarchy_sep(list);
+	size_t i, len = strlen(storage_name);
+	unsigned char *hdr = t_malloc_no0(len > 0 ? len : 1);
+
+	for (i = 0; i < len; i++)
+		hdr[i] = storage_name[i] == sep ? '\0' : storage_name[i];
+	*len_r = len;
+	return hdr;
+}
+#endif
+
 /* pop3_uidl_format: 2.3 writes %u %v %g %m %f (or %{uid}...), 2.4
    %{uid | hex(8)} etc. (compat/dlmdb-uidl-format-{23,24}.c) */
 struct dlmdb_uidl_vars {

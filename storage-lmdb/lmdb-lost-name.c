@@ -1,6 +1,7 @@
 /* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
 
 #include "lib.h"
+#include "dlmdb-compat.h"
 #include "mail-namespace.h"
 #include "mailbox-list-private.h"
 #include "lmdb-link.h"
@@ -39,10 +40,9 @@ int lmdb_mailbox_lost_name_restore(struct lmdb_mailbox *mbox,
 	struct mailbox *box = &mbox->box;
 	struct lmdb_env *env = mbox->storage->env;
 	struct lmdb_mailbox_record rec;
-	char list_sep = mailbox_list_get_hierarchy_sep(box->list);
 	const char *error, *name;
-	unsigned char *hdr;
-	size_t i, len;
+	const unsigned char *hdr;
+	size_t len;
 	MDB_txn *txn;
 	int ret;
 
@@ -64,13 +64,11 @@ int lmdb_mailbox_lost_name_restore(struct lmdb_mailbox *mbox,
 	if (ret == 0 || rec.state != LMDB_MAILBOX_STATE_ACTIVE)
 		return 0;
 
-	/* the header holds the storage name with its levels separated by
-	   NULs (see index_list_mailbox_open()) */
+	/* the header holds the name with its levels separated by NULs, in
+	   the form this Dovecot version reads back (see
+	   dlmdb_mailbox_name_hdr_encode()) */
 	name = lmdb_lost_name_storage_name(box, &rec);
-	len = strlen(name);
-	hdr = t_malloc_no0(len);
-	for (i = 0; i < len; i++)
-		hdr[i] = name[i] == list_sep ? '\0' : name[i];
+	hdr = dlmdb_mailbox_name_hdr_encode(box->list, name, &len);
 	mail_index_ext_resize_hdr(trans, box->box_name_hdr_ext_id, len);
 	mail_index_update_header_ext(trans, box->box_name_hdr_ext_id, 0,
 				     hdr, len);

@@ -308,8 +308,9 @@ class Driver:
         words = list(words[:n]) + ['-u', USER] + list(words[n:])
         cmd = ['env'] + ['%s=%s' % kv for kv in sorted(self.env.items())] + \
             [harness.DOVEADM, '-k', '-c', self.dc.conf_path] + words
-        if words[0] in harness.DOVEADM_PLUGIN_COMMANDS:
-            cmd = self.dc._doveadm_with_build_plugins(cmd)
+        # wrap(): on 2.4 every doveadm (purge too) needs the build's
+        # settings modules, or its config's lmdb_* settings are unknown
+        cmd = self.dc.wrap(cmd, doveadm=words[0] in harness.DOVEADM_PLUGIN_COMMANDS)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=self.dc.dir)
         if r.returncode != 0:
             return self.refused(op, 'exit %d: %s' % (r.returncode, r.stderr[-400:]))

@@ -400,7 +400,8 @@ def _quota_24(plugin_settings: list) -> tuple[list, list]:
         root = roots.setdefault(idx, {'rules': []}) if what in ('', '_grace') else None
         if what == '':
             driver, _, rest_args = _unquote(s.value).partition(':')
-            if driver != 'count':
+            # count and maildir are 2.4 quota drivers of the same name
+            if driver not in ('count', 'maildir'):
                 raise Unsupported('quota backend %r was removed in Dovecot 2.4 '
                                   '(only count, maildir, fs, imapc are left)' % driver
                                   if driver in ('dict', 'dirsize') else
@@ -454,6 +455,21 @@ def _size_bytes(value: str) -> int:
     return int(mo.group(1)) * _SIZE_UNITS[mo.group(2).lower()]
 
 
+def _static_args_24(kind: str, args: str) -> list:
+    """2.3's static passdb/userdb args -> 2.4: passdb 'password=X' is the
+    passdb's password setting; userdb 'uid=.. gid=.. home=..' its fields { }
+    (%u... as %{user}...)."""
+    pairs = [a.partition('=') for a in args.split()]
+    if any(not eq for _k, eq, _v in pairs):
+        raise Unsupported('%s static args %r: not translated to 2.4' % (kind, args))
+    if kind == 'passdb':
+        if [k for k, _eq, _v in pairs] != ['password']:
+            raise Unsupported('passdb static args %r: only password= is translated '
+                              'to 2.4' % args)
+        return [Setting('password', pairs[0][2])]
+    return [Section('fields', None, [Setting(k, _var_24(v)) for k, _eq, v in pairs])]
+
+
 def _passdb_userdb_24(sec: Section) -> Section:
     driver = None
     args = None
@@ -468,7 +484,9 @@ def _passdb_userdb_24(sec: Section) -> Section:
     if driver is None:
         raise ValueError('%s without driver' % sec.kind)
     out = [Setting('driver', driver)]
-    if args is not None:
+    if args is not None and driver == 'static':
+        out += _static_args_24(sec.kind, args)
+    elif args is not None:
         if driver != 'passwd-file':
             raise Unsupported('%s %s args: not translated to 2.4' % (sec.kind, driver))
         path = None

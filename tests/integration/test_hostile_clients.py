@@ -64,7 +64,9 @@ def test_input_stops_half_way(driver):
             _half_append(dc, data, literal_plus=True)
             _half_lmtp(dc, data, bdat=False)
             _half_lmtp(dc, data, bdat=True)
-        appends = wait_log_count(dc, r'Connection closed \(While APPENDing: 1 msgs, '
+        # 2.3: 'While APPENDing', 2.4: 'While running APPEND command'
+        appends = wait_log_count(dc, r'Connection closed \(While (?:APPENDing|running '
+                                 r'APPEND command): 1 msgs, '
                                  r'\d+ secs, (\d+)/(\d+) bytes\)', 4)
         assert len(appends) == 4 and all(int(a) < int(b) for a, b in appends), appends
         for cmd in ('DATA', 'BDAT'):
