@@ -168,6 +168,14 @@ const char *pop3_policy_uidl_candidate(const char *base, unsigned int n);
    bad characters, empty): a hex digest of it. */
 const char *pop3_policy_uidl_sanitize(const char *uidl);
 
+/* The UIDL shown for a message whose frozen UIDL can't be had (the
+   environment can't be opened or read): a fixed prefix and the hex SHA1
+   of its GUID (62 characters), the same in every session while the
+   failure lasts. No UIDL the plugin freezes has the prefix. */
+#define POP3_POLICY_UIDL_FALLBACK_PREFIX "~pop3-policy-unfrozen~"
+const char *pop3_policy_uidl_fallback(const char *guid);
+bool pop3_policy_uidl_is_fallback(const char *uidl);
+
 /* Is a message first downloaded at first_download due for removal at
    now under keep_days? Never for keep_days=0 or never-downloaded mail. */
 bool pop3_policy_keep_days_due(uint64_t first_download,

@@ -315,6 +315,27 @@ static int pop3_policy_save_finish(struct mail_save_context *ctx)
 	return 0;
 }
 
+/* A POP3 session's maildrop opens only with the environment: without
+   it no UIDL can be frozen or checked against the reservations, no keep
+   DELE or download recorded. Refused (-ERR [SYS/TEMP], logged) rather
+   than served with fallback UIDLs, which every client would download
+   again, and again when the environment is back. */
+static int pop3_policy_mailbox_open(struct mailbox *box)
+{
+	struct pop3_policy_mailbox *pbox = POP3_POLICY_MAILBOX_CONTEXT(box);
+	struct pop3_policy_env *env;
+	const char *error;
+
+	if (pop3_policy_user_get_env(pbox->puser, &env, &error) < 0) {
+		e_error(box->event, POP3_POLICY_LOG_PREFIX
+			"POP3 session refused: %s", error);
+		mail_storage_set_error(box->storage, MAIL_ERROR_TEMP,
+				       MAIL_ERRSTR_CRITICAL_MSG);
+		return -1;
+	}
+	return pbox->module_ctx.super.open(box);
+}
+
 static void pop3_policy_mailbox_close(struct mailbox *box)
 {
 	struct pop3_policy_mailbox *pbox = POP3_POLICY_MAILBOX_CONTEXT(box);
@@ -362,6 +383,8 @@ void pop3_policy_mailbox_allocated(struct mailbox *box)
 	v->transaction_rollback = pop3_policy_transaction_rollback;
 	v->close = pop3_policy_mailbox_close;
 	v->free = pop3_policy_mailbox_free;
+	if (maildrop && pbox->pop3_session)
+		v->open = pop3_policy_mailbox_open;
 	if (maildrop) {
 		v->copy = pop3_policy_copy;
 		v->save_finish = pop3_policy_save_finish;

@@ -174,6 +174,9 @@ pop3_policy_uidl_make_unique(struct pop3_policy_mailbox *pbox,
 			hash_table_lookup(pbox->pending_uidls, cand);
 		if (owner != NULL && strcmp(owner, guid) != 0)
 			continue;
+		/* the fallback UIDLs stay apart from every frozen one */
+		if (pop3_policy_uidl_is_fallback(cand))
+			continue;
 		ret = pop3_policy_env_uidl_get(env, txn, cand, &urec, error_r);
 		if (ret < 0)
 			break;
@@ -256,6 +259,27 @@ int pop3_policy_uidl_freeze(struct pop3_policy_mailbox *pbox,
 	return 0;
 }
 
+/* The freeze failed (logged): show the fallback UIDL rather than fail.
+   Failing would make Dovecot's POP3 server build a UIDL from
+   pop3_uidl_format itself, which can be the reserved UIDL of an expunged
+   message (after a UID reset): a client that remembers it skips the new
+   message. The fallback costs at worst a duplicate download. */
+static int pop3_policy_uidl_fallback_get(struct mail *mail,
+					 const char **uidl_r)
+{
+	const char *guid;
+
+	if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
+		return -1;
+	if (guid[0] == '\0')
+		return -1;
+	*uidl_r = pop3_policy_uidl_fallback(guid);
+	e_error(mail_event(mail), POP3_POLICY_LOG_PREFIX
+		"UIDL can't be frozen: shown as %s until it can (a POP3 "
+		"client may download the message again)", *uidl_r);
+	return 0;
+}
+
 int pop3_policy_uidl_get_special(struct mail *_mail,
 				 enum mail_fetch_field field,
 				 const char **value_r)
@@ -277,7 +301,8 @@ int pop3_policy_uidl_get_special(struct mail *_mail,
 		return 0;
 
 	if (pbox->pop3_session) {
-		if (pop3_policy_uidl_freeze(pbox, _mail, &uidl) < 0)
+		if (pop3_policy_uidl_freeze(pbox, _mail, &uidl) < 0 &&
+		    pop3_policy_uidl_fallback_get(_mail, &uidl) < 0)
 			return -1;
 		*value_r = p_strdup(mail->data_pool, uidl);
 		return 0;

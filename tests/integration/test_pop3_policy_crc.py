@@ -14,6 +14,9 @@ The helpers read the version byte, so that the same test runs against a
 module of schema 2 (version-1 values, no CRC): that is how it was shown
 to fail without the CRC."""
 
+import hashlib
+import os
+import poplib
 import struct
 
 import harness
@@ -240,3 +243,127 @@ def test_schema2_environment_converted_on_open(driver):
         assert 'left as they were' not in log, log
         assert check_all_sealed(path) >= values
         assert tp.policy_show(dc) == shown
+
+
+# -------------------------------------------------------------------------
+# Review 4: a UIDL the plugin can't give, damaged reservations, a damaged
+# deleted-flag record
+
+FALLBACK_PREFIX = '~pop3-policy-unfrozen~'
+
+
+def reserve(path: str, uidls: list[str], guid: str) -> None:
+    """Write UIDL reservations of uidls for guid (with Dovecot stopped)."""
+    env = policyrec.open_env(path)
+    try:
+        with env.begin(write=True) as txn:
+            db = env.open_db(b'uidls', txn=txn, create=False)
+            g = guid.encode()
+            for u in uidls:
+                txn.put(u.encode(), policyrec.seal(
+                    policyrec.TYPE_UIDL, u.encode(), struct.pack('>H', len(g)) + g), db=db)
+    finally:
+        env.close()
+
+
+def delete_msg_record(path: str, guid: str) -> None:
+    env = policyrec.open_env(path)
+    try:
+        with env.begin(write=True) as txn:
+            db = env.open_db(b'msgs', txn=txn, create=False)
+            assert txn.delete(guid.encode(), db=db), 'no msgs record for %s' % guid
+    finally:
+        env.close()
+
+
+def reset_uids(dc, pfx: str) -> tuple[dict, dict]:
+    """Three messages seen over POP3, all expunged, then the maildir's
+    UIDs start again at 1 under the same UIDVALIDITY (the case of
+    test_uidl_not_reused_after_uid_reset): the new messages' format UIDLs
+    are those of the expunged ones, all reserved.  This part: the three
+    seen and expunged; returns their view and the UIDVALIDITY, with dc
+    stopped."""
+    tp.deliver(dc, [tp.make_msg(pfx, i) for i in range(3)])
+    old_uv = tp.uidvalidity(dc)
+    first = tp.pop3_view(dc)
+    c = dc.pop3()
+    for n in range(1, 4):
+        c.dele(n)
+    tp.pop3_quit_and_wait(dc, c)
+    dc.stop()
+    return first, old_uv
+
+
+def forget_uids(dc) -> None:
+    """Drop the maildir's UID list and indexes (Dovecot stopped), start."""
+    os.unlink(os.path.join(dc.mail_dir(), 'dovecot-uidlist'))
+    for f in os.listdir(dc.mail_dir()):
+        if f.startswith('dovecot.index') or f.startswith('dovecot.list.index'):
+            os.unlink(os.path.join(dc.mail_dir(), f))
+    dc.start()
+
+
+@harness.drivers('maildir')
+def test_unopenable_environment_refuses_pop3(driver):
+    """The environment can't be opened (one byte of its schema record
+    changed): the POP3 session is refused with -ERR [SYS/TEMP] and a log
+    line, rather than served with Dovecot's own pop3_uidl_format UIDLs,
+    which after a UID reset are the reserved UIDLs of expunged messages
+    (a client skips the new ones)."""
+    with tp.make_dc(driver) as dc:
+        first, old_uv = reset_uids(dc, 'ro')
+        forget_uids(dc)
+        tp.deliver(dc, [tp.make_msg('ro2', i) for i in range(3)])
+        dc.doveadm('mailbox', 'update', '--uid-validity', old_uv, 'INBOX', user=USER)
+        second = tp.pop3_view(dc)
+        assert not set(first.values()) & set(second.values()), (first, second)
+        dc.stop()
+        policyrec.flip(tp.policy_env_path(dc), b'meta', b'schema', 7)
+        dc.start()
+        c = dc.pop3()
+        try:
+            # the refusal comes after +OK to PASS: INBOX opens then
+            third = tp.pop3_uidls(c)
+        except poplib.error_proto as e:
+            assert 'SYS/TEMP' in str(e), e
+        else:
+            reused = set(first.values()) & set(third.values())
+            raise AssertionError('POP3 session not refused; UIDLs %r (reused: %r)'
+                                 % (third, reused))
+        log = dc.log()
+        assert [l for l in log.splitlines() if 'pop3_policy: POP3 session refused' in l
+                and 'corrupted schema record' in l], log
+
+
+@harness.drivers('maildir')
+def test_unfreezable_uidl_never_format_fallback(driver):
+    """The freeze of a message's UIDL fails in a session whose
+    environment opened: its format UIDL and every alternative of it are
+    reserved for another GUID (10,000 of them: "No free UIDL derived
+    from ...").  The plugin shows its fallback UIDL (fixed prefix, SHA1 of
+    the GUID), the same in the next session, and logs it; never the format
+    UIDL, which Dovecot would show if the plugin failed, and which is
+    another message's."""
+    with tp.make_dc(driver) as dc:
+        tp.deliver(dc, [tp.make_msg('uf', i) for i in range(2)])
+        before = tp.pop3_view(dc)
+        guid = {m: r['guid'] for m, r in tp.mailbox_msgs(dc).items()}
+        g0 = guid[tp.mid('uf', 0)]
+        u0 = before[tp.mid('uf', 0)]
+        path = tp.policy_env_path(dc)
+        dc.stop()
+        delete_msg_record(path, g0)
+        reserve(path, [u0] + ['%s-%d' % (u0, n) for n in range(1, 10000)],
+                'someone-else-guid')
+        dc.start()
+        want = FALLBACK_PREFIX + hashlib.sha1(g0.encode()).hexdigest()
+        for _ in range(2):
+            view = tp.pop3_view(dc)
+            assert view[tp.mid('uf', 0)] == want, \
+                'UIDL of a message that cannot be frozen: %r (reserved for another ' \
+                'GUID: %s)' % (view, u0)
+            assert view[tp.mid('uf', 1)] == before[tp.mid('uf', 1)], (before, view)
+        log = dc.log()
+        assert [l for l in log.splitlines() if 'No free UIDL derived from %s' % u0 in l], log
+        assert [l for l in log.splitlines()
+                if 'UIDL can\'t be frozen: shown as %s' % want in l], log
