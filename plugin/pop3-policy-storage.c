@@ -101,10 +101,20 @@ pop3_policy_flush_one(struct pop3_policy_env *env, MDB_txn *txn,
 	}
 	if (pending->uidl != NULL) {
 		if (rec.uidl[0] == '\0') {
-			ret = pop3_policy_env_uidl_get(env, txn, pending->uidl,
-						       &urec, error_r);
+			ret = pop3_policy_env_uidl_lookup(env, txn,
+							  pending->uidl, &urec,
+							  &damage, error_r);
 			if (ret < 0)
 				return MDB_CORRUPTED;
+			if (ret == 0 && damage != NULL) {
+				/* this session showed the UIDL for this GUID:
+				   reserved for it again, rather than failing
+				   the session's whole write */
+				const char *w = t_strdup_printf(
+					"%s (written again for GUID %s)",
+					damage, pending->guid);
+				array_push_back(&ctx->warnings, &w);
+			}
 			if (ret > 0 && strcmp(urec.guid, pending->guid) != 0) {
 				/* another session froze the same UIDL for
 				   another message since we checked */

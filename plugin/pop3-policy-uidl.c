@@ -152,15 +152,18 @@ pop3_policy_uidl_lookup(struct pop3_policy_user *puser, struct mail *mail,
 	return 1;
 }
 
-/* Pick the first free alternative of base for guid. */
+/* Pick the first free alternative of base for guid. A damaged
+   reservation counts as taken: its UIDL may have been shown for another
+   message, which a client would then skip. */
 static int
 pop3_policy_uidl_make_unique(struct pop3_policy_mailbox *pbox,
-			     const char *guid, const char *base,
-			     const char **uidl_r, const char **error_r)
+			     struct mail *mail, const char *guid,
+			     const char *base, const char **uidl_r,
+			     const char **error_r)
 {
 	struct pop3_policy_uidl_record urec;
 	struct pop3_policy_env *env;
-	const char *cand, *owner;
+	const char *cand, *owner, *damage;
 	MDB_txn *txn;
 	unsigned int n;
 	int ret = 0;
@@ -177,9 +180,16 @@ pop3_policy_uidl_make_unique(struct pop3_policy_mailbox *pbox,
 		/* the fallback UIDLs stay apart from every frozen one */
 		if (pop3_policy_uidl_is_fallback(cand))
 			continue;
-		ret = pop3_policy_env_uidl_get(env, txn, cand, &urec, error_r);
+		ret = pop3_policy_env_uidl_lookup(env, txn, cand, &urec,
+						  &damage, error_r);
 		if (ret < 0)
 			break;
+		if (ret == 0 && damage != NULL) {
+			e_warning(mail_event(mail), POP3_POLICY_LOG_PREFIX
+				  "%s: taken, not given to GUID %s", damage,
+				  guid);
+			continue;
+		}
 		if (ret == 0 || strcmp(urec.guid, guid) == 0) {
 			ret = 1;
 			break;
@@ -247,7 +257,7 @@ int pop3_policy_uidl_freeze(struct pop3_policy_mailbox *pbox,
 		return -1;
 	}
 	base = pop3_policy_uidl_sanitize(base);
-	if (pop3_policy_uidl_make_unique(pbox, guid, base, &uidl,
+	if (pop3_policy_uidl_make_unique(pbox, mail, guid, base, &uidl,
 					 &error) < 0) {
 		mail_set_critical(mail, POP3_POLICY_LOG_PREFIX"%s", error);
 		return -1;

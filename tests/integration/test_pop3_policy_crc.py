@@ -367,3 +367,68 @@ def test_unfreezable_uidl_never_format_fallback(driver):
         assert [l for l in log.splitlines() if 'No free UIDL derived from %s' % u0 in l], log
         assert [l for l in log.splitlines()
                 if 'UIDL can\'t be frozen: shown as %s' % want in l], log
+
+
+def flip_reservation(path: str, uidl: str) -> None:
+    """Change one byte of the GUID field of the reservation of uidl."""
+    value = policyrec.get(path, b'uidls', uidl.encode())
+    assert value is not None, 'no reservation of %s' % uidl
+    policyrec.flip(path, b'uidls', uidl.encode(), header(value) + 2)
+
+
+@harness.drivers('maildir')
+def test_damaged_reservation_counts_as_taken(driver):
+    """The reservation of an expunged message's UIDL X is damaged, then
+    the maildir's UIDs start again under the same UIDVALIDITY: the new
+    message whose format UIDL is X gets another UIDL (a warning names the
+    damaged reservation), never X, which a client remembers."""
+    with tp.make_dc(driver) as dc:
+        first, old_uv = reset_uids(dc, 'rr')
+        u0 = first[tp.mid('rr', 0)]
+        flip_reservation(tp.policy_env_path(dc), u0)
+        forget_uids(dc)
+        tp.deliver(dc, [tp.make_msg('rr2', i) for i in range(3)])
+        dc.doveadm('mailbox', 'update', '--uid-validity', old_uv, 'INBOX', user=USER)
+        second = tp.pop3_view(dc)
+        reused = set(first.values()) & set(second.values())
+        assert not reused, 'UIDLs reused: %r (before %r, now %r)' % (reused, first, second)
+        assert tp.pop3_view(dc) == second
+        log = dc.log()
+        assert [l for l in log.splitlines() if 'damaged UIDL record %s' % u0 in l
+                and 'checksum mismatch: taken, not given to GUID' in l], log
+        assert not [l for l in log.splitlines() if "UIDL can't be frozen" in l], log
+
+
+@harness.drivers('lmdb')
+def test_damaged_reservation_flush_writes_the_rest(driver):
+    """lmdb (backend UIDLs): freeze-uidl after the record of lr0 and its
+    reservation are both damaged, and lr1 has arrived: the flush writes
+    lr1's reservation and lr0's again (a warning), rather than failing
+    the whole write at lr0's damaged reservation."""
+    with tp.make_dc(driver) as dc:
+        tp.deliver(dc, [tp.make_msg('lr', 0)])
+        r = dc.doveadm('pop3-policy', 'freeze-uidl', user=USER)
+        assert r.stdout.strip() == 'frozen\t1', r.stdout
+        tp.deliver(dc, [tp.make_msg('lr', 1)])
+        guid = {m: r['guid'] for m, r in tp.mailbox_msgs(dc).items()}
+        g0, g1 = guid[tp.mid('lr', 0)], guid[tp.mid('lr', 1)]
+        u0 = tp.policy_uidl(dc)[g0]
+        path = tp.policy_env_path(dc)
+        flip_msg(dc, g0, 'uidl', byte=0, mask=0x01)
+        flip_reservation(path, u0)
+        u1 = tp.pop3_view(dc)[tp.mid('lr', 1)]
+        assert policyrec.get(path, b'uidls', u1.encode()) is None
+        r = dc.doveadm('pop3-policy', 'freeze-uidl', user=USER, check=False)
+        log = dc.log() + '\n' + r.stderr
+        assert r.returncode == 0, 'freeze-uidl failed (exit %d): %s' % (r.returncode, log)
+        assert 'Failed to save POP3 state' not in log, log
+        # lr1 reserved and recorded, lr0's both written again: all decode
+        v = policyrec.get(path, b'uidls', u1.encode())
+        assert v is not None, 'the flush wrote nothing for lr1\n' + log
+        assert policyrec.unseal(policyrec.TYPE_UIDL, u1.encode(), v)[2:] == g1.encode()
+        assert policyrec.decode_msg(g1.encode(), policyrec.get(path, b'msgs', g1.encode()))
+        v = policyrec.get(path, b'uidls', u0.encode())
+        assert policyrec.unseal(policyrec.TYPE_UIDL, u0.encode(), v)[2:] == g0.encode()
+        policyrec.decode_msg(g0.encode(), policyrec.get(path, b'msgs', g0.encode()))
+        assert [l for l in log.splitlines() if 'damaged UIDL record %s' % u0 in l
+                and '(written again for GUID %s)' % g0 in l], log
