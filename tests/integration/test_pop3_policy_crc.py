@@ -432,3 +432,60 @@ def test_damaged_reservation_flush_writes_the_rest(driver):
         policyrec.decode_msg(g0.encode(), policyrec.get(path, b'msgs', g0.encode()))
         assert [l for l in log.splitlines() if 'damaged UIDL record %s' % u0 in l
                 and '(written again for GUID %s)' % g0 in l], log
+
+
+def flag_record_intact(path: str) -> str | None:
+    """The keyword of the deleted-flag record, None if it is damaged."""
+    v = policyrec.get(path, b'meta', b'deleted-flag')
+    try:
+        f = policyrec.unseal(policyrec.TYPE_FLAG, b'deleted-flag', v)
+    except AssertionError:
+        return None
+    n = struct.unpack('>H', f[:2])[0]
+    return f[2:2 + n].decode()
+
+
+@harness.drivers('maildir')
+def test_damaged_flag_record_purges_downloaded_only(driver):
+    """pop3_deleted_flag in protocol pop3 {} (LMTP doesn't know it): a
+    keep DELE without RETR hides q1, then doveadm removes the keyword, so
+    q1 is neither hidden nor downloaded and the quota purge must never
+    take it.  With the deleted-flag record damaged, LMTP's purge doesn't
+    fall back to the record's hidden bit (nothing to purge: 552, q1
+    kept), and the next POP3 session writes the record again."""
+    settings = dict(tp.QUOTA_SETTINGS, pop3_policy_dele='keep')
+    extra = tp.QEXTRA + 'protocol pop3 {\n  pop3_deleted_flag = "%s"\n}\n' % tp.DELETED_FLAG
+    with tp.make_dc(driver, settings, plugins=tp.quota_plugins(), extra=extra) as dc:
+        tp.deliver(dc, [tp.make_msg('q', i, 30000) for i in range(6)])
+        c = dc.pop3()
+        ids = {m: n for n, m in tp.pop3_msgids(c).items()}
+        c.dele(ids[tp.mid('q', 1)])
+        tp.pop3_quit_and_wait(dc, c)
+        uid = tp.mailbox_msgs(dc)[tp.mid('q', 1)]['uid']
+        dc.doveadm('flags', 'remove', tp.DELETED_FLAG, 'mailbox', 'INBOX', 'uid', uid,
+                   user=USER)
+        assert tp.DELETED_FLAG not in tp.mailbox_msgs(dc)[tp.mid('q', 1)]['flags']
+        # control: the record intact, nothing to purge
+        r = dc.lmtp_deliver([USER], tp.make_msg('n', 1, 30000))
+        assert r.status == {USER: 552}, r
+        path = tp.policy_env_path(dc)
+        assert flag_record_intact(path) == tp.DELETED_FLAG
+
+        policyrec.flip(path, b'meta', b'deleted-flag', 6)
+        assert flag_record_intact(path) is None
+        r = dc.lmtp_deliver([USER], tp.make_msg('n', 2, 30000))
+        log = dc.log()
+        assert tp.mid('q', 1) in tp.mailbox_msgs(dc), \
+            'never-downloaded, un-hidden q1 purged on the damaged flag record\n' + log
+        assert r.status == {USER: 552}, r
+        assert [l for l in log.splitlines() if 'damaged deleted-flag record' in l
+                and 'only downloaded messages are purged' in l], log
+
+        tp.pop3_view(dc)
+        assert flag_record_intact(path) == tp.DELETED_FLAG, \
+            'a POP3 session left the deleted-flag record damaged'
+        assert [l for l in dc.log().splitlines() if 'damaged deleted-flag record' in l
+                and '(written again)' in l], dc.log()
+        r = dc.lmtp_deliver([USER], tp.make_msg('n', 3, 30000))
+        assert r.status == {USER: 552}, r
+        assert tp.mid('q', 1) in tp.mailbox_msgs(dc)
