@@ -336,6 +336,14 @@ pop3_policy_mail_namespaces_created(struct mail_namespace *namespaces)
 	}
 	if (flag == NULL || flag[0] == '\0')
 		return;
+	if (strlen(flag) > POP3_POLICY_FLAG_KEYWORD_MAX_LEN) {
+		/* its record would always read as damaged */
+		user->error = p_strdup_printf(user->pool,
+			"pop3_policy: pop3_deleted_flag is %zu characters "
+			"long, the most is %u", strlen(flag),
+			POP3_POLICY_FLAG_KEYWORD_MAX_LEN);
+		return;
+	}
 	puser->deleted_flag_looked_up = TRUE;
 	puser->deleted_flag = p_strdup(user->pool, flag);
 	if (is_pop3)

@@ -86,6 +86,9 @@ struct pop3_policy_sweep_record {
 struct pop3_policy_flag_record {
 	const char *keyword;
 };
+/* The longest keyword the decoder accepts; a longer pop3_deleted_flag is
+   refused by the settings check, so none is ever written. */
+#define POP3_POLICY_FLAG_KEYWORD_MAX_LEN 1024
 
 /* key is the record's key in its DBI: it is inside the CRC. */
 void pop3_policy_msg_record_encode(buffer_t *buf, const void *key,

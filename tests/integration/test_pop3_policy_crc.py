@@ -14,6 +14,7 @@ The helpers read the version byte, so that the same test runs against a
 module of schema 2 (version-1 values, no CRC): that is how it was shown
 to fail without the CRC."""
 
+import glob
 import hashlib
 import os
 import poplib
@@ -489,3 +490,33 @@ def test_damaged_flag_record_purges_downloaded_only(driver):
         r = dc.lmtp_deliver([USER], tp.make_msg('n', 3, 30000))
         assert r.status == {USER: 552}, r
         assert tp.mid('q', 1) in tp.mailbox_msgs(dc)
+
+
+@harness.drivers('maildir')
+def test_overlong_deleted_flag_refused(driver):
+    """A pop3_deleted_flag longer than the deleted-flag record's decoder
+    takes (1024) is refused when the plugin checks the settings, with an
+    error naming it: never written as a record that always reads as
+    damaged."""
+    flag = '$' + 'L' * 1100
+    settings = {'pop3_policy_dele': 'keep'}
+    extra = 'protocol pop3 {\n  pop3_deleted_flag = "%s"\n}\n' % flag
+    with tp.make_dc(driver, settings, extra=extra) as dc:
+        tp.deliver(dc, [tp.make_msg('ol', 0)])
+        try:
+            c = dc.pop3()
+            c.stat()
+            c.quit()
+            pop3 = None
+        except (poplib.error_proto, OSError, EOFError) as e:
+            pop3 = str(e)
+        paths = glob.glob(os.path.join(dc.home(USER), '**', 'dovecot-pop3-policy.mdb'),
+                          recursive=True)
+        written = paths and policyrec.get(paths[0], b'meta', b'deleted-flag')
+        assert pop3 is not None, 'POP3 session worked; deleted-flag record: %r' % (
+            written[:40] if written else written)
+        assert not written, written[:40]
+        log = dc.log()
+        assert [l for l in log.splitlines()
+                if 'pop3_policy: pop3_deleted_flag is 1101 characters long, the most is 1024'
+                in l], log
