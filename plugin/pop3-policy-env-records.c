@@ -190,26 +190,44 @@ int pop3_policy_env_msg_del(struct pop3_policy_env *env, MDB_txn *txn,
 				   error_r);
 }
 
-int pop3_policy_env_uidl_get(struct pop3_policy_env *env, MDB_txn *txn,
-			     const char *uidl,
-			     struct pop3_policy_uidl_record *rec_r,
-			     const char **error_r)
+int pop3_policy_env_uidl_lookup(struct pop3_policy_env *env, MDB_txn *txn,
+				const char *uidl,
+				struct pop3_policy_uidl_record *rec_r,
+				const char **damage_r, const char **error_r)
 {
 	const char *error;
 	MDB_val val;
 	int ret;
 
+	*damage_r = NULL;
 	ret = pop3_policy_env_get(txn, env->dbi_uidls, uidl, strlen(uidl),
 				  &val, error_r);
 	if (ret <= 0)
 		return ret;
 	if (!pop3_policy_uidl_record_decode(uidl, strlen(uidl), val.mv_data,
 					    val.mv_size, rec_r, &error)) {
-		*error_r = t_strdup_printf("%s: damaged UIDL record %s: %s",
-					   env->path, uidl, error);
-		return -1;
+		*damage_r = t_strdup_printf("%s: damaged UIDL record %s: %s",
+					    env->path, uidl, error);
+		return 0;
 	}
 	return 1;
+}
+
+int pop3_policy_env_uidl_get(struct pop3_policy_env *env, MDB_txn *txn,
+			     const char *uidl,
+			     struct pop3_policy_uidl_record *rec_r,
+			     const char **error_r)
+{
+	const char *damage;
+	int ret;
+
+	ret = pop3_policy_env_uidl_lookup(env, txn, uidl, rec_r, &damage,
+					  error_r);
+	if (ret == 0 && damage != NULL) {
+		*error_r = damage;
+		return -1;
+	}
+	return ret;
 }
 
 int pop3_policy_env_uidl_put(struct pop3_policy_env *env, MDB_txn *txn,
@@ -224,14 +242,16 @@ int pop3_policy_env_uidl_put(struct pop3_policy_env *env, MDB_txn *txn,
 				   buf, error_r);
 }
 
-int pop3_policy_env_flag_get(struct pop3_policy_env *env, MDB_txn *txn,
-			     const char **keyword_r, const char **error_r)
+int pop3_policy_env_flag_lookup(struct pop3_policy_env *env, MDB_txn *txn,
+				const char **keyword_r, const char **damage_r,
+				const char **error_r)
 {
 	struct pop3_policy_flag_record rec;
 	const char *error;
 	MDB_val val;
 	int ret;
 
+	*damage_r = NULL;
 	ret = pop3_policy_env_get(txn, env->dbi_meta,
 				  POP3_POLICY_META_KEY_FLAG,
 				  strlen(POP3_POLICY_META_KEY_FLAG),
@@ -240,12 +260,27 @@ int pop3_policy_env_flag_get(struct pop3_policy_env *env, MDB_txn *txn,
 		return ret;
 	if (!pop3_policy_flag_record_decode(val.mv_data, val.mv_size,
 					    &rec, &error)) {
-		*error_r = t_strdup_printf("%s: damaged deleted-flag "
-					   "record: %s", env->path, error);
-		return -1;
+		*damage_r = t_strdup_printf("%s: damaged deleted-flag "
+					    "record: %s", env->path, error);
+		return 0;
 	}
 	*keyword_r = rec.keyword;
 	return 1;
+}
+
+int pop3_policy_env_flag_get(struct pop3_policy_env *env, MDB_txn *txn,
+			     const char **keyword_r, const char **error_r)
+{
+	const char *damage;
+	int ret;
+
+	ret = pop3_policy_env_flag_lookup(env, txn, keyword_r, &damage,
+					  error_r);
+	if (ret == 0 && damage != NULL) {
+		*error_r = damage;
+		return -1;
+	}
+	return ret;
 }
 
 int pop3_policy_env_flag_put(struct pop3_policy_env *env, MDB_txn *txn,

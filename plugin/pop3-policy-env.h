@@ -103,12 +103,22 @@ int pop3_policy_env_uidl_get(struct pop3_policy_env *env, MDB_txn *txn,
 			     const char *uidl,
 			     struct pop3_policy_uidl_record *rec_r,
 			     const char **error_r);
+/* The same, but a damaged reservation returns 0 with *damage_r set
+   (its UIDL is taken all the same: it may have been shown). */
+int pop3_policy_env_uidl_lookup(struct pop3_policy_env *env, MDB_txn *txn,
+				const char *uidl,
+				struct pop3_policy_uidl_record *rec_r,
+				const char **damage_r, const char **error_r);
 int pop3_policy_env_uidl_put(struct pop3_policy_env *env, MDB_txn *txn,
 			     const char *uidl,
 			     const struct pop3_policy_uidl_record *rec,
 			     const char **error_r);
 int pop3_policy_env_flag_get(struct pop3_policy_env *env, MDB_txn *txn,
 			     const char **keyword_r, const char **error_r);
+/* The same, but a damaged record returns 0 with *damage_r set. */
+int pop3_policy_env_flag_lookup(struct pop3_policy_env *env, MDB_txn *txn,
+				const char **keyword_r, const char **damage_r,
+				const char **error_r);
 int pop3_policy_env_flag_put(struct pop3_policy_env *env, MDB_txn *txn,
 			     const char *keyword, const char **error_r);
 /* The "downloads" index entry of a message (msg_key as

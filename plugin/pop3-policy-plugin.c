@@ -121,7 +121,7 @@ const char *pop3_policy_user_get_deleted_flag(struct pop3_policy_user *puser)
 {
 	struct pop3_policy_env *env;
 	MDB_txn *txn;
-	const char *keyword = NULL, *error;
+	const char *keyword = NULL, *damage, *error;
 	int ret;
 
 	if (puser->deleted_flag_looked_up)
@@ -131,12 +131,19 @@ const char *pop3_policy_user_get_deleted_flag(struct pop3_policy_user *puser)
 	if (pop3_policy_user_get_env(puser, &env, &error) < 0 ||
 	    pop3_policy_env_read_begin(env, &txn, &error) < 0) {
 		e_error(puser->user->event, POP3_POLICY_LOG_PREFIX"%s", error);
+		puser->deleted_flag_unknown = TRUE;
 		return NULL;
 	}
-	ret = pop3_policy_env_flag_get(env, txn, &keyword, &error);
-	if (ret < 0)
-		e_error(puser->user->event, POP3_POLICY_LOG_PREFIX"%s", error);
-	else if (ret > 0 && keyword[0] != '\0')
+	ret = pop3_policy_env_flag_lookup(env, txn, &keyword, &damage,
+					  &error);
+	if (ret < 0 || damage != NULL) {
+		e_error(puser->user->event, POP3_POLICY_LOG_PREFIX
+			"%s (the flag is unknown until a POP3 session "
+			"writes it again: only downloaded messages are "
+			"purged)",
+			ret < 0 ? error : damage);
+		puser->deleted_flag_unknown = TRUE;
+	} else if (ret > 0 && keyword[0] != '\0')
 		puser->deleted_flag = p_strdup(puser->user->pool, keyword);
 	pop3_policy_env_read_end(env, &txn);
 	return puser->deleted_flag;
@@ -158,7 +165,7 @@ static void pop3_policy_remember_deleted_flag(struct pop3_policy_user *puser,
 {
 	struct pop3_policy_env *env;
 	MDB_txn *txn;
-	const char *old = NULL, *error;
+	const char *old = NULL, *damage, *error;
 	int ret;
 
 	if (pop3_policy_user_get_env(puser, &env, &error) < 0 ||
@@ -166,8 +173,13 @@ static void pop3_policy_remember_deleted_flag(struct pop3_policy_user *puser,
 		e_error(puser->user->event, POP3_POLICY_LOG_PREFIX"%s", error);
 		return;
 	}
-	ret = pop3_policy_env_flag_get(env, txn, &old, &error);
+	ret = pop3_policy_env_flag_lookup(env, txn, &old, &damage, &error);
 	pop3_policy_env_read_end(env, &txn);
+	if (ret == 0 && damage != NULL) {
+		/* this session knows the flag: the record is repaired */
+		e_warning(puser->user->event, POP3_POLICY_LOG_PREFIX
+			  "%s (written again)", damage);
+	}
 	if (ret < 0) {
 		e_error(puser->user->event, POP3_POLICY_LOG_PREFIX"%s", error);
 	} else if (ret == 0 || strcmp(old, keyword) != 0) {
@@ -324,6 +336,14 @@ pop3_policy_mail_namespaces_created(struct mail_namespace *namespaces)
 	}
 	if (flag == NULL || flag[0] == '\0')
 		return;
+	if (strlen(flag) > POP3_POLICY_FLAG_KEYWORD_MAX_LEN) {
+		/* its record would always read as damaged */
+		user->error = p_strdup_printf(user->pool,
+			"pop3_policy: pop3_deleted_flag is %zu characters "
+			"long, the most is %u", strlen(flag),
+			POP3_POLICY_FLAG_KEYWORD_MAX_LEN);
+		return;
+	}
 	puser->deleted_flag_looked_up = TRUE;
 	puser->deleted_flag = p_strdup(user->pool, flag);
 	if (is_pop3)

@@ -23,6 +23,10 @@ struct pop3_policy_user {
 	   processes, elsewhere as the last POP3 session recorded it */
 	const char *deleted_flag;
 	bool deleted_flag_looked_up;
+	/* no deleted_flag, because its record couldn't be read (damaged,
+	   or an LMDB error): the records' hidden bits are then no evidence
+	   (the keyword may have been removed since) */
+	bool deleted_flag_unknown;
 
 	/* quota_purge: the hook into the quota plugin (found at run time,
 	   the plugin must load without quota; its API differs between

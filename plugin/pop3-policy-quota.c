@@ -172,9 +172,10 @@ pop3_policy_quota_find_victims(struct pop3_policy_user *puser,
 		}
 		/* the keyword is the truth (IMAP may have removed it); the
 		   record's bit covers a deleted flag this process can't
-		   know */
+		   know, unless the flag's own record is damaged: then the
+		   keyword may be gone since, and only downloads count */
 		hidden = flag != NULL ? pop3_policy_mail_has_keyword(mail, flag) :
-			(rec != NULL &&
+			(!puser->deleted_flag_unknown && rec != NULL &&
 			 (rec->flags & POP3_POLICY_MSG_FLAG_HIDDEN) != 0);
 		if (!hidden && (rec == NULL || rec->first_download == 0))
 			continue;

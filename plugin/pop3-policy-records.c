@@ -55,7 +55,8 @@ static bool
 pop3_policy_flag_fields_read(struct pop3_policy_reader *r,
 			     struct pop3_policy_flag_record *rec_r)
 {
-	return pop3_policy_read_str(r, 1024, &rec_r->keyword);
+	return pop3_policy_read_str(r, POP3_POLICY_FLAG_KEYWORD_MAX_LEN,
+				    &rec_r->keyword);
 }
 
 static bool

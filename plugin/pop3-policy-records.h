@@ -86,6 +86,9 @@ struct pop3_policy_sweep_record {
 struct pop3_policy_flag_record {
 	const char *keyword;
 };
+/* The longest keyword the decoder accepts; a longer pop3_deleted_flag is
+   refused by the settings check, so none is ever written. */
+#define POP3_POLICY_FLAG_KEYWORD_MAX_LEN 1024
 
 /* key is the record's key in its DBI: it is inside the CRC. */
 void pop3_policy_msg_record_encode(buffer_t *buf, const void *key,
@@ -167,6 +170,14 @@ const char *pop3_policy_uidl_candidate(const char *base, unsigned int n);
 /* A valid UIDL derived from a computed one that isn't valid (too long,
    bad characters, empty): a hex digest of it. */
 const char *pop3_policy_uidl_sanitize(const char *uidl);
+
+/* The UIDL shown for a message whose frozen UIDL can't be had (the
+   environment can't be opened or read): a fixed prefix and the hex SHA1
+   of its GUID (62 characters), the same in every session while the
+   failure lasts. No UIDL the plugin freezes has the prefix. */
+#define POP3_POLICY_UIDL_FALLBACK_PREFIX "~pop3-policy-unfrozen~"
+const char *pop3_policy_uidl_fallback(const char *guid);
+bool pop3_policy_uidl_is_fallback(const char *uidl);
 
 /* Is a message first downloaded at first_download due for removal at
    now under keep_days? Never for keep_days=0 or never-downloaded mail. */

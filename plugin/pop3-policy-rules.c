@@ -4,6 +4,7 @@
 #include "str.h"
 #include "hex-binary.h"
 #include "md5.h"
+#include "sha1.h"
 #include "pop3-policy-records.h"
 
 /* The pure rules built on the records: message keys, UIDL validity and
@@ -64,6 +65,21 @@ const char *pop3_policy_uidl_sanitize(const char *uidl)
 		return uidl;
 	md5_get_digest(uidl, strlen(uidl), digest);
 	return binary_to_hex(digest, sizeof(digest));
+}
+
+const char *pop3_policy_uidl_fallback(const char *guid)
+{
+	unsigned char digest[SHA1_RESULTLEN];
+
+	sha1_get_digest(guid, strlen(guid), digest);
+	return t_strconcat(POP3_POLICY_UIDL_FALLBACK_PREFIX,
+			   binary_to_hex(digest, sizeof(digest)), NULL);
+}
+
+bool pop3_policy_uidl_is_fallback(const char *uidl)
+{
+	return strncmp(uidl, POP3_POLICY_UIDL_FALLBACK_PREFIX,
+		       strlen(POP3_POLICY_UIDL_FALLBACK_PREFIX)) == 0;
 }
 
 bool pop3_policy_keep_days_due(uint64_t first_download,

@@ -101,10 +101,20 @@ pop3_policy_flush_one(struct pop3_policy_env *env, MDB_txn *txn,
 	}
 	if (pending->uidl != NULL) {
 		if (rec.uidl[0] == '\0') {
-			ret = pop3_policy_env_uidl_get(env, txn, pending->uidl,
-						       &urec, error_r);
+			ret = pop3_policy_env_uidl_lookup(env, txn,
+							  pending->uidl, &urec,
+							  &damage, error_r);
 			if (ret < 0)
 				return MDB_CORRUPTED;
+			if (ret == 0 && damage != NULL) {
+				/* this session showed the UIDL for this GUID:
+				   reserved for it again, rather than failing
+				   the session's whole write */
+				const char *w = t_strdup_printf(
+					"%s (written again for GUID %s)",
+					damage, pending->guid);
+				array_push_back(&ctx->warnings, &w);
+			}
 			if (ret > 0 && strcmp(urec.guid, pending->guid) != 0) {
 				/* another session froze the same UIDL for
 				   another message since we checked */
@@ -315,6 +325,27 @@ static int pop3_policy_save_finish(struct mail_save_context *ctx)
 	return 0;
 }
 
+/* A POP3 session's maildrop opens only with the environment: without
+   it no UIDL can be frozen or checked against the reservations, no keep
+   DELE or download recorded. Refused (-ERR [SYS/TEMP], logged) rather
+   than served with fallback UIDLs, which every client would download
+   again, and again when the environment is back. */
+static int pop3_policy_mailbox_open(struct mailbox *box)
+{
+	struct pop3_policy_mailbox *pbox = POP3_POLICY_MAILBOX_CONTEXT(box);
+	struct pop3_policy_env *env;
+	const char *error;
+
+	if (pop3_policy_user_get_env(pbox->puser, &env, &error) < 0) {
+		e_error(box->event, POP3_POLICY_LOG_PREFIX
+			"POP3 session refused: %s", error);
+		mail_storage_set_error(box->storage, MAIL_ERROR_TEMP,
+				       MAIL_ERRSTR_CRITICAL_MSG);
+		return -1;
+	}
+	return pbox->module_ctx.super.open(box);
+}
+
 static void pop3_policy_mailbox_close(struct mailbox *box)
 {
 	struct pop3_policy_mailbox *pbox = POP3_POLICY_MAILBOX_CONTEXT(box);
@@ -362,6 +393,8 @@ void pop3_policy_mailbox_allocated(struct mailbox *box)
 	v->transaction_rollback = pop3_policy_transaction_rollback;
 	v->close = pop3_policy_mailbox_close;
 	v->free = pop3_policy_mailbox_free;
+	if (maildrop && pbox->pop3_session)
+		v->open = pop3_policy_mailbox_open;
 	if (maildrop) {
 		v->copy = pop3_policy_copy;
 		v->save_finish = pop3_policy_save_finish;

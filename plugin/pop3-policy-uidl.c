@@ -152,15 +152,18 @@ pop3_policy_uidl_lookup(struct pop3_policy_user *puser, struct mail *mail,
 	return 1;
 }
 
-/* Pick the first free alternative of base for guid. */
+/* Pick the first free alternative of base for guid. A damaged
+   reservation counts as taken: its UIDL may have been shown for another
+   message, which a client would then skip. */
 static int
 pop3_policy_uidl_make_unique(struct pop3_policy_mailbox *pbox,
-			     const char *guid, const char *base,
-			     const char **uidl_r, const char **error_r)
+			     struct mail *mail, const char *guid,
+			     const char *base, const char **uidl_r,
+			     const char **error_r)
 {
 	struct pop3_policy_uidl_record urec;
 	struct pop3_policy_env *env;
-	const char *cand, *owner;
+	const char *cand, *owner, *damage;
 	MDB_txn *txn;
 	unsigned int n;
 	int ret = 0;
@@ -174,9 +177,19 @@ pop3_policy_uidl_make_unique(struct pop3_policy_mailbox *pbox,
 			hash_table_lookup(pbox->pending_uidls, cand);
 		if (owner != NULL && strcmp(owner, guid) != 0)
 			continue;
-		ret = pop3_policy_env_uidl_get(env, txn, cand, &urec, error_r);
+		/* the fallback UIDLs stay apart from every frozen one */
+		if (pop3_policy_uidl_is_fallback(cand))
+			continue;
+		ret = pop3_policy_env_uidl_lookup(env, txn, cand, &urec,
+						  &damage, error_r);
 		if (ret < 0)
 			break;
+		if (ret == 0 && damage != NULL) {
+			e_warning(mail_event(mail), POP3_POLICY_LOG_PREFIX
+				  "%s: taken, not given to GUID %s", damage,
+				  guid);
+			continue;
+		}
 		if (ret == 0 || strcmp(urec.guid, guid) == 0) {
 			ret = 1;
 			break;
@@ -244,7 +257,7 @@ int pop3_policy_uidl_freeze(struct pop3_policy_mailbox *pbox,
 		return -1;
 	}
 	base = pop3_policy_uidl_sanitize(base);
-	if (pop3_policy_uidl_make_unique(pbox, guid, base, &uidl,
+	if (pop3_policy_uidl_make_unique(pbox, mail, guid, base, &uidl,
 					 &error) < 0) {
 		mail_set_critical(mail, POP3_POLICY_LOG_PREFIX"%s", error);
 		return -1;
@@ -253,6 +266,27 @@ int pop3_policy_uidl_freeze(struct pop3_policy_mailbox *pbox,
 	pending->uidl = p_strdup(pbox->pending_pool, uidl);
 	hash_table_update(pbox->pending_uidls, pending->uidl, pending->guid);
 	*uidl_r = pending->uidl;
+	return 0;
+}
+
+/* The freeze failed (logged): show the fallback UIDL rather than fail.
+   Failing would make Dovecot's POP3 server build a UIDL from
+   pop3_uidl_format itself, which can be the reserved UIDL of an expunged
+   message (after a UID reset): a client that remembers it skips the new
+   message. The fallback costs at worst a duplicate download. */
+static int pop3_policy_uidl_fallback_get(struct mail *mail,
+					 const char **uidl_r)
+{
+	const char *guid;
+
+	if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
+		return -1;
+	if (guid[0] == '\0')
+		return -1;
+	*uidl_r = pop3_policy_uidl_fallback(guid);
+	e_error(mail_event(mail), POP3_POLICY_LOG_PREFIX
+		"UIDL can't be frozen: shown as %s until it can (a POP3 "
+		"client may download the message again)", *uidl_r);
 	return 0;
 }
 
@@ -277,7 +311,8 @@ int pop3_policy_uidl_get_special(struct mail *_mail,
 		return 0;
 
 	if (pbox->pop3_session) {
-		if (pop3_policy_uidl_freeze(pbox, _mail, &uidl) < 0)
+		if (pop3_policy_uidl_freeze(pbox, _mail, &uidl) < 0 &&
+		    pop3_policy_uidl_fallback_get(_mail, &uidl) < 0)
 			return -1;
 		*value_r = p_strdup(mail->data_pool, uidl);
 		return 0;

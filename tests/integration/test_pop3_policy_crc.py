@@ -14,6 +14,10 @@ The helpers read the version byte, so that the same test runs against a
 module of schema 2 (version-1 values, no CRC): that is how it was shown
 to fail without the CRC."""
 
+import glob
+import hashlib
+import os
+import poplib
 import struct
 
 import harness
@@ -240,3 +244,279 @@ def test_schema2_environment_converted_on_open(driver):
         assert 'left as they were' not in log, log
         assert check_all_sealed(path) >= values
         assert tp.policy_show(dc) == shown
+
+
+# -------------------------------------------------------------------------
+# Review 4: a UIDL the plugin can't give, damaged reservations, a damaged
+# deleted-flag record
+
+FALLBACK_PREFIX = '~pop3-policy-unfrozen~'
+
+
+def reserve(path: str, uidls: list[str], guid: str) -> None:
+    """Write UIDL reservations of uidls for guid (with Dovecot stopped)."""
+    env = policyrec.open_env(path)
+    try:
+        with env.begin(write=True) as txn:
+            db = env.open_db(b'uidls', txn=txn, create=False)
+            g = guid.encode()
+            for u in uidls:
+                txn.put(u.encode(), policyrec.seal(
+                    policyrec.TYPE_UIDL, u.encode(), struct.pack('>H', len(g)) + g), db=db)
+    finally:
+        env.close()
+
+
+def delete_msg_record(path: str, guid: str) -> None:
+    env = policyrec.open_env(path)
+    try:
+        with env.begin(write=True) as txn:
+            db = env.open_db(b'msgs', txn=txn, create=False)
+            assert txn.delete(guid.encode(), db=db), 'no msgs record for %s' % guid
+    finally:
+        env.close()
+
+
+def reset_uids(dc, pfx: str) -> tuple[dict, dict]:
+    """Three messages seen over POP3, all expunged, then the maildir's
+    UIDs start again at 1 under the same UIDVALIDITY (the case of
+    test_uidl_not_reused_after_uid_reset): the new messages' format UIDLs
+    are those of the expunged ones, all reserved.  This part: the three
+    seen and expunged; returns their view and the UIDVALIDITY, with dc
+    stopped."""
+    tp.deliver(dc, [tp.make_msg(pfx, i) for i in range(3)])
+    old_uv = tp.uidvalidity(dc)
+    first = tp.pop3_view(dc)
+    c = dc.pop3()
+    for n in range(1, 4):
+        c.dele(n)
+    tp.pop3_quit_and_wait(dc, c)
+    dc.stop()
+    return first, old_uv
+
+
+def forget_uids(dc) -> None:
+    """Drop the maildir's UID list and indexes (Dovecot stopped), start."""
+    os.unlink(os.path.join(dc.mail_dir(), 'dovecot-uidlist'))
+    for f in os.listdir(dc.mail_dir()):
+        if f.startswith('dovecot.index') or f.startswith('dovecot.list.index'):
+            os.unlink(os.path.join(dc.mail_dir(), f))
+    dc.start()
+
+
+@harness.drivers('maildir')
+def test_unopenable_environment_refuses_pop3(driver):
+    """The environment can't be opened (one byte of its schema record
+    changed): the POP3 session is refused with -ERR [SYS/TEMP] and a log
+    line, rather than served with Dovecot's own pop3_uidl_format UIDLs,
+    which after a UID reset are the reserved UIDLs of expunged messages
+    (a client skips the new ones)."""
+    with tp.make_dc(driver) as dc:
+        first, old_uv = reset_uids(dc, 'ro')
+        forget_uids(dc)
+        tp.deliver(dc, [tp.make_msg('ro2', i) for i in range(3)])
+        dc.doveadm('mailbox', 'update', '--uid-validity', old_uv, 'INBOX', user=USER)
+        second = tp.pop3_view(dc)
+        assert not set(first.values()) & set(second.values()), (first, second)
+        dc.stop()
+        policyrec.flip(tp.policy_env_path(dc), b'meta', b'schema', 7)
+        dc.start()
+        c = dc.pop3()
+        try:
+            # the refusal comes after +OK to PASS: INBOX opens then
+            third = tp.pop3_uidls(c)
+        except poplib.error_proto as e:
+            assert 'SYS/TEMP' in str(e), e
+        else:
+            reused = set(first.values()) & set(third.values())
+            raise AssertionError('POP3 session not refused; UIDLs %r (reused: %r)'
+                                 % (third, reused))
+        log = dc.log()
+        assert [l for l in log.splitlines() if 'pop3_policy: POP3 session refused' in l
+                and 'corrupted schema record' in l], log
+
+
+@harness.drivers('maildir')
+def test_unfreezable_uidl_never_format_fallback(driver):
+    """The freeze of a message's UIDL fails in a session whose
+    environment opened: its format UIDL and every alternative of it are
+    reserved for another GUID (10,000 of them: "No free UIDL derived
+    from ...").  The plugin shows its fallback UIDL (fixed prefix, SHA1 of
+    the GUID), the same in the next session, and logs it; never the format
+    UIDL, which Dovecot would show if the plugin failed, and which is
+    another message's."""
+    with tp.make_dc(driver) as dc:
+        tp.deliver(dc, [tp.make_msg('uf', i) for i in range(2)])
+        before = tp.pop3_view(dc)
+        guid = {m: r['guid'] for m, r in tp.mailbox_msgs(dc).items()}
+        g0 = guid[tp.mid('uf', 0)]
+        u0 = before[tp.mid('uf', 0)]
+        path = tp.policy_env_path(dc)
+        dc.stop()
+        delete_msg_record(path, g0)
+        reserve(path, [u0] + ['%s-%d' % (u0, n) for n in range(1, 10000)],
+                'someone-else-guid')
+        dc.start()
+        want = FALLBACK_PREFIX + hashlib.sha1(g0.encode()).hexdigest()
+        for _ in range(2):
+            view = tp.pop3_view(dc)
+            assert view[tp.mid('uf', 0)] == want, \
+                'UIDL of a message that cannot be frozen: %r (reserved for another ' \
+                'GUID: %s)' % (view, u0)
+            assert view[tp.mid('uf', 1)] == before[tp.mid('uf', 1)], (before, view)
+        log = dc.log()
+        assert [l for l in log.splitlines() if 'No free UIDL derived from %s' % u0 in l], log
+        assert [l for l in log.splitlines()
+                if 'UIDL can\'t be frozen: shown as %s' % want in l], log
+
+
+def flip_reservation(path: str, uidl: str) -> None:
+    """Change one byte of the GUID field of the reservation of uidl."""
+    value = policyrec.get(path, b'uidls', uidl.encode())
+    assert value is not None, 'no reservation of %s' % uidl
+    policyrec.flip(path, b'uidls', uidl.encode(), header(value) + 2)
+
+
+@harness.drivers('maildir')
+def test_damaged_reservation_counts_as_taken(driver):
+    """The reservation of an expunged message's UIDL X is damaged, then
+    the maildir's UIDs start again under the same UIDVALIDITY: the new
+    message whose format UIDL is X gets another UIDL (a warning names the
+    damaged reservation), never X, which a client remembers."""
+    with tp.make_dc(driver) as dc:
+        first, old_uv = reset_uids(dc, 'rr')
+        u0 = first[tp.mid('rr', 0)]
+        flip_reservation(tp.policy_env_path(dc), u0)
+        forget_uids(dc)
+        tp.deliver(dc, [tp.make_msg('rr2', i) for i in range(3)])
+        dc.doveadm('mailbox', 'update', '--uid-validity', old_uv, 'INBOX', user=USER)
+        second = tp.pop3_view(dc)
+        reused = set(first.values()) & set(second.values())
+        assert not reused, 'UIDLs reused: %r (before %r, now %r)' % (reused, first, second)
+        assert tp.pop3_view(dc) == second
+        log = dc.log()
+        assert [l for l in log.splitlines() if 'damaged UIDL record %s' % u0 in l
+                and 'checksum mismatch: taken, not given to GUID' in l], log
+        assert not [l for l in log.splitlines() if "UIDL can't be frozen" in l], log
+
+
+@harness.drivers('lmdb')
+def test_damaged_reservation_flush_writes_the_rest(driver):
+    """lmdb (backend UIDLs): freeze-uidl after the record of lr0 and its
+    reservation are both damaged, and lr1 has arrived: the flush writes
+    lr1's reservation and lr0's again (a warning), rather than failing
+    the whole write at lr0's damaged reservation."""
+    with tp.make_dc(driver) as dc:
+        tp.deliver(dc, [tp.make_msg('lr', 0)])
+        r = dc.doveadm('pop3-policy', 'freeze-uidl', user=USER)
+        assert r.stdout.strip() == 'frozen\t1', r.stdout
+        tp.deliver(dc, [tp.make_msg('lr', 1)])
+        guid = {m: r['guid'] for m, r in tp.mailbox_msgs(dc).items()}
+        g0, g1 = guid[tp.mid('lr', 0)], guid[tp.mid('lr', 1)]
+        u0 = tp.policy_uidl(dc)[g0]
+        path = tp.policy_env_path(dc)
+        flip_msg(dc, g0, 'uidl', byte=0, mask=0x01)
+        flip_reservation(path, u0)
+        u1 = tp.pop3_view(dc)[tp.mid('lr', 1)]
+        assert policyrec.get(path, b'uidls', u1.encode()) is None
+        r = dc.doveadm('pop3-policy', 'freeze-uidl', user=USER, check=False)
+        log = dc.log() + '\n' + r.stderr
+        assert r.returncode == 0, 'freeze-uidl failed (exit %d): %s' % (r.returncode, log)
+        assert 'Failed to save POP3 state' not in log, log
+        # lr1 reserved and recorded, lr0's both written again: all decode
+        v = policyrec.get(path, b'uidls', u1.encode())
+        assert v is not None, 'the flush wrote nothing for lr1\n' + log
+        assert policyrec.unseal(policyrec.TYPE_UIDL, u1.encode(), v)[2:] == g1.encode()
+        assert policyrec.decode_msg(g1.encode(), policyrec.get(path, b'msgs', g1.encode()))
+        v = policyrec.get(path, b'uidls', u0.encode())
+        assert policyrec.unseal(policyrec.TYPE_UIDL, u0.encode(), v)[2:] == g0.encode()
+        policyrec.decode_msg(g0.encode(), policyrec.get(path, b'msgs', g0.encode()))
+        assert [l for l in log.splitlines() if 'damaged UIDL record %s' % u0 in l
+                and '(written again for GUID %s)' % g0 in l], log
+
+
+def flag_record_intact(path: str) -> str | None:
+    """The keyword of the deleted-flag record, None if it is damaged."""
+    v = policyrec.get(path, b'meta', b'deleted-flag')
+    try:
+        f = policyrec.unseal(policyrec.TYPE_FLAG, b'deleted-flag', v)
+    except AssertionError:
+        return None
+    n = struct.unpack('>H', f[:2])[0]
+    return f[2:2 + n].decode()
+
+
+@harness.drivers('maildir')
+def test_damaged_flag_record_purges_downloaded_only(driver):
+    """pop3_deleted_flag in protocol pop3 {} (LMTP doesn't know it): a
+    keep DELE without RETR hides q1, then doveadm removes the keyword, so
+    q1 is neither hidden nor downloaded and the quota purge must never
+    take it.  With the deleted-flag record damaged, LMTP's purge doesn't
+    fall back to the record's hidden bit (nothing to purge: 552, q1
+    kept), and the next POP3 session writes the record again."""
+    settings = dict(tp.QUOTA_SETTINGS, pop3_policy_dele='keep')
+    extra = tp.QEXTRA + 'protocol pop3 {\n  pop3_deleted_flag = "%s"\n}\n' % tp.DELETED_FLAG
+    with tp.make_dc(driver, settings, plugins=tp.quota_plugins(), extra=extra) as dc:
+        tp.deliver(dc, [tp.make_msg('q', i, 30000) for i in range(6)])
+        c = dc.pop3()
+        ids = {m: n for n, m in tp.pop3_msgids(c).items()}
+        c.dele(ids[tp.mid('q', 1)])
+        tp.pop3_quit_and_wait(dc, c)
+        uid = tp.mailbox_msgs(dc)[tp.mid('q', 1)]['uid']
+        dc.doveadm('flags', 'remove', tp.DELETED_FLAG, 'mailbox', 'INBOX', 'uid', uid,
+                   user=USER)
+        assert tp.DELETED_FLAG not in tp.mailbox_msgs(dc)[tp.mid('q', 1)]['flags']
+        # control: the record intact, nothing to purge
+        r = dc.lmtp_deliver([USER], tp.make_msg('n', 1, 30000))
+        assert r.status == {USER: 552}, r
+        path = tp.policy_env_path(dc)
+        assert flag_record_intact(path) == tp.DELETED_FLAG
+
+        policyrec.flip(path, b'meta', b'deleted-flag', 6)
+        assert flag_record_intact(path) is None
+        r = dc.lmtp_deliver([USER], tp.make_msg('n', 2, 30000))
+        log = dc.log()
+        assert tp.mid('q', 1) in tp.mailbox_msgs(dc), \
+            'never-downloaded, un-hidden q1 purged on the damaged flag record\n' + log
+        assert r.status == {USER: 552}, r
+        assert [l for l in log.splitlines() if 'damaged deleted-flag record' in l
+                and 'only downloaded messages are purged' in l], log
+
+        tp.pop3_view(dc)
+        assert flag_record_intact(path) == tp.DELETED_FLAG, \
+            'a POP3 session left the deleted-flag record damaged'
+        assert [l for l in dc.log().splitlines() if 'damaged deleted-flag record' in l
+                and '(written again)' in l], dc.log()
+        r = dc.lmtp_deliver([USER], tp.make_msg('n', 3, 30000))
+        assert r.status == {USER: 552}, r
+        assert tp.mid('q', 1) in tp.mailbox_msgs(dc)
+
+
+@harness.drivers('maildir')
+def test_overlong_deleted_flag_refused(driver):
+    """A pop3_deleted_flag longer than the deleted-flag record's decoder
+    takes (1024) is refused when the plugin checks the settings, with an
+    error naming it: never written as a record that always reads as
+    damaged."""
+    flag = '$' + 'L' * 1100
+    settings = {'pop3_policy_dele': 'keep'}
+    extra = 'protocol pop3 {\n  pop3_deleted_flag = "%s"\n}\n' % flag
+    with tp.make_dc(driver, settings, extra=extra) as dc:
+        tp.deliver(dc, [tp.make_msg('ol', 0)])
+        try:
+            c = dc.pop3()
+            c.stat()
+            c.quit()
+            pop3 = None
+        except (poplib.error_proto, OSError, EOFError) as e:
+            pop3 = str(e)
+        paths = glob.glob(os.path.join(dc.home(USER), '**', 'dovecot-pop3-policy.mdb'),
+                          recursive=True)
+        written = paths and policyrec.get(paths[0], b'meta', b'deleted-flag')
+        assert pop3 is not None, 'POP3 session worked; deleted-flag record: %r' % (
+            written[:40] if written else written)
+        assert not written, written[:40]
+        log = dc.log()
+        assert [l for l in log.splitlines()
+                if 'pop3_policy: pop3_deleted_flag is 1101 characters long, the most is 1024'
+                in l], log

@@ -507,6 +507,17 @@ static void test_uidl_rules(void)
 	test_assert_strcmp(c, pop3_policy_uidl_sanitize("not ok"));
 	test_assert(pop3_policy_uidl_is_valid(pop3_policy_uidl_sanitize("")));
 
+	/* the fallback UIDL: valid, the same for the same GUID, apart
+	   for another, never a sanitized digest */
+	c = pop3_policy_uidl_fallback("some-guid");
+	test_assert(pop3_policy_uidl_is_valid(c) && strlen(c) == 62);
+	test_assert(pop3_policy_uidl_is_fallback(c));
+	test_assert_strcmp(c, pop3_policy_uidl_fallback("some-guid"));
+	test_assert(strcmp(c, pop3_policy_uidl_fallback("other-guid")) != 0);
+	test_assert(!pop3_policy_uidl_is_fallback(
+		pop3_policy_uidl_sanitize(c + 1)));
+	test_assert(!pop3_policy_uidl_is_fallback("000000016b152611"));
+
 	/* long GUIDs get a digest key, short ones are the key */
 	test_assert_strcmp(pop3_policy_msg_key("guid"), "guid");
 	str_truncate(str, 0);
