@@ -143,7 +143,12 @@ const char *pop3_policy_user_get_deleted_flag(struct pop3_policy_user *puser)
 			"purged)",
 			ret < 0 ? error : damage);
 		puser->deleted_flag_unknown = TRUE;
-	} else if (ret > 0 && keyword[0] != '\0')
+	} else if (ret == 0) {
+		/* every POP3 session writes the record before it can hide
+		   anything: hidden bits without it (a failed write, a
+		   damaged key) can't be told from stale ones */
+		puser->deleted_flag_unknown = TRUE;
+	} else if (keyword[0] != '\0')
 		puser->deleted_flag = p_strdup(puser->user->pool, keyword);
 	pop3_policy_env_read_end(env, &txn);
 	return puser->deleted_flag;
