@@ -14,6 +14,7 @@ The helpers read the version byte, so that the same test runs against a
 module of schema 2 (version-1 values, no CRC): that is how it was shown
 to fail without the CRC."""
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -446,11 +447,12 @@ def flag_record_intact(path: str) -> str | None:
     return f[2:2 + n].decode()
 
 
-@harness.drivers('maildir')
-def test_absent_flag_record_purges_downloaded_only(driver):
-    """The same with the deleted-flag record gone (a damaged key makes it
-    look absent; a failed write at login leaves none): hidden bits without
-    it are not trusted either (review 5). It used to purge q1."""
+@contextlib.contextmanager
+def unhidden_undownloaded_q1(driver):
+    """A running instance with quota purge and pop3_deleted_flag only in
+    protocol pop3 {} (LMTP doesn't know it): six messages, q1 hidden by a
+    keep DELE without RETR, then its keyword removed by doveadm, so q1 is
+    neither hidden nor downloaded and the quota purge must never take it."""
     settings = dict(tp.QUOTA_SETTINGS, pop3_policy_dele='keep')
     extra = tp.QEXTRA + 'protocol pop3 {\n  pop3_deleted_flag = "%s"\n}\n' % tp.DELETED_FLAG
     with tp.make_dc(driver, settings, plugins=tp.quota_plugins(), extra=extra) as dc:
@@ -462,6 +464,15 @@ def test_absent_flag_record_purges_downloaded_only(driver):
         uid = tp.mailbox_msgs(dc)[tp.mid('q', 1)]['uid']
         dc.doveadm('flags', 'remove', tp.DELETED_FLAG, 'mailbox', 'INBOX', 'uid', uid,
                    user=USER)
+        yield dc
+
+
+@harness.drivers('maildir')
+def test_absent_flag_record_purges_downloaded_only(driver):
+    """The same with the deleted-flag record gone (a damaged key makes it
+    look absent; a failed write at login leaves none): hidden bits without
+    it are not trusted either (review 5). It used to purge q1."""
+    with unhidden_undownloaded_q1(driver) as dc:
         path = tp.policy_env_path(dc)
         env = policyrec.open_env(path)
         with env.begin(write=True) as txn:
@@ -481,17 +492,7 @@ def test_damaged_flag_record_purges_downloaded_only(driver):
     take it.  With the deleted-flag record damaged, LMTP's purge doesn't
     fall back to the record's hidden bit (nothing to purge: 552, q1
     kept), and the next POP3 session writes the record again."""
-    settings = dict(tp.QUOTA_SETTINGS, pop3_policy_dele='keep')
-    extra = tp.QEXTRA + 'protocol pop3 {\n  pop3_deleted_flag = "%s"\n}\n' % tp.DELETED_FLAG
-    with tp.make_dc(driver, settings, plugins=tp.quota_plugins(), extra=extra) as dc:
-        tp.deliver(dc, [tp.make_msg('q', i, 30000) for i in range(6)])
-        c = dc.pop3()
-        ids = {m: n for n, m in tp.pop3_msgids(c).items()}
-        c.dele(ids[tp.mid('q', 1)])
-        tp.pop3_quit_and_wait(dc, c)
-        uid = tp.mailbox_msgs(dc)[tp.mid('q', 1)]['uid']
-        dc.doveadm('flags', 'remove', tp.DELETED_FLAG, 'mailbox', 'INBOX', 'uid', uid,
-                   user=USER)
+    with unhidden_undownloaded_q1(driver) as dc:
         assert tp.DELETED_FLAG not in tp.mailbox_msgs(dc)[tp.mid('q', 1)]['flags']
         # control: the record intact, nothing to purge
         r = dc.lmtp_deliver([USER], tp.make_msg('n', 1, 30000))
